@@ -1,0 +1,68 @@
+# scaleml-workbook: `make run` executes every notebook, `make test` runs every test.
+# Both set up a local virtual environment first when it is missing or out of date (and do nothing otherwise).
+#
+# GPU users pick their torch build, e.g.  make setup TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
+# On a CPU-only machine leave it empty: pip takes the CPU build it finds (here, a local wheel in seconds).
+
+PYTHON          ?= python3
+VENV            ?= .venv
+TORCH_INDEX_URL ?=
+NB              ?=
+CELL_TIMEOUT    ?= 600
+
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.setup-done
+TORCH  := $(shell grep -E '^torch==' requirements.txt)
+INDEX  := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
+
+export MPLBACKEND ?= Agg
+export PYTHONHASHSEED ?= 0
+
+.PHONY: setup run test unit lab student grade readme clean help
+
+help:
+	@echo "make run      execute every notebook (papermill) into build/executed/, print a timing table"
+	@echo "make test     unit tests, then every notebook under nbval, the student edition and its grading"
+	@echo "make unit     only the fast tests (no whole-notebook runs)"
+	@echo "make lab      JupyterLab on notebooks/"
+	@echo "make student  write the student edition (solutions removed) to build/student/"
+	@echo "make grade NB=path/to/submission.ipynb (or a folder)   grade submissions into build/grades/"
+	@echo "make clean    remove build/ (make clean VENV_TOO=1 also removes .venv)"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(INDEX) "$(TORCH)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+run: $(STAMP)
+	$(PY) -m tools.run_notebooks notebooks --out build/executed --summary build/run-summary.json
+
+test: $(STAMP)
+	$(PY) -m pytest tests -ra
+
+unit: $(STAMP)
+	$(PY) -m pytest tests -ra -m "not notebooks"
+
+lab: $(STAMP)
+	@$(PY) -c "import jupyterlab" 2>/dev/null || $(BIN)/pip install --quiet jupyterlab
+	$(BIN)/jupyter lab notebooks
+
+student: $(STAMP)
+	$(PY) -m tools.student notebooks --out build/student
+
+grade: $(STAMP)
+	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/submission.ipynb (or a folder of them)"; exit 2; }
+	$(PY) -m tools.grade $(NB) --instructor notebooks --out build/grades --cell-timeout $(CELL_TIMEOUT)
+
+readme: $(STAMP)
+	$(PY) -m tools.readme --write
+
+clean:
+	rm -rf build .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	$(if $(VENV_TOO),rm -rf $(VENV),)

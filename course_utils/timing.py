@@ -1,0 +1,78 @@
+"""Timing that tells the truth: warm up, synchronise the device, repeat, report the median."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any, Callable
+
+import torch
+
+from .device import synchronize
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """Wall-clock seconds of each timed call, with the usual summaries."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def min(self) -> float:
+        return min(self.samples)
+
+    @property
+    def max(self) -> float:
+        return max(self.samples)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.samples)
+
+    def __str__(self) -> str:
+        return f"{format_seconds(self.median)} median (min {format_seconds(self.min)}, max {format_seconds(self.max)}, n={len(self.samples)})"
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration with a readable unit: '3.2 ms', '41 µs', '1.25 s'."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def _check_count(name: str, value: Any, lowest: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < lowest:
+        raise ValueError(f"{name} must be >= {lowest}, got {value}")
+    return int(value)
+
+
+def benchmark(
+    fn: Callable[[], Any],
+    *,
+    warmup: int = 2,
+    repeat: int = 10,
+    device: torch.device | str | None = None,
+) -> BenchmarkResult:
+    """Call `fn()` `warmup` times untimed, then `repeat` times timed, synchronising `device` around each call."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable with no arguments, got {type(fn).__name__}")
+    warmup = _check_count("warmup", warmup, 0)
+    repeat = _check_count("repeat", repeat, 1)
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        samples.append(time.perf_counter() - start)
+    return BenchmarkResult(tuple(samples))

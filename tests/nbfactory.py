@@ -1,0 +1,40 @@
+"""Build small notebooks in tests, with tags, without hand-writing JSON."""
+import nbformat
+
+
+def code(source, *tags):
+    cell = nbformat.v4.new_code_cell(source)
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def raw(source, *tags):
+    cell = nbformat.v4.new_raw_cell(source)
+    cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def notebook(*cells):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["papermill"] = {"duration": 1.0}
+    nb.cells = [nbformat.v4.new_markdown_cell("# Toy notebook")] + list(cells)
+    return nb
+
+
+def toy_notebook():
+    """One exercise (double a number) with two check cells and a wrong answer."""
+    return notebook(
+        code("import math\nFACTOR = 2"),
+        code("def double(x):\n    '''Twice x.'''\n    ### BEGIN SOLUTION\n    secret_value = x * FACTOR\n    return secret_value\n    ### END SOLUTION", "exercise-ex99.1"),
+        raw("# adds instead of multiplying\nreturn x + FACTOR", "wrong-ex99.1"),
+        code("assert double(3) == 6, f'double(3) should be 6, got {double(3)}'", "check-ex99.1"),
+        code("assert double(-1.5) == -3.0", "check-ex99.1.b"),
+        code("print(double(10))"),
+    )
+
+
+def write(nb, path):
+    nbformat.write(nb, str(path))
+    return path

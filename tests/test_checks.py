@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import torch
+
+from course_utils import assert_close, check_that
+
+
+def test_assert_close_passes_within_tolerance():
+    assert_close(torch.tensor([1.0, 2.0]), np.array([1.0, 2.0 + 1e-7]))
+    assert_close(3.0, 3.0)
+    assert_close(torch.tensor([1.0], dtype=torch.bfloat16), [1.0])
+    assert_close([float("nan"), 1.0], [float("nan"), 1.0])
+
+
+def test_assert_close_reports_largest_error_and_where():
+    actual = np.zeros((2, 3))
+    expected = np.zeros((2, 3))
+    expected[1, 2] = 0.5
+    expected[0, 0] = 0.1
+    with pytest.raises(AssertionError) as err:
+        assert_close(actual, expected, name="grad", hint="check the sign")
+    msg = str(err.value)
+    assert "grad is not close" in msg and "2 of 6 entries off" in msg
+    assert "largest error 0.5 at index (1, 2)" in msg
+    assert "Hint: check the sign" in msg
+
+
+def test_assert_close_shape_mismatch():
+    with pytest.raises(AssertionError, match=r"shape \(3,\), expected shape \(2,\)"):
+        assert_close(np.ones(3), np.ones(2))
+
+
+def test_assert_close_none_means_missing_return():
+    with pytest.raises(AssertionError, match="forget to `return`"):
+        assert_close(None, 1.0)
+
+
+def test_assert_close_nan_mismatch():
+    with pytest.raises(AssertionError, match="NaN"):
+        assert_close([float("nan")], [1.0])
+
+
+def test_assert_close_rejects_bad_tolerance_and_objects():
+    with pytest.raises(ValueError):
+        assert_close(1.0, 1.0, rtol=-1)
+    with pytest.raises(TypeError):
+        assert_close({"a": 1}, 1.0)
+
+
+def test_check_that():
+    check_that(True, "never shown")
+    with pytest.raises(AssertionError, match="Check failed: loss falls. Expected: < 0.1. Got: 0.5.\nHint: lower the lr"):
+        check_that(False, "loss falls", expected="< 0.1", got=0.5, hint="lower the lr")
+    with pytest.raises(TypeError, match="must be a bool"):
+        check_that(np.array([True, False]), "ambiguous")

@@ -1,0 +1,76 @@
+import json
+
+import nbformat
+import pytest
+
+from tests.nbfactory import code, notebook, raw, toy_notebook, write
+from tools.exercises import (ExerciseFormatError, find_exercises, replace_solutions, solution_only_lines,
+                             solution_regions, student_edition, wrong_answer_source)
+
+
+def test_find_exercises_maps_checks_and_wrong_answers():
+    nb = toy_notebook()
+    (ex,) = find_exercises(nb)
+    assert ex.id == "ex99.1" and ex.cell == 2 and ex.wrong == [3]
+    assert ex.checks == {"ex99.1": [4], "ex99.1.b": [5]}
+    assert ex.last_check == 5
+
+
+def test_replace_solutions_keeps_indentation():
+    source = "def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\nx = 1"
+    assert replace_solutions(source, lambda indent: ["pass"]) == "def f():\n    pass\nx = 1"
+
+
+def test_wrong_answer_replaces_the_region():
+    nb = toy_notebook()
+    (ex,) = find_exercises(nb)
+    assert "    return x + FACTOR" in wrong_answer_source(nb, ex, 3)
+    assert "secret_value" not in wrong_answer_source(nb, ex, 3)
+
+
+@pytest.mark.parametrize("cells,match", [
+    ([code("x = 1\n### BEGIN SOLUTION\n### END SOLUTION")], "outside an exercise"),
+    ([code("def f():\n    ### BEGIN SOLUTION\n    return 1", "exercise-ex01.1")], "never closed"),
+    ([code("### END SOLUTION", "exercise-ex01.1")], "without"),
+    ([code("x = 1", "exercise-ex01.1")], "has no ### BEGIN"),
+    ([code("### BEGIN SOLUTION\n### END SOLUTION", "exercise-ex01.1")], "no check cell"),
+    ([code("assert True", "check-ex01.1")], "comes before"),
+    ([code("### BEGIN SOLUTION\n### END SOLUTION", "exercise-ex01.1"), code("pass", "wrong-ex01.1"), code("assert 1", "check-ex01.1")], "raw cell"),
+    ([code("### BEGIN SOLUTION\n### END SOLUTION", "exercise-ex01.1"), code("### BEGIN SOLUTION\n### END SOLUTION", "exercise-ex01.1")], "defined twice"),
+])
+def test_format_errors_are_named(cells, match):
+    with pytest.raises(ExerciseFormatError, match=match):
+        find_exercises(notebook(*cells))
+
+
+def test_student_edition_strips_solutions_outputs_and_metadata(tmp_path):
+    nb = toy_notebook()
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="secret_value leaked in output")]
+    nb.cells[1].execution_count = 3
+    nb.cells[2].metadata["papermill"] = {"duration": 0.1}
+    student = student_edition(nb, "99_toy.ipynb")
+    text = json.dumps(student)
+    assert "BEGIN SOLUTION" not in text and "secret_value" not in text and "x + FACTOR" not in text
+    assert "papermill" not in text
+    assert student.metadata["workbook"] == {"notebook": "99_toy.ipynb", "edition": "student"}
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in student.cells if c.cell_type == "code")
+    assert [c.metadata.get("tags") for c in student.cells if c.metadata.get("tags")] == [["exercise-ex99.1"], ["check-ex99.1"], ["check-ex99.1.b"]]
+    assert 'raise NotImplementedError("Exercise ex99.1 is not solved yet' in student.cells[2].source
+    assert "    '''Twice x.'''" in student.cells[2].source  # the question stays
+
+
+def test_solution_only_lines_ignores_lines_shared_with_public_cells():
+    nb = toy_notebook()
+    assert solution_only_lines(nb) == {"secret_value = x * FACTOR", "return secret_value", "# adds instead of multiplying", "return x + FACTOR"}
+
+
+def test_student_edition_of_a_cell_that_depends_on_the_exercise_fails_with_its_message(tmp_path):
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    student = student_edition(toy_notebook(), "99_toy.ipynb")
+    client = NotebookClient(student, kernel_name="python3", timeout=60, allow_errors=True)
+    client.execute()
+    last = student.cells[-1].outputs[0]
+    assert last.output_type == "error" and last.ename == "NotImplementedError" and "ex99.1" in last.evalue
+    assert student.cells[1].outputs == []  # ordinary cells before the exercise still run green

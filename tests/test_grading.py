@@ -1,0 +1,118 @@
+"""The grader on small notebooks: full marks, zero marks, edited checks, deleted checks, crashes and hangs."""
+import json
+
+import nbformat
+import pytest
+
+from tests.nbfactory import code, toy_notebook, write
+from tools.exercises import student_edition
+from tools.grade import grade
+
+
+@pytest.fixture
+def instructor_dir(tmp_path):
+    folder = tmp_path / "instructor"
+    folder.mkdir()
+    write(toy_notebook(), folder / "99_toy.ipynb")
+    return folder
+
+
+def run(submission_nb, tmp_path, instructor_dir, name="alice_99_toy.ipynb", **kw):
+    path = write(submission_nb, tmp_path / name)
+    return grade(path, instructor_dir, tmp_path / "grades", **kw)
+
+
+def by_id(report):
+    return {c["id"]: c for c in report["checks"]}
+
+
+def test_instructor_notebook_gets_full_marks(tmp_path, instructor_dir):
+    report = run(toy_notebook(), tmp_path, instructor_dir)
+    assert (report["score"], report["total"]) == (2, 2) and report["errors"] == []
+    saved = json.loads((tmp_path / "grades" / "alice_99_toy.json").read_text())
+    assert saved["score"] == 2 and saved["notebook"] == "alice_99_toy.ipynb"
+    xml = (tmp_path / "grades" / "alice_99_toy.xml").read_text()
+    assert 'tests="2" failures="0"' in xml and 'name="ex99.1.b"' in xml
+
+
+def test_untouched_student_edition_gets_zero(tmp_path, instructor_dir):
+    report = run(student_edition(toy_notebook(), "99_toy.ipynb"), tmp_path, instructor_dir, name="bob.ipynb")
+    assert report["instructor"] == "99_toy.ipynb"  # matched through metadata, not the file name
+    assert (report["score"], report["total"]) == (0, 2)
+    assert "Exercise ex99.1 is not solved yet" in by_id(report)["ex99.1"]["message"]
+    assert 'failures="2"' in (tmp_path / "grades" / "bob.xml").read_text()
+
+
+def test_weakened_check_does_not_count(tmp_path, instructor_dir):
+    nb = toy_notebook()
+    nb.cells[2].source = nb.cells[2].source.replace("x * FACTOR", "x + 1")  # wrong: double(3) == 4
+    nb.cells[4].source = "assert True  # student edited the check"
+    nb.cells[4].metadata["tags"].append("raises-exception")
+    nb.cells[5].metadata["tags"] = ["check-ex99.1.b", "nbval-skip"]
+    report = run(nb, tmp_path, instructor_dir)
+    assert by_id(report)["ex99.1"]["passed"] is False and "double(3) should be 6, got 4" in by_id(report)["ex99.1"]["message"]
+    assert by_id(report)["ex99.1.b"]["passed"] is False
+
+
+def test_invented_check_tag_counts_for_nothing(tmp_path, instructor_dir):
+    nb = toy_notebook()
+    nb.cells.append(code("assert True", "check-ex99.7"))
+    report = run(nb, tmp_path, instructor_dir)
+    assert [c["id"] for c in report["checks"]] == ["ex99.1", "ex99.1.b"] and report["score"] == 2
+
+
+def test_deleted_check_cell_is_a_failed_check(tmp_path, instructor_dir):
+    nb = toy_notebook()
+    del nb.cells[5]
+    report = run(nb, tmp_path, instructor_dir)
+    assert report["score"] == 1 and by_id(report)["ex99.1.b"]["message"] == "check cell missing from the submission"
+
+
+def test_kernel_crash_still_gets_a_report(tmp_path, instructor_dir):
+    nb = toy_notebook()
+    nb.cells.insert(3, code("import os\nos._exit(1)"))
+    report = run(nb, tmp_path, instructor_dir)
+    assert (report["score"], report["total"]) == (0, 2)
+    assert all(c["message"] for c in report["checks"])
+
+
+def test_infinite_loop_hits_the_cell_timeout(tmp_path, instructor_dir):
+    nb = toy_notebook()
+    nb.cells[2].source = nb.cells[2].source.replace("### BEGIN SOLUTION", "### BEGIN SOLUTION\n    while True: pass")
+    nb.cells.insert(3, code("double(1)"))
+    report = run(nb, tmp_path, instructor_dir, cell_timeout=3)
+    assert report["score"] == 0 and report["seconds"] < 60
+
+
+def test_overall_limit_kills_the_run_and_keeps_the_report(tmp_path, instructor_dir):
+    nb = toy_notebook()
+    nb.cells.insert(4, code("import time\ntime.sleep(60)"))
+    report = run(nb, tmp_path, instructor_dir, cell_timeout=120, total_timeout=8)
+    assert report["run"].startswith("stopped after the overall limit")
+    assert report["score"] == 0 and "never ran" in by_id(report)["ex99.1"]["message"]
+
+
+def test_unreadable_submission_and_unknown_notebook(tmp_path, instructor_dir):
+    broken = tmp_path / "carol_99_toy.ipynb"
+    broken.write_text("{ not json")
+    report = grade(broken, instructor_dir, tmp_path / "grades")
+    assert (report["score"], report["total"]) == (0, 2) and "not a readable notebook" in report["checks"][0]["message"]
+    stray = write(toy_notebook(), tmp_path / "unrelated.ipynb")
+    report = grade(stray, instructor_dir, tmp_path / "grades")
+    assert report["total"] == 0 and "no instructor notebook" in report["run"]
+    assert (tmp_path / "grades" / "unrelated.json").exists()
+
+
+def test_grade_cli_on_a_folder_keeps_every_report(tmp_path, instructor_dir, capsys):
+    from tools.grade import main
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    write(toy_notebook(), subs / "a_99_toy.ipynb")
+    crash = toy_notebook()
+    crash.cells.insert(2, code("import os; os._exit(3)"))
+    write(crash, subs / "b_99_toy.ipynb")
+    assert main([str(subs), "--instructor", str(instructor_dir), "--out", str(tmp_path / "g"), "--cell-timeout", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "a_99_toy.ipynb" in out and "2/2" in out and "0/2" in out
+    assert {p.name for p in (tmp_path / "g").iterdir()} == {"a_99_toy.json", "a_99_toy.xml", "b_99_toy.json", "b_99_toy.xml"}

@@ -1,0 +1,1 @@
+"""Workbook tooling: run notebooks, build the student edition, grade submissions (not imported by notebooks)."""

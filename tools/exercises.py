@@ -1,0 +1,174 @@
+"""The exercise format, and the student edition made from it.
+
+An exercise is a code cell tagged `exercise-exNN.M` holding one or more solution regions between
+`### BEGIN SOLUTION` and `### END SOLUTION`. It is followed by check cells tagged `check-exNN.M` (or
+`check-exNN.M.a`, `check-exNN.M-name` for several), and optionally by raw cells tagged `wrong-exNN.M`, each a
+plausible wrong answer (replacing the solution region) that the checks must reject. See CONTRIBUTING.md.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+
+import nbformat
+
+from .notebooks import cell_tags
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+EXERCISE_TAG = re.compile(r"^exercise-(ex\d{2}\.\d+)$")
+CHECK_TAG = re.compile(r"^check-((ex\d{2}\.\d+)(?:[.-][A-Za-z0-9]+)*)$")
+WRONG_TAG = re.compile(r"^wrong-(ex\d{2}\.\d+)$")
+KEPT_NOTEBOOK_METADATA = ("kernelspec", "language_info", "workbook")
+
+
+class ExerciseFormatError(ValueError):
+    """A notebook breaks the exercise format (named cell and rule in the message)."""
+
+
+@dataclass
+class Exercise:
+    id: str
+    cell: int                                          # index of the exercise cell
+    checks: dict[str, list[int]] = field(default_factory=dict)  # check id -> indices of its cells
+    wrong: list[int] = field(default_factory=list)    # indices of raw wrong-answer cells
+
+    @property
+    def last_check(self) -> int:
+        return max(i for cells in self.checks.values() for i in cells)
+
+
+def _tag_match(cell, pattern: re.Pattern) -> re.Match | None:
+    matches = [m for m in (pattern.match(t) for t in cell_tags(cell)) if m]
+    if len(matches) > 1:
+        raise ExerciseFormatError(f"a cell carries several {pattern.pattern} tags: {[m.group(0) for m in matches]}")
+    return matches[0] if matches else None
+
+
+def solution_regions(source: str) -> list[tuple[int, int]]:
+    """(begin line, end line) index pairs of the solution regions in `source`; unbalanced markers are an error."""
+    regions, begin = [], None
+    for i, line in enumerate(source.splitlines()):
+        stripped = line.strip()
+        if stripped.startswith(BEGIN):
+            if begin is not None:
+                raise ExerciseFormatError(f"line {i + 1}: {BEGIN} inside another solution region")
+            begin = i
+        elif stripped.startswith(END):
+            if begin is None:
+                raise ExerciseFormatError(f"line {i + 1}: {END} without {BEGIN}")
+            regions.append((begin, i))
+            begin = None
+    if begin is not None:
+        raise ExerciseFormatError(f"line {begin + 1}: {BEGIN} is never closed by {END}")
+    return regions
+
+
+def find_exercises(nb) -> list[Exercise]:
+    """Every exercise of a notebook with its check and wrong-answer cells, validating the format."""
+    exercises: dict[str, Exercise] = {}
+    for index, cell in enumerate(nb.cells):
+        where = f"cell {index}"
+        ex, check, wrong = (_tag_match(cell, p) for p in (EXERCISE_TAG, CHECK_TAG, WRONG_TAG))
+        has_markers = BEGIN in cell.source or END in cell.source
+        if sum(m is not None for m in (ex, check, wrong)) > 1:
+            raise ExerciseFormatError(f"{where}: a cell is either an exercise, a check or a wrong answer")
+        if ex:
+            if cell.cell_type != "code":
+                raise ExerciseFormatError(f"{where}: exercise {ex.group(1)} must be a code cell")
+            if not solution_regions(cell.source):
+                raise ExerciseFormatError(f"{where}: exercise {ex.group(1)} has no {BEGIN} ... {END} region")
+            if ex.group(1) in exercises:
+                raise ExerciseFormatError(f"{where}: exercise {ex.group(1)} is defined twice")
+            exercises[ex.group(1)] = Exercise(ex.group(1), index)
+        elif has_markers and not wrong:
+            raise ExerciseFormatError(f"{where}: solution markers outside an exercise cell (tag it exercise-exNN.M)")
+        if check:
+            owner = exercises.get(check.group(2))
+            if owner is None:
+                raise ExerciseFormatError(f"{where}: check {check.group(1)} comes before (or without) exercise {check.group(2)}")
+            if cell.cell_type != "code":
+                raise ExerciseFormatError(f"{where}: check {check.group(1)} must be a code cell")
+            owner.checks.setdefault(check.group(1), []).append(index)
+        if wrong:
+            owner = exercises.get(wrong.group(1))
+            if owner is None or cell.cell_type != "raw":
+                raise ExerciseFormatError(f"{where}: wrong answer {wrong.group(1)} must be a raw cell after its exercise")
+            owner.wrong.append(index)
+    for ex in exercises.values():
+        if not ex.checks:
+            raise ExerciseFormatError(f"exercise {ex.id} (cell {ex.cell}) has no check cell tagged check-{ex.id}")
+        if ex.wrong and len(solution_regions(nb.cells[ex.cell].source)) != 1:
+            raise ExerciseFormatError(f"exercise {ex.id}: wrong answers need exactly one solution region")
+    return list(exercises.values())
+
+
+def replace_solutions(source: str, replacement) -> str:
+    """Replace each solution region (markers included) by `replacement(indent)` -> list of lines, re-indented."""
+    lines = source.splitlines()
+    out, last = [], 0
+    for begin, end in solution_regions(source):
+        indent = lines[begin][: len(lines[begin]) - len(lines[begin].lstrip())]
+        out += lines[last:begin]
+        out += [indent + l if l.strip() else l for l in replacement(indent)]
+        last = end + 1
+    out += lines[last:]
+    return "\n".join(out)
+
+
+def stub_lines(exercise_id: str) -> list[str]:
+    return [
+        f"# YOUR CODE HERE (exercise {exercise_id})",
+        f'raise NotImplementedError("Exercise {exercise_id} is not solved yet: replace this line with your solution.")',
+    ]
+
+
+def wrong_answer_source(nb, exercise: Exercise, wrong_cell: int) -> str:
+    """The exercise cell with its solution region replaced by the code of a wrong-answer cell."""
+    body = nb.cells[wrong_cell].source.splitlines()
+    return replace_solutions(nb.cells[exercise.cell].source, lambda indent: body)
+
+
+def student_edition(nb, notebook_name: str):
+    """A copy of `nb` without solutions, wrong answers, outputs, execution counts or any metadata but tags."""
+    exercises = {ex.cell: ex for ex in find_exercises(nb)}
+    student = nbformat.v4.new_notebook()
+    student.metadata = {k: copy.deepcopy(v) for k, v in nb.metadata.items() if k in KEPT_NOTEBOOK_METADATA}
+    student.metadata["workbook"] = {"notebook": notebook_name, "edition": "student"}
+    for index, cell in enumerate(nb.cells):
+        if _tag_match(cell, WRONG_TAG):
+            continue
+        source = cell.source
+        if index in exercises:
+            source = replace_solutions(source, lambda indent, ex=exercises[index]: stub_lines(ex.id))
+        new = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell, "raw": nbformat.v4.new_raw_cell}[cell.cell_type](source)
+        if cell.get("id"):
+            new["id"] = cell["id"]
+        if cell_tags(cell):
+            new.metadata["tags"] = cell_tags(cell)
+        if cell.cell_type == "markdown" and cell.get("attachments"):
+            new["attachments"] = copy.deepcopy(cell["attachments"])  # question figures; solutions live in code cells only
+        student.cells.append(new)
+    nbformat.validate(student)
+    return student
+
+
+def solution_only_lines(nb) -> set[str]:
+    """Stripped lines that appear in a solution region or a wrong answer and nowhere else in the notebook."""
+    exercises = find_exercises(nb)
+    secret: set[str] = set()
+    hidden_cells = {ex.cell for ex in exercises} | {w for ex in exercises for w in ex.wrong}
+    for ex in exercises:
+        lines = nb.cells[ex.cell].source.splitlines()
+        for begin, end in solution_regions(nb.cells[ex.cell].source):
+            secret |= {l.strip() for l in lines[begin + 1:end]}
+        for w in ex.wrong:
+            secret |= {l.strip() for l in nb.cells[w].source.splitlines()}
+    public: set[str] = set()
+    for index, cell in enumerate(nb.cells):
+        if index in hidden_cells:
+            if index in {ex.cell for ex in exercises}:
+                public |= {l.strip() for l in replace_solutions(cell.source, lambda i: []).splitlines()}
+            continue
+        public |= {l.strip() for l in cell.source.splitlines()}
+    return {l for l in secret - public if l}

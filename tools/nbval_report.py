@@ -1,0 +1,67 @@
+"""A pytest plugin for nbval runs: append one JSON line per executed cell (index, tags, outcome, message) to the
+file named by $WORKBOOK_REPORT, flushed at once, so a run killed half-way still leaves what it did. Results are
+keyed on cell tags, never on nbval's item names (which changed between releases)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+MAX_MESSAGE = 2000
+
+
+def _record(item, outcome: str, message: str) -> None:
+    path = os.environ.get("WORKBOOK_REPORT")
+    cell = getattr(item, "cell", None)
+    if not path or cell is None:
+        return
+    row = {
+        "cell": cell.get("metadata", {}).get("workbook_index", getattr(item, "cell_num", None)),
+        "tags": list(cell.get("metadata", {}).get("tags", [])),
+        "outcome": outcome,
+        "message": message[-MAX_MESSAGE:],
+    }
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        message = "" if report.passed else str(report.longrepr)
+        _record(item, "skipped" if report.skipped else report.outcome, message)
+
+
+def _patch_dead_kernel_wait() -> None:
+    """nbval waits the whole cell timeout for a reply from a kernel that has died (a crash, os._exit, a segfault).
+    Poll in one-second slices instead and give up as soon as the kernel process is gone."""
+    import time
+    from queue import Empty
+
+    from nbval.kernel import RunningKernel
+
+    original = RunningKernel.await_reply
+    if getattr(original, "_workbook_patched", False):
+        return
+
+    def await_reply(self, msg_id, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if left <= 0:
+                raise Empty()
+            try:
+                return original(self, msg_id, timeout=left)
+            except Empty:
+                if not self.is_alive():
+                    raise RuntimeError("the kernel died while running this cell (crash, os._exit or out of memory)")
+
+    await_reply._workbook_patched = True
+    RunningKernel.await_reply = await_reply
+
+
+_patch_dead_kernel_wait()

@@ -1,0 +1,44 @@
+"""Finding and describing the workbook's notebooks."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOK_NAME = re.compile(r"^\d{2}_[a-z0-9_]+\.ipynb$")
+
+
+def find_notebooks(target: str | Path) -> list[Path]:
+    """The .ipynb files named by `target` (a file, or a folder searched non-recursively), sorted; never checkpoints."""
+    path = Path(target)
+    if path.is_file():
+        if path.suffix != ".ipynb":
+            raise ValueError(f"{path} is not a notebook (.ipynb)")
+        return [path]
+    if path.is_dir():
+        found = sorted(p for p in path.glob("*.ipynb") if not p.name.startswith("."))
+        if not found:
+            raise ValueError(f"no notebooks (*.ipynb) in {path}")
+        return found
+    raise FileNotFoundError(f"{path} does not exist")
+
+
+def read(path: str | Path) -> nbformat.NotebookNode:
+    return nbformat.read(str(path), as_version=4)
+
+
+def title_of(nb: nbformat.NotebookNode) -> str:
+    """The first level-1 markdown heading of a notebook."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            m = re.search(r"^#\s+(.+)$", cell.source, re.M)
+            if m:
+                return m.group(1).strip()
+    raise ValueError("notebook has no '# Title' heading")
+
+
+def cell_tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
