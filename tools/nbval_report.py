@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
 MAX_MESSAGE = 2000
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def _record(item, outcome: str, message: str) -> None:
@@ -20,7 +22,7 @@ def _record(item, outcome: str, message: str) -> None:
         "cell": cell.get("metadata", {}).get("workbook_index", getattr(item, "cell_num", None)),
         "tags": list(cell.get("metadata", {}).get("tags", [])),
         "outcome": outcome,
-        "message": message[-MAX_MESSAGE:],
+        "message": ANSI.sub("", message)[-MAX_MESSAGE:],
     }
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
