@@ -7,14 +7,18 @@ from .analysis import PowerLawFit, fit_power_law
 from .checks import assert_close, check_that
 from .data import Split, load_digits_split
 from .device import get_device, is_available, seed_everything, synchronize
+from .gpt import GPT, GPTConfig
 from .hardware import environment_info, environment_report, measure_matmul_flops, measure_memory_bandwidth
+from .memory import track_peak_memory
 from .plotting import labelled_axes, use_style
+from .text import BPETokenizer, CharTokenizer, Corpus, load_corpus
 from .timing import BenchmarkResult, benchmark, format_seconds
+from .training import get_batch, load_checkpoint, save_checkpoint, train_lm
 
 __version__ = "0.1.0"
 __all__ = [
-    "BenchmarkResult", "PowerLawFit", "Split", "assert_close", "benchmark", "check_that", "environment_info",
+    "BPETokenizer", "BenchmarkResult", "CharTokenizer", "Corpus", "GPT", "GPTConfig", "PowerLawFit", "Split", "assert_close", "benchmark", "check_that", "environment_info",
     "environment_report", "fit_power_law", "format_seconds", "get_device", "is_available", "labelled_axes",
     "load_digits_split", "measure_matmul_flops", "measure_memory_bandwidth", "seed_everything", "synchronize",
-    "use_style",
+    "use_style", "get_batch", "load_checkpoint", "load_corpus", "save_checkpoint", "track_peak_memory", "train_lm",
 ]
