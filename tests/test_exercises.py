@@ -74,3 +74,16 @@ def test_student_edition_of_a_cell_that_depends_on_the_exercise_fails_with_its_m
     last = student.cells[-1].outputs[0]
     assert last.output_type == "error" and last.ename == "NotImplementedError" and "ex99.1" in last.evalue
     assert student.cells[1].outputs == []  # ordinary cells before the exercise still run green
+
+
+def test_with_parameters_injects_after_the_parameters_cell():
+    from tools.notebooks import quick_parameters, with_parameters
+
+    nb = toy_notebook()
+    nb.cells[1].metadata["tags"] = ["parameters"]
+    nb.metadata["workbook"] = {"quick_parameters": {"FACTOR": 3}}
+    out = with_parameters(nb, quick_parameters(nb))
+    assert out.cells[2].metadata["tags"] == ["injected-parameters"] and "FACTOR = 3" in out.cells[2].source
+    assert len(nb.cells) + 1 == len(out.cells) and with_parameters(nb, {}).cells == nb.cells
+    with pytest.raises(ValueError, match="no cell tagged `parameters`"):
+        with_parameters(toy_notebook(), {"X": 1})

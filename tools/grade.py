@@ -8,6 +8,7 @@ check cell, a dead kernel or a run out of time is a failed check, never a lost r
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import json
 import os
@@ -23,7 +24,7 @@ from xml.sax.saxutils import escape, quoteattr
 import nbformat
 
 from .exercises import CHECK_TAG, find_exercises
-from .notebooks import NOTEBOOK_DIR, ROOT, cell_tags, find_notebooks, read
+from .notebooks import NOTEBOOK_DIR, ROOT, cell_tags, find_notebooks, read, with_parameters
 
 
 def check_id(cell) -> str | None:
@@ -81,8 +82,10 @@ def _run_nbval(notebook: Path, workdir: Path, report: Path, cell_timeout: int, t
         return (f"stopped after the overall limit of {total_timeout} s", out[-4000:])
 
 
-def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: int = 120, total_timeout: int = 1800) -> dict:
-    """Grade one submission; always writes OUT/<name>.json and OUT/<name>.xml and returns the report."""
+def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: int = 120, total_timeout: int = 1800,
+          parameters: dict | None = None) -> dict:
+    """Grade one submission; always writes OUT/<name>.json and OUT/<name>.xml and returns the report.
+    `parameters` override the notebook's parameters cell (as papermill -p does), e.g. smaller sizes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
@@ -104,7 +107,7 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
     if load_error:
         report["run"] = load_error
     else:
-        graded = graded_copy(submission_nb, instructor_nb)
+        graded = graded_copy(with_parameters(submission_nb, parameters), instructor_nb)
         present = {cid: [i for i, c in enumerate(graded.cells) if check_id(c) == cid] for cid in expected}
         workdir = Path(tempfile.mkdtemp(prefix="grade-"))
         try:
@@ -171,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="build/grades")
     parser.add_argument("--cell-timeout", type=int, default=120, help="seconds one cell may run")
     parser.add_argument("--total-timeout", type=int, default=1800, help="seconds one whole submission may run")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="override a parameter (VALUE is a Python literal), e.g. -p TRAIN_STEPS 100")
     args = parser.parse_args(argv)
-    reports = [grade(p, Path(args.instructor), Path(args.out), args.cell_timeout, args.total_timeout)
+    parameters = {name: ast.literal_eval(value) for name, value in args.parameter}
+    reports = [grade(p, Path(args.instructor), Path(args.out), args.cell_timeout, args.total_timeout, parameters)
                for p in find_notebooks(args.target)]
     print_table(reports)
     print(f"\nreports in {args.out}/")

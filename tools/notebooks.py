@@ -42,3 +42,29 @@ def title_of(nb: nbformat.NotebookNode) -> str:
 
 def cell_tags(cell) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
+
+
+def with_parameters(nb, parameters: dict | None):
+    """A copy of `nb` with a cell tagged `injected-parameters` assigning `parameters`, placed right after the cell
+    tagged `parameters` (what papermill does). None or {} returns an unchanged copy."""
+    import copy
+
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    if not parameters:
+        return nb
+    index = next((i for i, c in enumerate(nb.cells) if "parameters" in cell_tags(c)), None)
+    if index is None:
+        raise ValueError("the notebook has no cell tagged `parameters` to override")
+    source = "# Parameters injected for a quick run\n" + "\n".join(f"{k} = {v!r}" for k, v in parameters.items())
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(index + 1, cell)
+    return nb
+
+
+def quick_parameters(nb) -> dict:
+    """The smaller parameters a notebook declares (metadata.workbook.quick_parameters) for runs that only need its
+    exercise checks, not its full-size claims."""
+    return dict((nb.metadata.get("workbook") or {}).get("quick_parameters") or {})

@@ -17,7 +17,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from .exercises import Exercise, find_exercises, replace_solutions, stub_lines, wrong_answer_source
-from .notebooks import read
+from .notebooks import read, with_parameters
 
 
 @dataclass
@@ -70,9 +70,10 @@ def _run_span(client, nb, ex: Exercise, exercise_source: str) -> dict[str, bool]
     return failed
 
 
-def probe(path: Path, cell_timeout: int = 600) -> tuple[list[ExerciseTeeth], list[str]]:
-    """Run the notebook and every exercise variant; returns the per-exercise results and errors of ordinary cells."""
-    nb = read(path)
+def probe(path: Path, cell_timeout: int = 600, parameters: dict | None = None) -> tuple[list[ExerciseTeeth], list[str]]:
+    """Run the notebook and every exercise variant; returns the per-exercise results and errors of ordinary cells.
+    `parameters` override the parameters cell (smaller sizes: the exercises' checks do not depend on them)."""
+    nb = with_parameters(read(path), parameters)
     exercises = find_exercises(nb)
     after = {ex.last_check: ex for ex in exercises}
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", allow_errors=True,
