@@ -20,9 +20,8 @@ def get_batch(data: torch.Tensor, batch_size: int, block_size: int, generator: t
     if len(data) <= block_size:
         raise ValueError(f"data has {len(data)} tokens: need more than block_size={block_size}")
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    x = torch.stack([data[s:s + block_size] for s in starts.tolist()])
-    y = torch.stack([data[s + 1:s + 1 + block_size] for s in starts.tolist()])
-    return x.to(device), y.to(device)
+    index = starts[:, None] + torch.arange(block_size)            # (B, T): one gather instead of B slices
+    return data[index].to(device), data[index + 1].to(device)
 
 
 @torch.no_grad()
@@ -88,8 +87,10 @@ def train_lm(model, train_data: torch.Tensor, val_data: torch.Tensor, *, steps: 
              block_size: int, lr: float = 3e-3, weight_decay: float = 0.1, warmup: int = 20, eval_every: int = 100,
              eval_iters: int = 10, grad_clip: float = 1.0, device: torch.device | str = "cpu",
              generator: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None,
-             checkpoint_path: str | Path | None = None, progress: bool = True, desc: str = "training") -> TrainHistory:
-    """Train a next-token model (called as model(x, y) -> (logits, loss, ...)) with AdamW; returns its history."""
+             checkpoint_path: str | Path | None = None, progress: bool = True, desc: str = "training",
+             decay: bool = True) -> TrainHistory:
+    """Train a next-token model (called as model(x, y) -> (logits, loss, ...)) with AdamW; returns its history.
+    The learning rate warms up linearly, then decays by a cosine (or, with decay=False, stays constant)."""
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
     device = torch.device(device)
@@ -97,7 +98,8 @@ def train_lm(model, train_data: torch.Tensor, val_data: torch.Tensor, *, steps: 
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, warmup, steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine_factor(s, warmup, steps) if decay else min(1.0, (s + 1) / warmup))
     autocast = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
                 else contextlib.nullcontext())
     history = TrainHistory()
