@@ -2,7 +2,7 @@
 
 Functions defined in a notebook cannot be pickled into spawned processes, so distributed lessons run worker
 *scripts* under `torchrun` (the same command a cluster uses). `launch` adds what a notebook needs: a timeout that
-kills the whole process group, the failing worker's error in the exception, and results that workers write as JSON
+kills the whole process tree, the failing worker's error in the exception, and results that workers write as JSON
 (via `report`) collected in rank order.
 """
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .processes import kill_tree
 
 RESULTS_ENV = "WORKBOOK_RESULTS_DIR"
 
@@ -47,24 +48,6 @@ def _first_error(output: str) -> str:
     return "(no exception line found)"
 
 
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants. torchrun starts each worker in a session of its own, so killing
-    torchrun's process group alone would leave the workers running (and holding the output pipe open)."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        victims = root.children(recursive=True) + [root]
-    except psutil.NoSuchProcess:
-        return
-    for p in victims:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(victims, timeout=10)
-
-
 @dataclass
 class LaunchResult:
     returncode: int
@@ -76,7 +59,7 @@ def launch(script: str | Path, nproc: int, *args: str, timeout: float = 120.0, m
            extra_env: dict[str, str] | None = None, check: bool = True) -> LaunchResult:
     """Run `torchrun --standalone --nproc_per_node=nproc script *args` and wait at most `timeout` seconds.
 
-    On timeout the whole process group (torchrun and every worker) is killed and TimeoutError raised; with
+    On timeout the whole process tree (torchrun and every worker) is killed and TimeoutError raised; with
     check=True a non-zero exit raises RuntimeError carrying the end of the output (the worker's traceback)."""
     script = Path(script)
     if not script.is_file():
@@ -94,12 +77,12 @@ def launch(script: str | Path, nproc: int, *args: str, timeout: float = 120.0, m
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_tree(proc.pid)
+        kill_tree(proc.pid)
         output, _ = proc.communicate(timeout=30)
         raise TimeoutError(f"{script.name} with {nproc} processes did not finish in {timeout} s and was killed.\n"
                            f"Last output:\n{output[-3000:]}") from None
     finally:
-        _kill_tree(proc.pid)                                      # any straggler, e.g. after a failure
+        kill_tree(proc.pid)                                      # any straggler, e.g. after a failure
     results = {}
     for path in sorted(results_dir.glob("rank*.jsonl")):
         results[int(path.stem[4:])] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

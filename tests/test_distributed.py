@@ -47,3 +47,20 @@ def test_bad_arguments(tmp_path):
         launch(WORKER, 0)
     with pytest.raises(RuntimeError, match="WORKBOOK_RESULTS_DIR"):
         report({"x": 1})
+
+
+def test_kill_tree_reaches_children_in_their_own_session():
+    import subprocess
+    import sys
+
+    from course_utils.processes import kill_tree
+
+    code = ("import subprocess, sys, time; "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True); time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    time.sleep(2)
+    family = psutil.Process(parent.pid).children(recursive=True) + [psutil.Process(parent.pid)]
+    assert len(family) == 2
+    kill_tree(parent.pid)
+    parent.wait(timeout=10)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family)

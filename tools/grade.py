@@ -13,7 +13,6 @@ import copy
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 import nbformat
+
+from course_utils.processes import kill_tree
 
 from .exercises import CHECK_TAG, find_exercises
 from .notebooks import NOTEBOOK_DIR, ROOT, cell_tags, find_notebooks, read, with_parameters
@@ -77,9 +78,11 @@ def _run_nbval(notebook: Path, workdir: Path, report: Path, cell_timeout: int, t
         out, _ = proc.communicate(timeout=total_timeout)
         return ("finished", out[-4000:])
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+        kill_tree(proc.pid)                              # pytest and the kernel it started (in its own session)
+        out, _ = proc.communicate(timeout=30)
         return (f"stopped after the overall limit of {total_timeout} s", out[-4000:])
+    finally:
+        kill_tree(proc.pid)
 
 
 def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: int = 120, total_timeout: int = 1800,
