@@ -16,7 +16,6 @@ STAMP  := $(VENV)/.setup-done
 TORCH  := $(shell grep -E '^torch==' requirements.txt)
 INDEX  := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
-export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
 .PHONY: setup run test unit lab student grade readme clean help
