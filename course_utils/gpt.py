@@ -155,8 +155,6 @@ class GPT(nn.Module):
                 logits, _, past = self(out[:, -1:], past=past)          # one new token against the cache
             else:
                 logits, _, past = self(out[:, -block:])                  # (re)read the whole window
-            if not use_cache:
-                past = None
             logits = logits[:, -1, :]
             if greedy:
                 nxt = logits.argmax(dim=-1, keepdim=True)
