@@ -7,14 +7,19 @@ kills the whole process tree, the failing worker's error in the exception, and r
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .processes import kill_tree
 
@@ -26,6 +31,61 @@ def backend_for(device_type: str) -> str:
     if device_type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unknown device type {device_type!r}")
     return "nccl" if device_type == "cuda" else "gloo"
+
+
+@dataclass(frozen=True)
+class Worker:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: "torch.device"  # noqa: F821 (torch is imported lazily: the launcher side does not need it)
+    backend: str
+
+
+def init_worker() -> Worker:
+    """Called inside a torchrun worker: join the process group with the backend that fits the hardware.
+
+    Each worker gets its own CUDA GPU (NCCL) when the node has one per local process; otherwise every worker
+    runs on the CPU with gloo. Nothing else in a worker script needs to change between the two."""
+    import torch
+    import torch.distributed as dist
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        if var not in os.environ:
+            raise RuntimeError(f"${var} is not set: start this script with torchrun (or course_utils.distributed.launch)")
+    local_rank, local_world = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])
+    if torch.cuda.is_available() and torch.cuda.device_count() >= local_world:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    backend = backend_for(device.type)
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return Worker(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
+
+
+def write_module(path: str | Path, *functions: Callable, header: str = "") -> Path:
+    """Write the source of `functions` (e.g. defined in notebook cells) into an importable module at `path`.
+
+    Worker processes cannot receive notebook functions by pickling, but they can import this file. `header` goes
+    first (the imports the functions need)."""
+    if not functions:
+        raise ValueError("give at least one function to write")
+    parts = [f'"""Written by course_utils.distributed.write_module: {", ".join(f.__name__ for f in functions)}."""',
+             textwrap.dedent(header).strip()]
+    for fn in functions:
+        if not inspect.isfunction(fn):
+            raise TypeError(f"write_module takes functions, got {type(fn).__name__} {fn!r}")
+        if fn.__name__ == "<lambda>":
+            raise ValueError("a lambda has no name to import: define it with def")
+        try:
+            parts.append(textwrap.dedent(inspect.getsource(fn)).strip())
+        except (OSError, TypeError) as err:
+            raise ValueError(f"the source of {fn.__name__} is not available ({err})") from None
+    path = Path(path)
+    path.write_text("\n\n\n".join(p for p in parts if p) + "\n", encoding="utf-8")
+    return path
 
 
 def report(result: dict) -> None:
@@ -69,24 +129,96 @@ def launch(script: str | Path, nproc: int, *args: str, timeout: float = 120.0, m
     if timeout <= 0:
         raise ValueError(f"timeout must be positive, got {timeout}")
     results_dir = Path(tempfile.mkdtemp(prefix="workbook-dist-"))
-    env = dict(os.environ, **(extra_env or {}), **{RESULTS_ENV: str(results_dir), "OMP_NUM_THREADS": "1"})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            f"--max_restarts={max_restarts}", str(script), *map(str, args)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    (returncode, output), = _run_all([cmd], _worker_env(results_dir, extra_env), timeout,
+                                     f"{script.name} with {nproc} processes")
+    return _finish(script, returncode, output, results_dir, check)
+
+
+def torchrun_command(script: str | Path, *args: str, nnodes: int, nproc_per_node: int, node_rank: int | str,
+                     endpoint: str, job_id: str = "workbook", python: str = "torchrun") -> list[str]:
+    """The torchrun command that starts node `node_rank` of an `nnodes`-node job; every node runs it with the same
+    rendezvous `endpoint` (host:port of the first node) and job id. python="torchrun" gives the cluster form; a
+    path to an interpreter gives `python -m torch.distributed.run` (what `launch_nodes` runs)."""
+    for name, value in (("nnodes", nnodes), ("nproc_per_node", nproc_per_node)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(node_rank, int) and not 0 <= node_rank < nnodes:
+        raise ValueError(f"node_rank must be in [0, {nnodes}), got {node_rank}")
+    if not re.fullmatch(r"[^:\s]+:(\d+|\$\w+|\$\{\w+\})", endpoint):
+        raise ValueError(f"endpoint must be host:port, got {endpoint!r}")
+    head = ["torchrun"] if python == "torchrun" else [python, "-m", "torch.distributed.run"]
+    return [*head, f"--nnodes={nnodes}", f"--nproc_per_node={nproc_per_node}", f"--node_rank={node_rank}",
+            "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}", f"--rdzv_id={job_id}", str(script), *map(str, args)]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a loopback rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_nodes(script: str | Path, nnodes: int, nproc_per_node: int, *args: str, timeout: float = 120.0,
+                 extra_env: dict[str, str] | None = None, check: bool = True) -> LaunchResult:
+    """Start `nnodes` torchrun processes on this machine that rendezvous over loopback as separate "nodes",
+    exactly as on a cluster (one `torchrun_command` per node); wait for all of them, at most `timeout` seconds."""
+    script = Path(script)
+    if not script.is_file():
+        raise FileNotFoundError(f"worker script {script} does not exist")
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
+    endpoint = f"127.0.0.1:{free_port()}"
+    job = f"workbook-{os.getpid()}-{time.monotonic_ns()}"
+    cmds = [torchrun_command(script, *args, nnodes=nnodes, nproc_per_node=nproc_per_node, node_rank=i,
+                             endpoint=endpoint, job_id=job, python=sys.executable) for i in range(nnodes)]
+    results_dir = Path(tempfile.mkdtemp(prefix="workbook-dist-"))
+    outcomes = _run_all(cmds, _worker_env(results_dir, extra_env), timeout,
+                        f"{script.name} on {nnodes} nodes x {nproc_per_node} processes")
+    returncode = next((rc for rc, _ in outcomes if rc != 0), 0)
+    output = "\n".join(f"===== node {i} =====\n{out}" for i, (_, out) in enumerate(outcomes))
+    return _finish(script, returncode, output, results_dir, check)
+
+
+def _worker_env(results_dir: Path, extra_env: dict[str, str] | None) -> dict[str, str]:
+    return dict(os.environ, **(extra_env or {}), **{RESULTS_ENV: str(results_dir), "OMP_NUM_THREADS": "1"})
+
+
+def _run_all(cmds: list[list[str]], env: dict[str, str], timeout: float, what: str) -> list[tuple[int, str]]:
+    """Run the commands concurrently (each in its own session, output to a temp file); kill every tree on timeout."""
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in cmds]
+    procs = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+             for cmd, log in zip(cmds, logs)]
+    deadline = time.monotonic() + timeout
     try:
-        output, _ = proc.communicate(timeout=timeout)
+        for proc in procs:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        kill_tree(proc.pid)
-        output, _ = proc.communicate(timeout=30)
-        raise TimeoutError(f"{script.name} with {nproc} processes did not finish in {timeout} s and was killed.\n"
-                           f"Last output:\n{output[-3000:]}") from None
+        for proc in procs:
+            kill_tree(proc.pid)
+        for proc in procs:
+            proc.wait(timeout=30)
+        raise TimeoutError(f"{what} did not finish in {timeout:g} s and was killed.\n"
+                           f"Last output:\n{_read(logs[0])[-3000:]}") from None
     finally:
-        kill_tree(proc.pid)                                      # any straggler, e.g. after a failure
+        for proc in procs:
+            kill_tree(proc.pid)                                  # any straggler, e.g. after a failure
+    return [(proc.returncode, _read(log)) for proc, log in zip(procs, logs)]
+
+
+def _read(log) -> str:
+    log.seek(0)
+    text = log.read()
+    log.close()
+    return text
+
+
+def _finish(script: Path, returncode: int, output: str, results_dir: Path, check: bool) -> LaunchResult:
     results = {}
     for path in sorted(results_dir.glob("rank*.jsonl")):
         results[int(path.stem[4:])] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{script.name} failed (exit code {proc.returncode}). First error:\n{_first_error(output)}\n"
+    if check and returncode != 0:
+        raise RuntimeError(f"{script.name} failed (exit code {returncode}). First error:\n{_first_error(output)}\n"
                            f"End of the output:\n{output[-2000:]}")
-    return LaunchResult(proc.returncode, output, results)
+    return LaunchResult(returncode, output, results)

@@ -5,7 +5,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from course_utils.distributed import backend_for, launch, report
+from course_utils.distributed import (backend_for, init_worker, launch, launch_nodes, report, torchrun_command,
+                                      write_module)
 
 WORKER = Path(__file__).parent / "workers" / "allreduce.py"
 
@@ -64,3 +65,57 @@ def test_kill_tree_reaches_children_in_their_own_session():
     kill_tree(parent.pid)
     parent.wait(timeout=10)
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family)
+
+
+def test_launch_nodes_rendezvous_over_loopback():
+    result = launch_nodes(WORKER, 2, 2, timeout=120)
+    assert sorted(result.results) == [0, 1, 2, 3]
+    rows = [r[0] for r in result.results.values()]
+    assert all(r["sum"] == 10.0 and r["world_size"] == 4 and r["backend"] == "gloo" for r in rows)
+    assert sorted((r["node"], r["local_rank"]) for r in rows) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def test_launch_nodes_surfaces_a_failure():
+    with pytest.raises(RuntimeError, match="rank 1 was told to fail"):
+        launch_nodes(WORKER, 2, 1, "fail", timeout=120)
+
+
+def test_torchrun_command_is_the_cluster_command():
+    cmd = torchrun_command("train.py", "--steps", "10", nnodes=2, nproc_per_node=8, node_rank="$NODE_RANK",
+                           endpoint="$MASTER_ADDR:29500", job_id="run1")
+    assert cmd == ["torchrun", "--nnodes=2", "--nproc_per_node=8", "--node_rank=$NODE_RANK", "--rdzv_backend=c10d",
+                   "--rdzv_endpoint=$MASTER_ADDR:29500", "--rdzv_id=run1", "train.py", "--steps", "10"]
+    with pytest.raises(ValueError, match="node_rank"):
+        torchrun_command("t.py", nnodes=2, nproc_per_node=1, node_rank=2, endpoint="h:1")
+    with pytest.raises(ValueError, match="endpoint"):
+        torchrun_command("t.py", nnodes=2, nproc_per_node=1, node_rank=0, endpoint="no-port")
+    with pytest.raises(ValueError, match="nproc_per_node"):
+        torchrun_command("t.py", nnodes=2, nproc_per_node=0, node_rank=0, endpoint="h:1")
+
+
+def scale(x, factor=2.0):
+    """Multiply by a factor."""
+    return x * factor
+
+
+def test_write_module_exports_functions_that_import_back(tmp_path):
+    import importlib.util
+
+    path = write_module(tmp_path / "answers.py", scale, header="import math")
+    spec = importlib.util.spec_from_file_location("answers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.scale(3) == 6.0 and module.math is __import__("math")
+    with pytest.raises(ValueError, match="at least one"):
+        write_module(tmp_path / "x.py")
+    with pytest.raises(ValueError, match="lambda"):
+        write_module(tmp_path / "x.py", lambda x: x)
+    with pytest.raises(TypeError, match="functions"):
+        write_module(tmp_path / "x.py", len)
+
+
+def test_init_worker_outside_torchrun_names_the_problem(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(RuntimeError, match="torchrun"):
+        init_worker()

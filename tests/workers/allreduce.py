@@ -1,20 +1,22 @@
 """Test worker: all-reduce each rank's (rank + 1) and report the sum; optionally fail or hang on one rank."""
+import os
 import sys
 import time
 
 import torch
 import torch.distributed as dist
 
-from course_utils.distributed import backend_for, report
+from course_utils.distributed import init_worker, report
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "ok"
-dist.init_process_group(backend_for("cpu"))
-rank, world = dist.get_rank(), dist.get_world_size()
+worker = init_worker()
+rank, world = worker.rank, worker.world_size
 if mode == "fail" and rank == 1:
     raise ValueError("rank 1 was told to fail")
 if mode == "hang" and rank == 0:
     time.sleep(3600)
-t = torch.tensor([float(rank + 1)])
+t = torch.tensor([float(rank + 1)], device=worker.device)
 dist.all_reduce(t)
-report({"rank": rank, "world_size": world, "sum": t.item()})
+report({"rank": rank, "world_size": world, "sum": t.item(), "local_rank": worker.local_rank,
+        "node": int(os.environ["GROUP_RANK"]), "backend": worker.backend})
 dist.destroy_process_group()
