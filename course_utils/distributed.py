@@ -100,11 +100,18 @@ def report(result: dict) -> None:
 
 
 def _first_error(output: str) -> str:
-    """The first exception line in the output (the root cause: workers that fail later fail because of it)."""
+    """The first error in the output (the root cause: workers that fail later fail because of it): a Python
+    exception line, else a native crash message, else torchrun's own root-cause summary."""
     lines = output.splitlines()
     for i, line in enumerate(lines):
-        if re.search(r"(^|\]: )[A-Za-z_.]*(Error|Exception)\b.*: ", line):
+        if re.search(r"(^|\]: )[A-Za-z_.]*(Error|Exception)\b.*: ", line) and "ChildFailedError" not in line:
             return "\n".join(lines[max(0, i - 4):i + 1])
+    for i, line in enumerate(lines):
+        if re.search(r"terminate called|what\(\):|Fatal Python error|Segmentation fault|core dumped", line):
+            return "\n".join(lines[i:i + 3])
+    if "Root Cause" in output:
+        block = output[output.index("Root Cause"):].splitlines()
+        return "\n".join(block[:10])
     return "(no exception line found)"
 
 

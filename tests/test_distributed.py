@@ -119,3 +119,15 @@ def test_init_worker_outside_torchrun_names_the_problem(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(RuntimeError, match="torchrun"):
         init_worker()
+
+
+def test_first_error_finds_python_native_and_signal_failures():
+    from course_utils.distributed import _first_error
+
+    python = "noise\n[rank1]: Traceback (most recent call last):\n[rank1]: ValueError: bad shard: 3\nChildFailedError: \n"
+    assert _first_error(python).endswith("ValueError: bad shard: 3")
+    native = "warning\nterminate called without an active exception\nSending SIGTERM\nChildFailedError: \n"
+    assert _first_error(native).startswith("terminate called")
+    signal = "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \nRoot Cause (first observed failure):\n[0]:\n  exitcode  : -9\n"
+    assert "exitcode  : -9" in _first_error(signal) and _first_error(signal).startswith("Root Cause")
+    assert _first_error("all fine") == "(no exception line found)"
