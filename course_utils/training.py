@@ -94,10 +94,10 @@ def train_lm(model, train_data: torch.Tensor, val_data: torch.Tensor, *, steps: 
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
     device = torch.device(device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]        # weights decay; biases and norms do not
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+    matrices = [p for p in model.parameters() if p.dim() >= 2]     # weights decay; biases and norms do not
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": weight_decay},
+                                   {"params": vectors, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine_factor(s, warmup, steps) if decay else min(1.0, (s + 1) / warmup))
     autocast = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None

@@ -95,6 +95,24 @@ def test_train_lm_rejects_zero_steps(model):
         train_lm(model, torch.arange(50) % 20, torch.arange(50) % 20, steps=0, batch_size=2, block_size=8)
 
 
+def test_train_lm_decay_flag_sets_the_schedule(model, monkeypatch):
+    schedules = []
+    real = torch.optim.lr_scheduler.LambdaLR
+
+    def spy(optimizer, factor):
+        schedules.append(factor)
+        return real(optimizer, factor)
+
+    monkeypatch.setattr(torch.optim.lr_scheduler, "LambdaLR", spy)
+    data = torch.arange(200) % 20
+    for decay in (True, False):
+        train_lm(model, data, data, steps=10, batch_size=2, block_size=8, warmup=2, eval_every=100, progress=False,
+                 decay=decay)
+    cosine, constant = schedules
+    assert cosine(0) == constant(0) == 0.5                      # warmup: step 1 of 2
+    assert cosine(9) < 0.2 and constant(9) == 1.0               # the end of the run: decayed vs still at the peak
+
+
 def test_track_peak_memory_sees_allocations_and_frees():
     with track_peak_memory("cpu") as mem:
         a = torch.empty(1000, dtype=torch.float32)     # 4,000 bytes
