@@ -128,13 +128,7 @@ def launch(script: str | Path, nproc: int, *args: str, timeout: float = 120.0, m
 
     On timeout the whole process tree (torchrun and every worker) is killed and TimeoutError raised; with
     check=True a non-zero exit raises RuntimeError carrying the end of the output (the worker's traceback)."""
-    script = Path(script)
-    if not script.is_file():
-        raise FileNotFoundError(f"worker script {script} does not exist")
-    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
-        raise ValueError(f"nproc must be a positive integer, got {nproc!r}")
-    if timeout <= 0:
-        raise ValueError(f"timeout must be positive, got {timeout}")
+    script = _checked_launch(script, timeout, nproc=nproc)
     results_dir = Path(tempfile.mkdtemp(prefix="workbook-dist-"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            f"--max_restarts={max_restarts}", str(script), *map(str, args)]
@@ -148,9 +142,7 @@ def torchrun_command(script: str | Path, *args: str, nnodes: int, nproc_per_node
     """The torchrun command that starts node `node_rank` of an `nnodes`-node job; every node runs it with the same
     rendezvous `endpoint` (host:port of the first node) and job id. python="torchrun" gives the cluster form; a
     path to an interpreter gives `python -m torch.distributed.run` (what `launch_nodes` runs)."""
-    for name, value in (("nnodes", nnodes), ("nproc_per_node", nproc_per_node)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    _check_positive_ints(nnodes=nnodes, nproc_per_node=nproc_per_node)
     if isinstance(node_rank, int) and not 0 <= node_rank < nnodes:
         raise ValueError(f"node_rank must be in [0, {nnodes}), got {node_rank}")
     if not re.fullmatch(r"[^:\s]+:(\d+|\$\w+|\$\{\w+\})", endpoint):
@@ -171,11 +163,7 @@ def launch_nodes(script: str | Path, nnodes: int, nproc_per_node: int, *args: st
                  extra_env: dict[str, str] | None = None, check: bool = True) -> LaunchResult:
     """Start `nnodes` torchrun processes on this machine that rendezvous over loopback as separate "nodes",
     exactly as on a cluster (one `torchrun_command` per node); wait for all of them, at most `timeout` seconds."""
-    script = Path(script)
-    if not script.is_file():
-        raise FileNotFoundError(f"worker script {script} does not exist")
-    if timeout <= 0:
-        raise ValueError(f"timeout must be positive, got {timeout}")
+    script = _checked_launch(script, timeout)
     endpoint = f"127.0.0.1:{free_port()}"
     job = f"workbook-{os.getpid()}-{time.monotonic_ns()}"
     cmds = [torchrun_command(script, *args, nnodes=nnodes, nproc_per_node=nproc_per_node, node_rank=i,
@@ -186,6 +174,23 @@ def launch_nodes(script: str | Path, nnodes: int, nproc_per_node: int, *args: st
     returncode = next((rc for rc, _ in outcomes if rc != 0), 0)
     output = "\n".join(f"===== node {i} =====\n{out}" for i, (_, out) in enumerate(outcomes))
     return _finish(script, returncode, output, results_dir, check)
+
+
+def _check_positive_ints(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _checked_launch(script: str | Path, timeout: float, **counts: int) -> Path:
+    """The script as a Path, after checking that it exists, the timeout is positive and the counts are >= 1."""
+    script = Path(script)
+    if not script.is_file():
+        raise FileNotFoundError(f"worker script {script} does not exist")
+    _check_positive_ints(**counts)
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
+    return script
 
 
 def _worker_env(results_dir: Path, extra_env: dict[str, str] | None) -> dict[str, str]:
