@@ -1,4 +1,6 @@
 """course_utils.distributed.launch: real torchrun launches (gloo, CPU), failures surfaced, hangs killed."""
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +24,22 @@ def test_launch_collects_every_rank():
     assert result.returncode == 0
     assert sorted(result.results) == [0, 1]
     assert all(r[0]["sum"] == 3.0 and r[0]["world_size"] == 2 for r in result.results.values())
+    # finish_worker ended each rank: the report after it never ran
+    assert all(len(r) == 1 for r in result.results.values()), result.results
+
+
+def test_finish_worker_flushes_and_exits_at_once():
+    # Outside torchrun there is no group to destroy; buffered output still arrives and nothing after the call runs.
+    code = ("import atexit, sys\n"
+            "from course_utils.distributed import finish_worker\n"
+            "atexit.register(lambda: print('atexit ran'))\n"
+            "print('before', end='')\n"
+            "sys.stderr.write('to stderr')\n"
+            "finish_worker()\n"
+            "print('after')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parent.parent)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "before", "to stderr")
 
 
 def test_worker_error_is_raised_with_its_message():

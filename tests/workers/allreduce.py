@@ -6,7 +6,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from course_utils.distributed import init_worker, report
+from course_utils.distributed import finish_worker, init_worker, report
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "ok"
 worker = init_worker()
@@ -19,4 +19,5 @@ t = torch.tensor([float(rank + 1)], device=worker.device)
 dist.all_reduce(t)
 report({"rank": rank, "world_size": world, "sum": t.item(), "local_rank": worker.local_rank,
         "node": int(os.environ["GROUP_RANK"]), "backend": worker.backend})
-dist.destroy_process_group()
+finish_worker()
+report({"rank": rank, "after_finish": True})   # never runs: finish_worker exits (tested)
