@@ -254,6 +254,7 @@ def _finish(script: Path, returncode: int, output: str, results_dir: Path, check
     for path in sorted(results_dir.glob("rank*.jsonl")):
         results[int(path.stem[4:])] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if check and returncode != 0:
-        raise RuntimeError(f"{script.name} failed (exit code {returncode}). First error:\n{_first_error(output)}\n"
-                           f"End of the output:\n{output[-2000:]}")
+        # The first error goes last: tracebacks are read from the bottom, and logs that keep a tail keep it.
+        raise RuntimeError(f"{script.name} failed (exit code {returncode}). End of the output:\n{output[-2000:]}\n"
+                           f"First error (the root cause):\n{_first_error(output)}")
     return LaunchResult(returncode, output, results)
