@@ -72,7 +72,7 @@ def finish_worker() -> NoReturn:
     skips Python's interpreter shutdown: gloo's C++ threads can still hold tensors then (an optimizer or DDP
     keeps the group alive past `destroy_process_group`), and releasing one needs the GIL, which at shutdown
     aborts the process ("terminate called without an active exception", SIGABRT; pytorch/pytorch#179291). It
-    happened here 3 times in about 240 launches of the ZeRO lesson. Everything `report` wrote is already on disk;
+    happened here 3 times in about 330 launches of the ZeRO lesson. Everything `report` wrote is already on disk;
     stdout and stderr are flushed first. Call it last: nothing after it runs, atexit handlers included."""
     import torch.distributed as dist
 
