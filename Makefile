@@ -42,7 +42,7 @@ run: $(STAMP)
 	$(PY) -m tools.run_notebooks notebooks --out build/executed --summary build/run-summary.json
 
 test: $(STAMP)
-	$(PY) -m pytest tests -ra
+	$(PY) -m pytest tests -ra --durations=15
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -ra -m "not notebooks"

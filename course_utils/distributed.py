@@ -118,20 +118,93 @@ def report(result: dict) -> None:
         f.write(json.dumps(result) + "\n")
 
 
-def _first_error(output: str) -> str:
-    """The first error in the output (the root cause: workers that fail later fail because of it): a Python
-    exception line, else a native crash message, else torchrun's own root-cause summary."""
+# Errors a rank gets because a peer went away or stopped answering: consequences of a failure, never its cause.
+PEER_ERROR = re.compile(r"Connection closed by peer|Connection reset by peer|Broken pipe|Connection refused|"
+                        r"[Tt]imed out|Socket Timeout|NCCL (error|communicator was aborted)|ncclRemoteError|"
+                        r"ncclSystemError|recvBytes|sendBytes|Gloo connectFullMesh|ProcessGroupGloo|"
+                        r"failed to recv|failed to send|store.*(closed|reset)")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How one rank of a launch ended badly, from its own error record or from torchrun's exit status."""
+    rank: int
+    node: int
+    local_rank: int
+    time: float                    # seconds since the epoch: when the worker raised (or torchrun saw it die)
+    what: str                      # "ValueError: bad shard", "killed by signal 9 (SIGKILL)", "exited with code 3"
+    traceback: str = ""
+    consequence: bool = False      # a peer's collective error or torchrun's SIGTERM: caused by another failure
+
+    def __str__(self) -> str:
+        return f"rank {self.rank} (node {self.node}, local rank {self.local_rank}): {self.what}"
+
+
+def failures_of(results_dir: str | Path) -> list[Failure]:
+    """Every rank's failure in a launch, root cause first: the earliest failure that is not a consequence.
+
+    Decided from what each worker recorded (course_utils.worker_entry: the exception and the nanosecond it was
+    raised) and what torchrun recorded (exit code and signal of each failed rank), never from the order of lines
+    in the shared output. A rank's collective error ("Connection closed by peer", a gloo or NCCL abort) and the
+    SIGTERM torchrun sends to the survivors come after the failure that caused them, so they sort last."""
+    folder = Path(results_dir)
+    records = [json.loads(p.read_text()) for p in folder.glob("error-rank*-attempt*.json")]
+    if records:                                           # with restarts, only the last attempt's failures count
+        last = max(r["attempt"] for r in records)
+        records = [r for r in records if r["attempt"] == last]
+    out = {}
+    for r in records:
+        what = f"{r['type']}: {r['message']}" if r["message"] else r["type"]
+        consequence = r["dist_error"] or bool(PEER_ERROR.search(r["message"]))
+        out[r["rank"]] = Failure(r["rank"], r["node"], r["local_rank"], r["time_ns"] / 1e9, what, r["traceback"],
+                                 consequence)
+    for path in folder.glob("failures-*.json"):
+        for f in json.loads(path.read_text()):
+            if f["rank"] in out:
+                continue
+            if f["exitcode"] < 0:
+                what = f"killed by signal {-f['exitcode']} ({f['signal']})"
+                consequence = f["signal"] == "SIGTERM"
+            else:
+                what = f"exited with code {f['exitcode']} without raising a Python exception (sys.exit, os._exit or a native crash)"
+                consequence = False
+            out[f["rank"]] = Failure(f["rank"], f["node"], f["local_rank"], float(f["time"]), what, "", consequence)
+    return sorted(out.values(), key=lambda f: (f.consequence, f.time, f.rank))
+
+
+def _root_cause(failures: list[Failure], output: str) -> str:
+    """The text naming the root cause, with the consequences listed after it."""
+    if not failures:
+        return _error_from_output(output)
+    first, rest = failures[0], failures[1:]
+    lines = [f"{first}"]
+    if first.traceback:
+        lines.append(first.traceback.rstrip())
+    if first.what.startswith("killed by signal") or first.what.startswith("exited with code"):
+        native = _error_from_output(output, native_only=True)
+        if native:
+            lines.append(f"(in the output: {native})")
+    if rest:
+        lines.append("Other failures (consequences of it, or later):")
+        lines += [f"  {f}" for f in rest]
+    return "\n".join(lines)
+
+
+def _error_from_output(output: str, native_only: bool = False) -> str:
+    """When no worker left a record (torchrun itself failed, or the script ran without course_utils.worker_entry):
+    a native crash message, else torchrun's own root-cause summary, else the last exception line."""
     lines = output.splitlines()
-    for i, line in enumerate(lines):
-        if re.search(r"(^|\]: )[A-Za-z_.]*(Error|Exception)\b.*: ", line) and "ChildFailedError" not in line:
-            return "\n".join(lines[max(0, i - 4):i + 1])
     for i, line in enumerate(lines):
         if re.search(r"terminate called|what\(\):|Fatal Python error|Segmentation fault|core dumped", line):
             return "\n".join(lines[i:i + 3])
+    if native_only:
+        return ""
     if "Root Cause" in output:
-        block = output[output.index("Root Cause"):].splitlines()
-        return "\n".join(block[:10])
-    return "(no exception line found)"
+        return "\n".join(output[output.index("Root Cause"):].splitlines()[:10])
+    for i in range(len(lines) - 1, -1, -1):
+        if re.search(r"(^|\]: )[A-Za-z_.]*(Error|Exception)\b.*: ", lines[i]):
+            return "\n".join(lines[max(0, i - 4):i + 1])
+    return "(no error message found in the output)"
 
 
 @dataclass
@@ -139,6 +212,7 @@ class LaunchResult:
     returncode: int
     output: str                                              # torchrun's and the workers' stdout and stderr
     results: dict[int, list[dict]] = field(default_factory=dict)  # rank -> what it reported, in order
+    failures: list[Failure] = field(default_factory=list)         # failed ranks, root cause first
 
 
 def launch(script: str | Path, nproc: int, *args: str, timeout: float = 120.0, max_restarts: int = 0,
@@ -149,8 +223,8 @@ def launch(script: str | Path, nproc: int, *args: str, timeout: float = 120.0, m
     check=True a non-zero exit raises RuntimeError carrying the end of the output (the worker's traceback)."""
     script = _checked_launch(script, timeout, nproc=nproc)
     results_dir = Path(tempfile.mkdtemp(prefix="workbook-dist-"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           f"--max_restarts={max_restarts}", str(script), *map(str, args)]
+    cmd = [sys.executable, "-m", "course_utils.torchrun_driver", "--standalone", f"--nproc_per_node={nproc}",
+           f"--max_restarts={max_restarts}", *_WORKER_ENTRY, str(script), *map(str, args)]
     (returncode, output), = _run_all([cmd], _worker_env(results_dir, extra_env), timeout,
                                      f"{script.name} with {nproc} processes")
     return _finish(script, returncode, output, results_dir, check)
@@ -185,14 +259,29 @@ def launch_nodes(script: str | Path, nnodes: int, nproc_per_node: int, *args: st
     script = _checked_launch(script, timeout)
     endpoint = f"127.0.0.1:{free_port()}"
     job = f"workbook-{os.getpid()}-{time.monotonic_ns()}"
-    cmds = [torchrun_command(script, *args, nnodes=nnodes, nproc_per_node=nproc_per_node, node_rank=i,
-                             endpoint=endpoint, job_id=job, python=sys.executable) for i in range(nnodes)]
+    cmds = [_driven(torchrun_command(script, *args, nnodes=nnodes, nproc_per_node=nproc_per_node, node_rank=i,
+                                     endpoint=endpoint, job_id=job, python=sys.executable)) for i in range(nnodes)]
     results_dir = Path(tempfile.mkdtemp(prefix="workbook-dist-"))
     outcomes = _run_all(cmds, _worker_env(results_dir, extra_env), timeout,
                         f"{script.name} on {nnodes} nodes x {nproc_per_node} processes")
     returncode = next((rc for rc, _ in outcomes if rc != 0), 0)
     output = "\n".join(f"===== node {i} =====\n{out}" for i, (_, out) in enumerate(outcomes))
     return _finish(script, returncode, output, results_dir, check)
+
+
+# torchrun runs each worker as `python -m course_utils.worker_entry script.py ...`, which records its exception.
+_WORKER_ENTRY = ["--module", "course_utils.worker_entry"]
+
+
+def _driven(cmd: list[str]) -> list[str]:
+    """A `python -m torch.distributed.run ... script args` command turned into the launcher's own form: torchrun
+    through course_utils.torchrun_driver (saves each rank's exit status), workers through worker_entry."""
+    head = [sys.executable, "-m", "torch.distributed.run"]
+    if cmd[:3] != head:
+        raise ValueError(f"not a torchrun command for this interpreter: {cmd[:3]}")
+    n = next((i for i, c in enumerate(cmd[3:]) if not c.startswith("--")), len(cmd) - 3)
+    options, rest = cmd[3:3 + n], cmd[3 + n:]             # torchrun's --options, then the script and its args
+    return [sys.executable, "-m", "course_utils.torchrun_driver", *options, *_WORKER_ENTRY, *rest]
 
 
 def _check_positive_ints(**values: int) -> None:
@@ -253,8 +342,9 @@ def _finish(script: Path, returncode: int, output: str, results_dir: Path, check
     results = {}
     for path in sorted(results_dir.glob("rank*.jsonl")):
         results[int(path.stem[4:])] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    failures = failures_of(results_dir) if returncode != 0 else []
     if check and returncode != 0:
-        # The first error goes last: tracebacks are read from the bottom, and logs that keep a tail keep it.
+        # The root cause goes last: tracebacks are read from the bottom, and logs that keep a tail keep it.
         raise RuntimeError(f"{script.name} failed (exit code {returncode}). End of the output:\n{output[-2000:]}\n"
-                           f"First error (the root cause):\n{_first_error(output)}")
-    return LaunchResult(returncode, output, results)
+                           f"First error (the root cause):\n{_root_cause(failures, output)}")
+    return LaunchResult(returncode, output, results, failures)

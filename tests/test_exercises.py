@@ -87,3 +87,15 @@ def test_with_parameters_injects_after_the_parameters_cell():
     assert len(nb.cells) + 1 == len(out.cells) and with_parameters(nb, {}).cells == nb.cells
     with pytest.raises(ValueError, match="no cell tagged `parameters`"):
         with_parameters(toy_notebook(), {"X": 1})
+
+
+@pytest.mark.parametrize("body,match", [
+    ("return x + FACTOR", "must start with a '# why it is wrong' comment"),
+    ("#\nreturn x + FACTOR", "must start with a '# why it is wrong' comment"),
+    ("# reason, then code that does not parse\nreturn x +", "does not compile in place of the solution"),
+])
+def test_wrong_answer_must_have_a_reason_comment_and_compile(body, match):
+    nb = toy_notebook()
+    nb.cells[3].source = body
+    with pytest.raises(ExerciseFormatError, match=match):
+        find_exercises(nb)

@@ -96,11 +96,29 @@ def find_exercises(nb) -> list[Exercise]:
                 raise ExerciseFormatError(f"{where}: wrong answer {wrong.group(1)} must be a raw cell after its exercise")
             owner.wrong.append(index)
     for ex in exercises.values():
+        for w in ex.wrong:
+            _check_wrong_answer(nb, ex, w)
         if not ex.checks:
             raise ExerciseFormatError(f"exercise {ex.id} (cell {ex.cell}) has no check cell tagged check-{ex.id}")
         if ex.wrong and len(solution_regions(nb.cells[ex.cell].source)) != 1:
             raise ExerciseFormatError(f"exercise {ex.id}: wrong answers need exactly one solution region")
     return list(exercises.values())
+
+
+def _check_wrong_answer(nb, ex: "Exercise", index: int) -> None:
+    """A wrong answer starts with a `# reason` comment line and, put in place of the solution, compiles: a probe
+    that runs a SyntaxError proves nothing about the checks."""
+    lines = nb.cells[index].source.splitlines()
+    if not lines or not lines[0].lstrip().startswith("#") or not lines[0].lstrip("# ").strip():
+        raise ExerciseFormatError(f"cell {index}: wrong answer {ex.id} must start with a '# why it is wrong' comment line")
+    if len(solution_regions(nb.cells[ex.cell].source)) != 1:
+        return                                           # reported below with its own message
+    source = wrong_answer_source(nb, ex, index)
+    try:
+        compile("\n".join(l for l in source.splitlines() if not l.lstrip().startswith(("%", "!"))), f"<cell {index}>", "exec")
+    except SyntaxError as err:
+        raise ExerciseFormatError(f"cell {index}: wrong answer {ex.id} does not compile in place of the solution "
+                                  f"(line {err.lineno}: {err.msg})") from None
 
 
 def replace_solutions(source: str, replacement) -> str:

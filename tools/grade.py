@@ -65,8 +65,9 @@ def graded_copy(submission_nb, instructor_nb):
     return graded
 
 
-def _run_nbval(notebook: Path, workdir: Path, report: Path, cell_timeout: int, total_timeout: int) -> tuple[str, str]:
-    """Run pytest+nbval on `notebook`; returns (how it ended, its output tail). Kills the whole group on timeout."""
+def run_nbval(notebook: Path, workdir: Path, report: Path, cell_timeout: int, total_timeout: int) -> tuple[str, str]:
+    """Run pytest+nbval on `notebook` (in `workdir`), appending one JSON row per cell to `report`
+    (tools.nbval_report); returns (how it ended, its output tail). Kills the whole tree on timeout."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tools.nbval_report",
            "--color=no", "--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={cell_timeout}", "-o", "addopts=",
            "--rootdir", str(workdir), notebook.name]
@@ -118,7 +119,7 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
             nbformat.write(graded, str(nb_path))
             rows_path = workdir / "cells.jsonl"
             rows_path.touch()
-            report["run"], tail = _run_nbval(nb_path, workdir, rows_path, cell_timeout, total_timeout)
+            report["run"], tail = run_nbval(nb_path, workdir, rows_path, cell_timeout, total_timeout)
             rows = [json.loads(l) for l in rows_path.read_text().splitlines() if l.strip()]
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

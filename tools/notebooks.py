@@ -68,3 +68,25 @@ def quick_parameters(nb) -> dict:
     """The smaller parameters a notebook declares (metadata.workbook.quick_parameters) for runs that only need its
     exercise checks, not its full-size claims."""
     return dict((nb.metadata.get("workbook") or {}).get("quick_parameters") or {})
+
+
+# The share of its budget a notebook may use on the reference machine (a 2-core CPU): 25% headroom for a busy
+# laptop or CI runner.
+BUDGET_TARGET = 0.75
+
+
+def budget_seconds(nb) -> float:
+    """A notebook's time budget at default parameters on a 2-core CPU (metadata.workbook.budget_seconds)."""
+    value = (nb.metadata.get("workbook") or {}).get("budget_seconds")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"metadata.workbook.budget_seconds must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def budget_flag(seconds: float, budget: float) -> str:
+    """'' when within BUDGET_TARGET of the budget, else what is wrong."""
+    if seconds > budget:
+        return f"OVER BUDGET by {seconds - budget:.0f} s"
+    if seconds > BUDGET_TARGET * budget:
+        return f"under budget but above {BUDGET_TARGET:.0%} of it"
+    return ""

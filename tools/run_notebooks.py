@@ -1,7 +1,9 @@
-"""`make run`: execute every notebook top to bottom with papermill, then print a table of wall time and status.
+"""`make run`: execute every notebook top to bottom with papermill, then print a table of wall time, the notebook's
+time budget (metadata.workbook.budget_seconds) and status, flagging any notebook over its budget or above 75% of it.
 
-Writes executed copies to --out and a JSON summary: [{"notebook", "seconds", "status"}...]. Exits 1 if any
-notebook failed, naming the cell that failed.
+Writes executed copies to --out and a JSON summary: [{"notebook", "seconds", "budget", "status"}...]. Exits 1 if
+any notebook failed, naming the cell that failed. A notebook over budget is flagged, not failed: timings depend
+on the machine.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import papermill as pm
 
-from .notebooks import cell_tags, find_notebooks, read
+from .notebooks import BUDGET_TARGET, budget_flag, budget_seconds, cell_tags, find_notebooks, read
 
 
 def failing_cell(executed: Path) -> str:
@@ -41,16 +43,21 @@ def run_one(path: Path, out_dir: Path, progress: bool, timeout: int) -> dict:
     except Exception as err:  # PapermillExecutionError, a dead kernel, a timeout: all are a failed notebook
         status = "error"
         detail = failing_cell(out_path) if out_path.exists() else f"{type(err).__name__}: {err}"
-    return {"notebook": path.name, "seconds": round(time.perf_counter() - start, 2), "status": status, "detail": detail}
+    return {"notebook": path.name, "seconds": round(time.perf_counter() - start, 2), "budget": budget_seconds(read(path)),
+            "status": status, "detail": detail}
 
 
 def print_table(rows: list[dict]) -> None:
     width = max(len(r["notebook"]) for r in rows)
-    print(f"\n{'notebook':<{width}}  {'seconds':>8}  status")
-    print(f"{'-' * width}  {'-' * 8}  ------")
+    print(f"\n{'notebook':<{width}}  {'seconds':>8}  {'budget':>6}  {'used':>5}  status")
+    print(f"{'-' * width}  {'-' * 8}  {'-' * 6}  {'-' * 5}  ------")
     for r in rows:
-        print(f"{r['notebook']:<{width}}  {r['seconds']:>8.1f}  {r['status']}")
-    print(f"{'total':<{width}}  {sum(r['seconds'] for r in rows):>8.1f}")
+        flag = budget_flag(r["seconds"], r["budget"])
+        print(f"{r['notebook']:<{width}}  {r['seconds']:>8.1f}  {r['budget']:>6.0f}  {r['seconds'] / r['budget']:>5.0%}  "
+              f"{r['status']}" + (f"  <- {flag}" if flag else ""))
+    total, budget = sum(r["seconds"] for r in rows), sum(r["budget"] for r in rows)
+    print(f"{'total':<{width}}  {total:>8.1f}  {budget:>6.0f}  {total / budget:>5.0%}")
+    print(f"(target: every notebook at most {BUDGET_TARGET:.0%} of its budget, on a 2-core CPU)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     summary = Path(args.summary)
     summary.parent.mkdir(parents=True, exist_ok=True)
-    summary.write_text(json.dumps([{k: r[k] for k in ("notebook", "seconds", "status")} for r in rows], indent=2) + "\n")
+    summary.write_text(json.dumps([{k: r[k] for k in ("notebook", "seconds", "budget", "status")} for r in rows], indent=2) + "\n")
     print(f"summary written to {summary}; executed notebooks in {out_dir}/")
     failed = [r for r in rows if r["status"] != "ok"]
     for r in failed:

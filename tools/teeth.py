@@ -1,29 +1,64 @@
-"""Prove that every exercise's checks have teeth, in one kernel per notebook.
+"""Prove that every exercise's checks have teeth, in the same run that shows the notebook runs green.
 
-Runs the instructor notebook top to bottom; right after an exercise's last check cell it re-runs the span from the
-exercise cell to that check with the solution region replaced (1) by the student stub, which must fail every
-check, and (2) by each `wrong-...` raw cell, which must fail at least one check; then it re-runs the span with the
-solution, which must pass every check again, before going on.
+`with_teeth(nb, rows_path)` returns the notebook with probe cells inserted right after each exercise's last check
+cell. Each probe cell re-runs, in the same kernel, the span from the exercise cell to that last check with the
+solution region replaced (1) by the student stub, which must fail every check, (2) by each `wrong-...` raw cell,
+which must fail at least one check, and (3) by the solution again, which must pass every check (and leaves the
+kernel as the notebook expects for the cells after it). Each probe cell appends one JSON row per variant to
+`rows_path`: which checks failed, and how (exception type and message).
+
+So a single top-to-bottom run (nbval in `make test`, nbclient in `python -m tools.teeth`) holds both the
+notebook's own claims at its default sizes and its exercises' teeth, instead of a second run of the notebook.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 
 from .exercises import Exercise, find_exercises, replace_solutions, stub_lines, wrong_answer_source
 from .notebooks import read, with_parameters
 
+PROBE_TAG = "teeth-probe"
+
+# Defined in the kernel by the first probe cell. Runs each cell of a span through IPython (so %%writefile and other
+# magics work as in the notebook), its output captured, and records which check ids failed and with what.
+_RUNNER = '''\
+def _workbook_teeth(rows_path, exercise, variant, cells):
+    """Run the (check id or None, source) cells of one variant in this kernel; append its row to rows_path."""
+    import json
+    from IPython import get_ipython
+    from IPython.utils.capture import capture_output
+    shell, failed, errors = get_ipython(), {}, []
+    shown = shell._showtraceback              # the expected failures must not reach the front end as errors
+    shell._showtraceback = lambda *args, **kwargs: None
+    try:
+        for check, source in cells:
+            with capture_output():
+                result = shell.run_cell(source, store_history=False)
+            error = result.error_before_exec or result.error_in_exec
+            if check is not None:
+                failed[check] = failed.get(check, False) or error is not None
+            if error is not None:
+                errors.append({"check": check, "type": type(error).__name__, "message": str(error)[-500:]})
+    finally:
+        shell._showtraceback = shown
+    with open(rows_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"exercise": exercise, "variant": variant, "failed": failed, "errors": errors}) + "\\n")
+'''
+
 
 @dataclass
 class Variant:
-    name: str                      # "solution", "stub" or the wrong answer's first comment line
+    name: str                      # "stub", "wrong: <reason>" or "solution (restored)"
     failed: dict[str, bool]        # check id -> did any of its cells raise
+    errors: list[dict] = field(default_factory=list)   # {"check", "type", "message"} of each raising cell
 
 
 @dataclass
@@ -33,86 +68,120 @@ class ExerciseTeeth:
 
     def problems(self) -> list[str]:
         out = []
+        names = [v.name for v in self.variants]
+        if "stub" not in names or "solution (restored)" not in names:
+            out.append(f"{self.id}: the probe did not run every variant (ran {names})")
         for v in self.variants:
             failed = [c for c, f in v.failed.items() if f]
-            if v.name in ("solution", "solution (restored)") and failed:
-                out.append(f"{self.id}: with the {v.name} these checks fail: {failed}")
+            if v.name == "solution (restored)" and failed:
+                out.append(f"{self.id}: with the solution restored these checks fail: {failed} ({v.errors})")
             elif v.name == "stub" and len(failed) != len(v.failed):
                 out.append(f"{self.id}: with the stub these checks still pass: {[c for c, f in v.failed.items() if not f]}")
+            elif v.name.startswith("wrong") and any(e["check"] is None for e in v.errors):
+                crash = next(e for e in v.errors if e["check"] is None)
+                out.append(f"{self.id}: the wrong answer '{v.name}' fails outside the checks "
+                           f"({crash['type']}: {crash['message'][:200]}), so the checks were never tested on it")
             elif v.name.startswith("wrong") and not failed:
                 out.append(f"{self.id}: the wrong answer '{v.name}' passes every check")
         return out
 
 
-def _errored(cell) -> bool:
-    return any(o.get("output_type") == "error" for o in cell.get("outputs", []))
-
-
-def _error_text(cell) -> str:
-    for o in cell.get("outputs", []):
-        if o.get("output_type") == "error":
-            return f"{o.get('ename')}: {o.get('evalue')}"
-    return ""
-
-
-def _run_span(client, nb, ex: Exercise, exercise_source: str) -> dict[str, bool]:
-    failed = {cid: False for cid in ex.checks}
+def _span(nb, ex: Exercise, exercise_source: str) -> list[tuple[str | None, str]]:
     owner = {i: cid for cid, cells in ex.checks.items() for i in cells}
+    cells = []
     for index in range(ex.cell, ex.last_check + 1):
-        cell = copy.deepcopy(nb.cells[index])
-        if cell.cell_type != "code":
+        cell = nb.cells[index]
+        if cell.cell_type == "code":
+            cells.append((owner.get(index), exercise_source if index == ex.cell else cell.source))
+    return cells
+
+
+def variants_of(nb, ex: Exercise) -> list[tuple[str, str]]:
+    """(name, exercise cell source) of each variant the probe runs, in order: stub, wrong answers, solution."""
+    original = nb.cells[ex.cell].source
+    out = [("stub", replace_solutions(original, lambda indent: stub_lines(ex.id)))]
+    for w in ex.wrong:
+        why = nb.cells[w].source.splitlines()[0].lstrip("# ").strip() if nb.cells[w].source.strip() else ""
+        out.append((f"wrong: {why or f'cell {w}'}", wrong_answer_source(nb, ex, w)))
+    out.append(("solution (restored)", original))
+    return out
+
+
+def _probe_cell(source: str) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = [PROBE_TAG]
+    return cell
+
+
+def with_teeth(nb, rows_path: str | Path):
+    """A copy of `nb` with a probe cell for each exercise right after its last check cell (see the module doc)."""
+    exercises = find_exercises(nb)
+    after = {ex.last_check: ex for ex in exercises}
+    out = copy.deepcopy(nb)
+    out.cells = []
+    runner_defined = False
+    for index, cell in enumerate(nb.cells):
+        out.cells.append(copy.deepcopy(cell))
+        ex = after.get(index)
+        if ex is None:
             continue
-        if index == ex.cell:
-            cell.source = exercise_source
-        client.execute_cell(cell, index)
-        if index in owner and _errored(cell):
-            failed[owner[index]] = True
-    return failed
+        calls = [f"_workbook_teeth({str(rows_path)!r}, {ex.id!r}, {name!r}, {_span(nb, ex, source)!r})"
+                 for name, source in variants_of(nb, ex)]
+        head = "" if runner_defined else _RUNNER + "\n\n"
+        runner_defined = True
+        out.cells.append(_probe_cell(f"# Teeth probe of {ex.id} (inserted by tools.teeth)\n{head}" + "\n".join(calls)))
+    return out
+
+
+def read_rows(nb, rows_path: str | Path) -> list[ExerciseTeeth]:
+    """The probe's rows grouped per exercise of `nb` (an exercise whose probe never ran has no variants)."""
+    path = Path(rows_path)
+    rows = [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()] if path.exists() else []
+    results = {ex.id: ExerciseTeeth(ex.id) for ex in find_exercises(nb)}
+    for r in rows:
+        if r["exercise"] not in results:
+            raise ValueError(f"probe row for unknown exercise {r['exercise']!r}")
+        results[r["exercise"]].variants.append(Variant(r["variant"], r["failed"], r["errors"]))
+    return list(results.values())
 
 
 def probe(path: Path, cell_timeout: int = 600, parameters: dict | None = None) -> tuple[list[ExerciseTeeth], list[str]]:
-    """Run the notebook and every exercise variant; returns the per-exercise results and errors of ordinary cells.
-    `parameters` override the parameters cell (smaller sizes: the exercises' checks do not depend on them)."""
+    """Run the notebook with its probe cells (nbclient); returns the per-exercise results and the errors of cells
+    that are not checks. `parameters` override the parameters cell (e.g. its quick sizes)."""
+    from nbclient import NotebookClient
+
     nb = with_parameters(read(path), parameters)
-    exercises = find_exercises(nb)
-    after = {ex.last_check: ex for ex in exercises}
-    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(path.parent)}})
-    results, cell_errors = [], []
-    check_cells = {i for ex in exercises for cells in ex.checks.values() for i in cells}
-    with client.setup_kernel():
-        for index, cell in enumerate(nb.cells):
-            if cell.cell_type != "code":
-                continue
-            client.execute_cell(cell, index)
-            if _errored(cell) and index not in check_cells:
-                cell_errors.append(f"cell {index}: {_error_text(cell)}")
-            ex = after.get(index)
-            if ex is None:
-                continue
-            teeth = ExerciseTeeth(ex.id)
-            original = nb.cells[ex.cell].source
-            teeth.variants.append(Variant("solution", {cid: any(_errored(nb.cells[i]) for i in cells) for cid, cells in ex.checks.items()}))
-            stub = replace_solutions(original, lambda indent: stub_lines(ex.id))
-            teeth.variants.append(Variant("stub", _run_span(client, nb, ex, stub)))
-            for w in ex.wrong:
-                why = nb.cells[w].source.splitlines()[0].lstrip("# ").strip() or f"cell {w}"
-                teeth.variants.append(Variant(f"wrong: {why}", _run_span(client, nb, ex, wrong_answer_source(nb, ex, w))))
-            teeth.variants.append(Variant("solution (restored)", _run_span(client, nb, ex, original)))
-            results.append(teeth)
-    return results, cell_errors
+    checks = {i for ex in find_exercises(nb) for cells in ex.checks.values() for i in cells}
+    with tempfile.TemporaryDirectory(prefix="teeth-") as tmp:
+        rows = Path(tmp) / "teeth.jsonl"
+        probed = with_teeth(nb, rows)
+        NotebookClient(probed, timeout=cell_timeout, kernel_name="python3", allow_errors=True,
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        errors = []
+        original = 0
+        for cell in probed.cells:
+            is_probe = PROBE_TAG in cell.metadata.get("tags", [])
+            for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+                if o.get("output_type") == "error" and (is_probe or original not in checks):
+                    errors.append(f"{'probe cell' if is_probe else f'cell {original}'}: {o.get('ename')}: {o.get('evalue')}")
+            original += 0 if is_probe else 1
+        return read_rows(nb, rows), errors
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="+")
+    parser.add_argument("--quick", action="store_true", help="run at the notebook's quick_parameters")
     args = parser.parse_args(argv)
+    from .notebooks import quick_parameters
+
     bad = 0
     for p in args.notebooks:
-        results, errors = probe(Path(p))
+        results, errors = probe(Path(p), parameters=quick_parameters(read(p)) if args.quick else None)
         for t in results:
             for v in t.variants:
-                print(f"{Path(p).name} {t.id:<8} {v.name:<50} failed checks: {[c for c, f in v.failed.items() if f]}")
+                how = "; ".join(f"{e['check']}: {e['type']}: {e['message'][:80]}" for e in v.errors if e["check"])
+                print(f"{Path(p).name} {t.id:<8} {v.name:<50} failed: {[c for c, f in v.failed.items() if f]} {how}")
             for problem in t.problems():
                 print("PROBLEM", problem)
                 bad += 1

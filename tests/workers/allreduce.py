@@ -1,5 +1,6 @@
-"""Test worker: all-reduce each rank's (rank + 1) and report the sum; optionally fail or hang on one rank."""
+"""Test worker: all-reduce each rank's (rank + 1) and report the sum; optionally fail, die or hang on one rank."""
 import os
+import signal
 import sys
 import time
 
@@ -13,6 +14,10 @@ worker = init_worker()
 rank, world = worker.rank, worker.world_size
 if mode == "fail" and rank == 1:
     raise ValueError("rank 1 was told to fail")
+if mode == "kill" and rank == 1:
+    os.kill(os.getpid(), signal.SIGKILL)
+if mode == "exit" and rank == 1:
+    os._exit(3)
 if mode == "hang" and rank == 0:
     time.sleep(3600)
 t = torch.tensor([float(rank + 1)], device=worker.device)

@@ -1,0 +1,57 @@
+"""The teeth probe on small notebooks: it must see a toothless check, and say how each variant failed."""
+import nbformat
+import pytest
+
+from tests.nbfactory import code, raw, toy_notebook, write
+from tools.teeth import PROBE_TAG, probe, with_teeth
+
+
+def test_probe_cell_goes_right_after_the_last_check(tmp_path):
+    probed = with_teeth(toy_notebook(), tmp_path / "rows.jsonl")
+    tags = [c.metadata.get("tags", []) for c in probed.cells]
+    assert tags.index([PROBE_TAG]) == tags.index(["check-ex99.1.b"]) + 1 and sum(PROBE_TAG in t for t in tags) == 1
+
+
+def test_toy_notebook_has_teeth_and_the_failures_are_the_checks_own(tmp_path):
+    (teeth,), errors = probe(write(toy_notebook(), tmp_path / "99_toy.ipynb"), cell_timeout=60)
+    assert errors == [] and teeth.problems() == []
+    by_name = {v.name: v for v in teeth.variants}
+    assert list(by_name) == ["stub", "wrong: adds instead of multiplying", "solution (restored)"]
+    assert by_name["stub"].failed == {"ex99.1": True, "ex99.1.b": True}
+    assert {e["type"] for e in by_name["stub"].errors} == {"NotImplementedError"}
+    wrong = by_name["wrong: adds instead of multiplying"]
+    assert wrong.failed == {"ex99.1": True, "ex99.1.b": True}
+    assert wrong.errors[0] == {"check": "ex99.1", "type": "AssertionError", "message": "double(3) should be 6, got 5"}
+    assert by_name["solution (restored)"].failed == {"ex99.1": False, "ex99.1.b": False}
+
+
+def test_a_wrong_answer_that_passes_every_check_is_a_problem(tmp_path):
+    nb = toy_notebook()
+    nb.cells.insert(4, raw("# right only for positive inputs\nreturn abs(x) * FACTOR", "wrong-ex99.1"))
+    del nb.cells[6]                                  # drop the check on -1.5: nothing catches abs() any more
+    (teeth,), _ = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
+    assert teeth.problems() == ["ex99.1: the wrong answer 'wrong: right only for positive inputs' passes every check"]
+
+
+def test_a_check_that_passes_with_the_stub_is_a_problem_and_magics_run(tmp_path):
+    nb = toy_notebook()
+    nb.cells[4].source = "%%writefile answer.txt\nnot a check at all"
+    (teeth,), _ = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
+    assert "ex99.1: with the stub these checks still pass: ['ex99.1']" in teeth.problems()
+    assert (tmp_path / "answer.txt").read_text().strip() == "not a check at all"
+
+
+def test_an_ordinary_cell_that_fails_after_the_probe_is_reported(tmp_path):
+    nb = toy_notebook()
+    nb.cells.append(code("raise RuntimeError('late failure')"))
+    _, errors = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
+    assert errors == ["cell 7: RuntimeError: late failure"]
+
+
+def test_a_wrong_answer_that_crashes_in_its_own_cell_is_a_problem(tmp_path):
+    nb = toy_notebook()
+    nb.cells[2].source += "\ndouble(2)"                  # the exercise cell calls its function
+    nb.cells[3].source = "# divides by zero before anything is checked\nreturn x / 0"
+    (teeth,), _ = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
+    (problem,) = teeth.problems()
+    assert "fails outside the checks (ZeroDivisionError" in problem
