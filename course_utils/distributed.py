@@ -107,6 +107,15 @@ def write_module(path: str | Path, *functions: Callable, header: str = "") -> Pa
     return path
 
 
+def write_json_atomically(path: str | Path, value) -> Path:
+    """Write `value` as JSON to `path` through a temporary file and a rename: a reader sees all of it or nothing."""
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
 def report(result: dict) -> None:
     """Called inside a worker: record this rank's result (JSON-serialisable) for `launch` to collect."""
     folder = os.environ.get(RESULTS_ENV)

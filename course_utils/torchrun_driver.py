@@ -7,10 +7,11 @@ killed by a signal leaves no error file of its own, so this is how the launcher 
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
+
+from .distributed import RESULTS_ENV, write_json_atomically
 
 
 def failure_rows(failures: dict, node: int) -> list[dict]:
@@ -35,13 +36,10 @@ def main(argv: list[str] | None = None) -> None:
         try:
             run(args)
         except ChildFailedError as err:
-            folder = os.environ.get("WORKBOOK_RESULTS_DIR")
+            folder = os.environ.get(RESULTS_ENV)
             if folder:
                 node = int(args.node_rank) if str(args.node_rank).isdigit() else 0
-                path = Path(folder) / f"failures-{os.getpid()}.json"
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(failure_rows(err.failures, node)), encoding="utf-8")
-                tmp.replace(path)
+                write_json_atomically(Path(folder) / f"failures-{os.getpid()}.json", failure_rows(err.failures, node))
             raise
 
     torchrun()

@@ -10,7 +10,6 @@ torchrun's summary shows the traceback.
 """
 from __future__ import annotations
 
-import json
 import os
 import runpy
 import sys
@@ -18,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-RESULTS_ENV = "WORKBOOK_RESULTS_DIR"
+from .distributed import RESULTS_ENV, write_json_atomically
 
 
 def error_record(err: BaseException, script: str) -> dict:
@@ -48,10 +47,7 @@ def error_record(err: BaseException, script: str) -> dict:
 def _save(record: dict) -> None:
     folder = os.environ.get(RESULTS_ENV)
     if folder:
-        path = Path(folder) / f"error-rank{record['rank']}-attempt{record['attempt']}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record), encoding="utf-8")
-        tmp.replace(path)                                    # complete or absent, never half-written
+        write_json_atomically(Path(folder) / f"error-rank{record['rank']}-attempt{record['attempt']}.json", record)
 
 
 def main(argv: list[str] | None = None) -> None:
