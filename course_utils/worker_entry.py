@@ -1,7 +1,10 @@
 """Run a torchrun worker script and record how it fails: `python -m course_utils.worker_entry script.py args...`.
 
-`course_utils.distributed.launch` starts every worker through this module. It runs the script exactly as
-`python script.py` would (its folder first on sys.path, `__name__ == "__main__"`), and when the script raises,
+`course_utils.distributed.launch` starts every worker through this module: on Linux torchrun forks it from its
+own process and runs this file (`torchrun --run-path --start-method=fork .../worker_entry.py script.py args`);
+elsewhere it is its own program (`torchrun --module course_utils.worker_entry script.py args`). It runs the
+script exactly as `python script.py` would (its folder first on sys.path, `__name__ == "__main__"`), and when the
+script raises,
 it writes what was raised, by which rank and when (wall clock, nanoseconds) to `$WORKBOOK_RESULTS_DIR`
 before the exception goes on as usual. The launcher orders these records by time to name the root cause: the
 exception raised first by a worker's own code, not the first line that reached a shared output stream.
@@ -10,14 +13,18 @@ torchrun's summary shows the traceback.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import runpy
+import signal
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from .distributed import RESULTS_ENV, write_json_atomically
+# Absolute, not relative: torchrun's --run-path executes this file by its path, outside its package.
+from course_utils import distributed
+from course_utils.distributed import RESULTS_ENV, WorkerFinished, write_json_atomically
 
 
 def error_record(err: BaseException, script: str) -> dict:
@@ -57,24 +64,44 @@ def main(argv: list[str] | None = None) -> None:
     script = os.path.abspath(argv[0])
     if not os.path.isfile(script):
         sys.exit(f"worker script {script} does not exist")
+    forked = multiprocessing.parent_process() is not None
+    if forked:
+        _as_a_program()
     sys.argv = [script, *argv[1:]]
     sys.path[0] = os.path.dirname(script)                    # as `python script.py` does
     try:
         runpy.run_path(script, run_name="__main__")
+    except WorkerFinished:                                   # finish_worker in a forked worker: done
+        return
     except SystemExit as err:
         if err.code not in (None, 0):
-            _record(err, script)
+            _record(err, script, forked)
         raise
     except BaseException as err:
-        _record(err, script)
+        _record(err, script, forked)
         raise
 
 
-def _record(err: BaseException, script: str) -> None:
+def _as_a_program() -> None:
+    """In a worker torchrun forked: undo what the fork inherited from torchrun's process, so that the worker
+    behaves as a freshly started `python -u script.py`. Signals get their default actions back (torchrun's
+    handlers would turn its SIGTERM into an exception in the worker), output is line-buffered as with -u, and
+    finish_worker returns here instead of calling os._exit."""
+    for name in ("SIGTERM", "SIGHUP", "SIGQUIT"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
+    distributed._FORKED_WORKER = True
+
+
+def _record(err: BaseException, script: str, forked: bool = False) -> None:
     try:
         record = error_record(err, script)
         _save(record)
-        if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        if os.environ.get("TORCHELASTIC_ERROR_FILE") and not forked:    # a forked worker: torchrun's own @record
             from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
 
             ErrorHandler().record_exception(err)

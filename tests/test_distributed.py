@@ -9,6 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import course_utils.distributed as distributed
 from course_utils.distributed import (backend_for, init_worker, launch, launch_nodes, report, torchrun_command,
                                       write_module)
 
@@ -21,10 +22,21 @@ def test_backend_for():
         backend_for("tpu")
 
 
-def test_launch_collects_every_rank():
+@pytest.fixture(params=["forked", "programs"])
+def entry(request, monkeypatch):
+    """Both ways `launch` starts workers: forked by torchrun (Linux) and as programs of their own (elsewhere)."""
+    forked = request.param == "forked"
+    if forked and not sys.platform.startswith("linux"):
+        pytest.skip("torchrun forks the workers only on Linux")
+    monkeypatch.setattr(distributed, "_WORKER_ENTRY", distributed._worker_entry(fork=forked))
+    return forked
+
+
+def test_launch_collects_every_rank(entry):
     result = launch(WORKER, 2, timeout=120)
     assert result.returncode == 0
     assert sorted(result.results) == [0, 1]
+    assert [r[0]["forked"] for r in result.results.values()] == [entry, entry]
     assert all(r[0]["sum"] == 3.0 and r[0]["world_size"] == 2 for r in result.results.values())
     # finish_worker ended each rank: the report after it never ran
     assert all(len(r) == 1 for r in result.results.values()), result.results
@@ -77,7 +89,7 @@ def test_peer_errors_are_named_as_consequences():
 
 
 @pytest.mark.parametrize("mode,what", [("kill", "killed by signal 9 (SIGKILL)"), ("exit", "exited with code 3")])
-def test_a_worker_that_dies_without_an_exception_is_named_with_its_rank(mode, what):
+def test_a_worker_that_dies_without_an_exception_is_named_with_its_rank(mode, what, entry):
     with pytest.raises(RuntimeError) as info:
         launch(WORKER, 2, mode, timeout=120)
     assert root_cause(info.value).startswith(f"rank 1 (node 0, local rank 1): {what}"), str(info.value)[-1500:]

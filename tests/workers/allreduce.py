@@ -1,4 +1,5 @@
 """Test worker: all-reduce each rank's (rank + 1) and report the sum; optionally fail, die or hang on one rank."""
+import multiprocessing
 import os
 import signal
 import sys
@@ -23,6 +24,7 @@ if mode == "hang" and rank == 0:
 t = torch.tensor([float(rank + 1)], device=worker.device)
 dist.all_reduce(t)
 report({"rank": rank, "world_size": world, "sum": t.item(), "local_rank": worker.local_rank,
-        "node": int(os.environ["GROUP_RANK"]), "backend": worker.backend})
+        "node": int(os.environ["GROUP_RANK"]), "backend": worker.backend,
+        "forked": multiprocessing.parent_process() is not None})   # forked by torchrun, or a program of its own
 finish_worker()
 report({"rank": rank, "after_finish": True})   # never runs: finish_worker exits (tested)
