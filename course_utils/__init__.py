@@ -13,12 +13,12 @@ from .memory import track_peak_memory
 from .plotting import labelled_axes, use_style
 from .text import BPETokenizer, CharTokenizer, Corpus, load_corpus
 from .timing import BenchmarkResult, benchmark, format_seconds
-from .training import get_batch, load_checkpoint, save_checkpoint, train_lm
+from .training import get_batch, load_checkpoint, save_checkpoint, train_lm, train_lm_wsd
 
 __version__ = "0.1.0"
 __all__ = [
     "BPETokenizer", "BenchmarkResult", "CharTokenizer", "Corpus", "GPT", "GPTConfig", "PowerLawFit", "Split", "assert_close", "benchmark", "check_that", "environment_info",
     "environment_report", "fit_power_law", "format_seconds", "get_device", "is_available", "labelled_axes",
     "load_digits_split", "measure_matmul_flops", "measure_memory_bandwidth", "seed_everything", "synchronize",
-    "use_style", "get_batch", "load_checkpoint", "load_corpus", "save_checkpoint", "track_peak_memory", "train_lm",
+    "use_style", "get_batch", "load_checkpoint", "load_corpus", "save_checkpoint", "track_peak_memory", "train_lm", "train_lm_wsd",
 ]

@@ -67,6 +67,41 @@ def _watch_forked_workers(rows: list[dict], node: int) -> None:
     MultiprocessContext._close = close
 
 
+PRELOADED_PACKAGES = ("torch", "numpy")
+
+
+def preload_imports(script: str | Path) -> list[str]:
+    """Import, in this process, the torch and numpy modules that a worker script imports at its top level.
+
+    Workers that torchrun forks inherit every module this process has loaded, so a module imported here once is
+    ready in all of them; imported in each worker, it costs each its own import time (torch.distributed.optim,
+    for ZeroRedundancyOptimizer, took 1.3 s here). Only torch and numpy modules are loaded: the script's own
+    modules stay the worker's business (they may do work at import). A module that fails to import is skipped
+    here; the worker then meets the error itself. Returns the modules imported."""
+    import ast
+    import importlib
+
+    try:
+        tree = ast.parse(Path(script).read_text(), filename=str(script))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    loaded = []
+    for name in dict.fromkeys(names):
+        if name.split(".")[0] in PRELOADED_PACKAGES:
+            try:
+                importlib.import_module(name)
+                loaded.append(name)
+            except Exception:
+                pass
+    return loaded
+
+
 def main(argv: list[str] | None = None) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, record
     from torch.distributed.run import parse_args, run
@@ -74,7 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     node = int(args.node_rank) if str(args.node_rank).isdigit() else 0
     forked_exits: list[dict] = []
-    _watch_forked_workers(forked_exits, node)
+    if args.run_path and args.start_method == "fork":                  # workers forked from this process
+        _watch_forked_workers(forked_exits, node)
+        if args.training_script_args and Path(args.training_script).name == "worker_entry.py":
+            preload_imports(args.training_script_args[0])
 
     @record
     def torchrun():

@@ -1,8 +1,10 @@
 """A small language-model training loop: random windows, AdamW with warmup and cosine decay, periodic evaluation,
-a progress bar, and checkpoints that load with torch.load(weights_only=True)."""
+a progress bar, and checkpoints that load with torch.load(weights_only=True). Also warmup-stable-decay training,
+which gives the losses of several training lengths from one run (for scaling-law grids)."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -41,6 +43,79 @@ def warmup_cosine_factor(step: int, warmup: int, total: int, floor: float = 0.1)
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def wsd_factor(step: int, warmup: int, decay_start: int, total: int) -> float:
+    """Multiplier of the peak learning rate in a warmup-stable-decay schedule: linear warmup over `warmup` steps,
+    constant until `decay_start`, then linear decay that reaches 0 after step `total - 1`."""
+    if not 0 < warmup <= decay_start < total:
+        raise ValueError(f"need 0 < warmup <= decay_start < total, got {warmup}, {decay_start}, {total}")
+    if step < warmup:
+        return (step + 1) / warmup
+    if step < decay_start:
+        return 1.0
+    return max(0.0, (total - step) / (total - decay_start))
+
+
+def _adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only (not on biases and norms)."""
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": matrices, "weight_decay": weight_decay},
+                              {"params": vectors, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+
+
+def train_lm_wsd(model: torch.nn.Module, train_data: torch.Tensor, *, step_counts: list[int], evaluate,
+                 batch_size: int, block_size: int, lr: float = 3e-3, cooldown: float = 0.2, warmup: int = 20,
+                 weight_decay: float = 0.1, grad_clip: float = 1.0, seed: int = 0,
+                 device: torch.device | str = "cpu") -> dict[int, float]:
+    """Train with a warmup-stable-decay schedule and return {steps: evaluate(model after that many steps)} for
+    every count in `step_counts`, from one run.
+
+    The schedule's trunk (warmup, then the peak rate) is shared: for a count S, a copy of the model and optimizer
+    is taken off the trunk at step (1 - cooldown) S and decayed linearly to 0 by step S (Hu et al. 2024, MiniCPM;
+    Hagele et al. 2024). The batch of step t is drawn from a generator seeded by (seed, t), so each result equals a
+    separate WSD run of exactly S steps (tested), while the whole grid costs the longest trunk plus the cooldowns.
+    The model is left at the end of the trunk (the peak rate, no cooldown)."""
+    counts = sorted(set(step_counts))
+    if not counts or counts[0] < 1 or any(int(c) != c for c in counts):
+        raise ValueError(f"step_counts must be positive integers, got {step_counts}")
+    if not 0 < cooldown < 1:
+        raise ValueError(f"cooldown must be a fraction in (0, 1), got {cooldown}")
+    starts = {c: round((1 - cooldown) * c) for c in counts}
+    if any(not 0 < warmup <= starts[c] < c for c in counts):
+        raise ValueError(f"every count needs 0 < warmup <= (1 - cooldown) * count < count; warmup={warmup}, "
+                         f"cooldown={cooldown}, step_counts={counts}")
+    device = torch.device(device)
+    model.train()
+
+    def step(m: torch.nn.Module, opt: torch.optim.Optimizer, t: int, factor: float) -> None:
+        x, y = get_batch(train_data, batch_size, block_size,
+                         torch.Generator().manual_seed(seed * 1_000_003 + t), device)
+        for group in opt.param_groups:
+            group["lr"] = lr * factor
+        _, loss, *_ = m(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(m.parameters(), grad_clip)
+        opt.step()
+
+    optimizer = _adamw(model, lr, weight_decay)
+    results, t = {}, 0
+    for count in counts:
+        while t < starts[count]:                                    # the trunk: warmup, then the peak rate
+            step(model, optimizer, t, min(1.0, (t + 1) / warmup))
+            t += 1
+        branch = copy.deepcopy(model)
+        branch_optimizer = _adamw(branch, lr, weight_decay)
+        branch_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+        for s in range(t, count):                                   # the cooldown, on a copy
+            step(branch, branch_optimizer, s, wsd_factor(s, warmup, starts[count], count))
+        branch.eval()
+        with torch.no_grad():
+            results[count] = float(evaluate(branch))
+    return results
 
 
 @dataclass
@@ -94,10 +169,7 @@ def train_lm(model, train_data: torch.Tensor, val_data: torch.Tensor, *, steps: 
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
     device = torch.device(device)
-    matrices = [p for p in model.parameters() if p.dim() >= 2]     # weights decay; biases and norms do not
-    vectors = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": weight_decay},
-                                   {"params": vectors, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+    optimizer = _adamw(model, lr, weight_decay)                     # weights decay; biases and norms do not
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine_factor(s, warmup, steps) if decay else min(1.0, (s + 1) / warmup))
     autocast = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None

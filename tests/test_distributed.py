@@ -268,3 +268,16 @@ def test_worker_entry_runs_the_script_as_python_would_and_records_its_error(tmp_
     missing = subprocess.run([sys.executable, "-m", "course_utils.worker_entry", str(tmp_path / "nope.py")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def test_the_driver_preloads_only_torch_and_numpy_modules_a_worker_imports(tmp_path):
+    from course_utils.torchrun_driver import preload_imports
+    script = tmp_path / "w.py"
+    script.write_text("import os\nimport numpy as np\nfrom torch.nn.parallel import DistributedDataParallel\n"
+                      "import torch.no_such_module\nfrom common import make_model\nfrom . import sibling\n"
+                      "def f():\n    import torch.distributed.optim\n")
+    # the script's own modules, relative imports, imports inside functions and missing modules are left alone
+    assert preload_imports(script) == ["numpy", "torch.nn.parallel"]
+    assert preload_imports(tmp_path / "missing.py") == []
+    (tmp_path / "bad.py").write_text("import torch\n(")
+    assert preload_imports(tmp_path / "bad.py") == []

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from course_utils import GPT, GPTConfig, get_batch, load_checkpoint, save_checkpoint, track_peak_memory, train_lm
-from course_utils.training import estimate_loss, warmup_cosine_factor
+from course_utils import (GPT, GPTConfig, get_batch, load_checkpoint, save_checkpoint, track_peak_memory, train_lm,
+                          train_lm_wsd)
+from course_utils.training import estimate_loss, warmup_cosine_factor, wsd_factor
 
 
 @pytest.fixture
@@ -126,3 +127,43 @@ def test_track_peak_memory_sees_allocations_and_frees():
     assert mem2.peak == 2 * 256 * 256 * 4
     with pytest.raises(ValueError, match="supports cpu and cuda"):
         track_peak_memory("mps")
+
+
+def test_wsd_factor_warms_up_holds_and_decays_to_zero():
+    assert [wsd_factor(s, 2, 6, 10) for s in range(10)] == [0.5, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25]
+    for bad in ((0, 6, 10), (7, 6, 10), (2, 10, 10)):
+        with pytest.raises(ValueError, match="warmup <= decay_start < total"):
+            wsd_factor(0, *bad)
+
+
+def _wsd(counts, seed=0):
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    data = torch.arange(400) % 20
+    val = estimate_loss_fn(data)
+    return train_lm_wsd(m, data, step_counts=counts, evaluate=val, batch_size=4, block_size=8, lr=1e-2,
+                        cooldown=0.25, warmup=2, seed=seed), m
+
+
+def estimate_loss_fn(data):
+    return lambda m: estimate_loss(m, data, batch_size=4, block_size=8, iters=2, generator=torch.Generator().manual_seed(1))
+
+
+def test_train_lm_wsd_branches_equal_separate_runs_of_each_length():
+    both, trunk = _wsd([8, 16])
+    alone_8, _ = _wsd([8])
+    alone_16, trunk_16 = _wsd([16])
+    # Each cooldown branch is exactly the run of that length: the trunk is untouched by the branches taken off it.
+    assert both == {8: alone_8[8], 16: alone_16[16]}, (both, alone_8, alone_16)
+    assert all(torch.equal(a, b) for a, b in zip(trunk.parameters(), trunk_16.parameters()))
+    assert both[16] < both[8]                                   # longer training, lower loss
+    assert _wsd([8], seed=1)[0] != alone_8                      # the seed picks the batches
+
+
+def test_train_lm_wsd_rejects_a_grid_it_cannot_branch(model):
+    data = torch.arange(200) % 20
+    for counts, message in (([0, 10], "positive integers"), ([4], "warmup <= \\(1 - cooldown\\)")):
+        with pytest.raises(ValueError, match=message):
+            train_lm_wsd(model, data, step_counts=counts, evaluate=len, batch_size=2, block_size=8, warmup=4)
+    with pytest.raises(ValueError, match="cooldown"):
+        train_lm_wsd(model, data, step_counts=[10], evaluate=len, batch_size=2, block_size=8, cooldown=1.0)
