@@ -60,12 +60,21 @@ def benchmark(
     warmup: int = 2,
     repeat: int = 10,
     device: torch.device | str | None = None,
+    max_seconds: float | None = None,
+    min_repeat: int = 3,
 ) -> BenchmarkResult:
-    """Call `fn()` `warmup` times untimed, then `repeat` times timed, synchronising `device` around each call."""
+    """Call `fn()` `warmup` times untimed, then `repeat` times timed, synchronising `device` around each call.
+
+    With `max_seconds`, timing stops early once the timed calls have taken that long in total, but never before
+    `min_repeat` samples (or `repeat`, if smaller): a slow case (e.g. bfloat16 on a CPU without bfloat16 units)
+    then costs a few samples instead of `repeat`, and still has a spread."""
     if not callable(fn):
         raise TypeError(f"fn must be callable with no arguments, got {type(fn).__name__}")
     warmup = _check_count("warmup", warmup, 0)
     repeat = _check_count("repeat", repeat, 1)
+    min_repeat = _check_count("min_repeat", min_repeat, 1)
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
     for _ in range(warmup):
         fn()
     synchronize(device)
@@ -75,4 +84,6 @@ def benchmark(
         fn()
         synchronize(device)
         samples.append(time.perf_counter() - start)
+        if max_seconds is not None and len(samples) >= min_repeat and sum(samples) >= max_seconds:
+            break
     return BenchmarkResult(tuple(samples))

@@ -62,7 +62,7 @@ def _adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.opti
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     vectors = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW([{"params": matrices, "weight_decay": weight_decay},
-                              {"params": vectors, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+                              {"params": vectors, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95), foreach=True)
 
 
 def train_lm_wsd(model: torch.nn.Module, train_data: torch.Tensor, *, step_counts: list[int], evaluate,

@@ -55,3 +55,21 @@ def test_format_seconds():
     assert format_seconds(0.0032) == "3.2 ms"
     assert format_seconds(4.1e-5) == "41 µs"
     assert format_seconds(5e-9) == "5 ns"
+
+
+def test_max_seconds_stops_a_slow_benchmark_early_but_keeps_a_spread(monkeypatch):
+    import course_utils.timing as timing
+
+    now = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+
+    def slow():
+        now[0] += 2.0                                   # every call takes 2 s on the fake clock
+
+    assert len(benchmark(slow, warmup=0, repeat=10, max_seconds=5).samples) == 3      # 6 s >= 5 s after 3
+    assert len(benchmark(slow, warmup=0, repeat=10, max_seconds=1).samples) == 3      # never fewer than min_repeat
+    assert len(benchmark(slow, warmup=0, repeat=10, max_seconds=1, min_repeat=5).samples) == 5
+    assert len(benchmark(slow, warmup=0, repeat=2, max_seconds=1).samples) == 2       # repeat still the most
+    assert len(benchmark(slow, warmup=0, repeat=10).samples) == 10                    # no cap: repeat calls
+    with pytest.raises(ValueError, match="max_seconds must be positive"):
+        benchmark(slow, max_seconds=0)
