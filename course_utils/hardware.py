@@ -22,7 +22,8 @@ def measure_matmul_flops(
     n: int = 1024,
     repeat: int = 5,
 ) -> float:
-    """Achieved FLOP/s of an n x n @ n x n matmul (2 n^3 flops, median of `repeat` timed runs)."""
+    """Achieved FLOP/s of an n x n @ n x n matmul (2 n^3 flops, median of `repeat` timed runs, or of 3 once they
+    take a second: a dtype without fast units here, e.g. bfloat16 on most CPUs, can be 100x slower)."""
     if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -30,7 +31,7 @@ def measure_matmul_flops(
     device = _resolve(device)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    result = benchmark(lambda: a @ b, warmup=2, repeat=repeat, device=device)
+    result = benchmark(lambda: a @ b, warmup=2, repeat=repeat, device=device, max_seconds=1.0)
     return 2.0 * n**3 / result.median
 
 

@@ -126,3 +126,17 @@ def test_grade_cli_on_a_folder_keeps_every_report(tmp_path, instructor_dir, caps
     out = capsys.readouterr().out
     assert "a_99_toy.ipynb" in out and "2/2" in out and "0/2" in out
     assert {p.name for p in (tmp_path / "g").iterdir()} == {"a_99_toy.json", "a_99_toy.xml", "b_99_toy.json", "b_99_toy.xml"}
+
+
+def test_pytest_plugins_installed_beside_the_grader_cannot_reorder_the_cells(tmp_path, instructor_dir, monkeypatch):
+    # A plugin that pytest loads by itself (an installed `pytest11` entry point), as pytest-randomly is, reverses
+    # the order of the collected items: the nbval run of a notebook would then execute its cells backwards. The
+    # grader's pytest loads nbval and its own reporter only.
+    site = tmp_path / "site"
+    (site / "reverser-1.0.dist-info").mkdir(parents=True)
+    (site / "reverser-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: reverser\nVersion: 1.0\n")
+    (site / "reverser-1.0.dist-info" / "entry_points.txt").write_text("[pytest11]\nreverser = reverser_plugin\n")
+    (site / "reverser_plugin.py").write_text("def pytest_collection_modifyitems(items):\n    items.reverse()\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    report = run(toy_notebook(), tmp_path, instructor_dir)
+    assert (report["score"], report["total"], report["errors"]) == (2, 2, []), report

@@ -67,11 +67,14 @@ def graded_copy(submission_nb, instructor_nb):
 
 def run_nbval(notebook: Path, workdir: Path, report: Path, cell_timeout: int, total_timeout: int) -> tuple[str, str]:
     """Run pytest+nbval on `notebook` (in `workdir`), appending one JSON row per cell to `report`
-    (tools.nbval_report); returns (how it ended, its output tail). Kills the whole tree on timeout."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tools.nbval_report",
+    (tools.nbval_report); returns (how it ended, its output tail). Kills the whole tree on timeout.
+
+    pytest loads nbval and the reporter only: plugins installed in the environment are not autoloaded, since one
+    that reorders tests (pytest-randomly) would run the notebook's cells out of order."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "nbval.plugin", "-p", "no:cacheprovider", "-p", "tools.nbval_report",
            "--color=no", "--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={cell_timeout}", "-o", "addopts=",
            "--rootdir", str(workdir), notebook.name]
-    env = dict(os.environ, WORKBOOK_REPORT=str(report), PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", WORKBOOK_REPORT=str(report), PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                MPLBACKEND="Agg", TQDM_DISABLE="1")
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
