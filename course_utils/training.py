@@ -65,6 +65,19 @@ def _adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.opti
                               {"params": vectors, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95), foreach=True)
 
 
+def _optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                    grad_clip: float, autocast=contextlib.nullcontext()) -> torch.Tensor:
+    """Forward, backward, gradient clipping (if grad_clip) and one optimizer step; returns the loss."""
+    with autocast:
+        _, loss, *_ = model(x, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss
+
+
 def train_lm_wsd(model: torch.nn.Module, train_data: torch.Tensor, *, step_counts: list[int], evaluate,
                  batch_size: int, block_size: int, lr: float = 3e-3, cooldown: float = 0.2, warmup: int = 20,
                  weight_decay: float = 0.1, grad_clip: float = 1.0, seed: int = 0,
@@ -94,12 +107,7 @@ def train_lm_wsd(model: torch.nn.Module, train_data: torch.Tensor, *, step_count
                          torch.Generator().manual_seed(seed * 1_000_003 + t), device)
         for group in opt.param_groups:
             group["lr"] = lr * factor
-        _, loss, *_ = m(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(m.parameters(), grad_clip)
-        opt.step()
+        _optimizer_step(m, opt, x, y, grad_clip)
 
     optimizer = _adamw(model, lr, weight_decay)
     results, t = {}, 0
@@ -187,13 +195,7 @@ def train_lm(model, train_data: torch.Tensor, val_data: torch.Tensor, *, steps: 
                 save_checkpoint(checkpoint_path, model, optimizer, step)
         x, y = get_batch(train_data, batch_size, block_size, generator, device)
         start = time.perf_counter()
-        with autocast:
-            _, loss, *_ = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        loss = _optimizer_step(model, optimizer, x, y, grad_clip, autocast)
         scheduler.step()
         loss_value = loss.item()                                   # synchronises the device
         history.seconds += time.perf_counter() - start
