@@ -301,9 +301,8 @@ def _worker_entry(fork: bool | None = None) -> list[str]:
     exit as programs and 3.3 s forked). Elsewhere (macOS, Windows: forking a process that loaded torch is not
     safe there) each worker is its own program, `python -m course_utils.worker_entry`."""
     fork = sys.platform.startswith("linux") if fork is None else fork
-    if fork:
-        from . import worker_entry
-        return ["--run-path", "--start-method=fork", str(Path(worker_entry.__file__).resolve())]
+    if fork:                                 # --run-path wants the file's absolute path
+        return ["--run-path", "--start-method=fork", str(Path(__file__).resolve().with_name("worker_entry.py"))]
     return ["--module", "course_utils.worker_entry"]
 
 
