@@ -113,7 +113,7 @@ def train_lm_wsd(model: torch.nn.Module, train_data: torch.Tensor, *, step_count
     results, t = {}, 0
     for count in counts:
         while t < starts[count]:                                    # the trunk: warmup, then the peak rate
-            step(model, optimizer, t, min(1.0, (t + 1) / warmup))
+            step(model, optimizer, t, wsd_factor(t, warmup, starts[count], count))
             t += 1
         branch = copy.deepcopy(model)
         branch_optimizer = _adamw(branch, lr, weight_decay)
