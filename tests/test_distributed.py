@@ -97,8 +97,8 @@ def test_a_worker_that_dies_without_an_exception_is_named_with_its_rank(mode, wh
 
 def test_hang_is_killed_without_orphans():
     before = {p.pid for p in psutil.process_iter()}
-    with pytest.raises(TimeoutError, match="did not finish in 15"):
-        launch(WORKER, 2, "hang", timeout=15)
+    with pytest.raises(TimeoutError, match="did not finish in 8"):
+        launch(WORKER, 2, "hang", timeout=8)
     # launch waits for the killed tree; wait (bounded) for the processes to be gone, not for a fixed time
     ours = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
             and any("allreduce.py" in part for part in (p.info["cmdline"] or []))]
@@ -281,3 +281,85 @@ def test_the_driver_preloads_only_torch_and_numpy_modules_a_worker_imports(tmp_p
     assert preload_imports(tmp_path / "missing.py") == []
     (tmp_path / "bad.py").write_text("import torch\n(")
     assert preload_imports(tmp_path / "bad.py") == []
+
+
+WHOAMI = Path(__file__).parent / "workers" / "whoami.py"
+ZYGOTE_CODE = "from course_utils.zygote import serve; serve()"
+
+
+def whoami(*args, **kwargs) -> dict:
+    result = launch(WHOAMI, 1, *args, timeout=120, **kwargs)
+    return result.results[0][0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the zygote is Linux only")
+def test_launches_fork_their_torchrun_from_one_warm_zygote_per_environment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = whoami("a", extra_env={"WORKBOOK_TEST_VALUE": "one"}), whoami("b", extra_env={"WORKBOOK_TEST_VALUE": "one"})
+    c = whoami("c", extra_env={"WORKBOOK_TEST_VALUE": "two"})
+    zygote = psutil.Process(a["launcher"])
+    assert zygote.cmdline()[-2:] == ["-c", ZYGOTE_CODE] and zygote.ppid() == os.getpid(), zygote.cmdline()
+    assert b["launcher"] == a["launcher"] != c["launcher"], "one zygote per environment, reused"
+    assert len({a["driver"], b["driver"], c["driver"]}) == 3, "a fresh torchrun process for every launch"
+    # Each forked torchrun is what `python -m course_utils.torchrun_driver` would be: its own session, the
+    # launcher's working directory, this launch's environment, results folder and arguments.
+    for row, arg, value in ((a, "a", "one"), (b, "b", "one"), (c, "c", "two")):
+        assert row["driver_session"] == row["driver"]
+        assert (row["cwd"], row["value"], row["argv"], row["path0"]) == (str(tmp_path), value, [str(WHOAMI), arg],
+                                                                          str(WHOAMI.parent))
+        assert row["sigint_default"]
+    assert len({a["results_dir"], b["results_dir"], c["results_dir"]}) == 3
+
+
+def test_without_the_zygote_torchrun_is_a_program_of_its_own(monkeypatch):
+    monkeypatch.setenv("WORKBOOK_NO_ZYGOTE", "1")
+    row = whoami("x")
+    assert row["launcher"] == os.getpid()
+    assert row["driver_cmdline"][1:3] == ["-m", "course_utils.torchrun_driver"], row["driver_cmdline"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the zygote is Linux only")
+def test_the_zygote_ends_with_its_launcher(tmp_path):
+    code = (f"from course_utils.distributed import launch\n"
+            f"print(launch({str(WHOAMI)!r}, 1, 'x', timeout=120).results[0][0]['launcher'], flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    pid = int(done.stdout.split()[-1])
+    try:
+        zygote = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return                                                   # already gone
+    _, alive = psutil.wait_procs([zygote], timeout=60)           # it exits when its input closes
+    assert not alive or zygote.status() == psutil.STATUS_ZOMBIE, f"zygote {pid} outlived its launcher"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the zygote is Linux only")
+def test_a_zygote_that_dies_mid_launch_fails_that_launch_and_is_replaced():
+    import signal
+    import threading
+
+    first = whoami("warm")["launcher"]                          # the zygote for this environment, started
+    zygote = psutil.Process(first)
+    outcome = {}
+
+    def hanging_launch():
+        try:
+            launch(WORKER, 2, "hang", timeout=300)
+        except BaseException as err:                           # noqa: BLE001 (the test inspects it)
+            outcome["error"] = err
+
+    thread = threading.Thread(target=hanging_launch)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not zygote.children() and time.monotonic() < deadline:  # wait for the launch's torchrun to exist
+        time.sleep(0.05)
+    drivers = zygote.children()
+    assert drivers, "the launch never forked its torchrun"
+    tree = drivers + [p for d in drivers for p in d.children(recursive=True)]
+    zygote.send_signal(signal.SIGKILL)
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the launch kept waiting for a dead zygote"
+    assert "zygote" in str(outcome.get("error")) and "died" in str(outcome["error"]), outcome
+    _, alive = psutil.wait_procs(tree, timeout=60)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], "the orphaned torchrun tree survived"
+    assert whoami("again")["launcher"] not in (first, None), "a new zygote replaces the dead one"
