@@ -6,9 +6,11 @@ from typing import Any
 import numpy as np
 
 
-def _to_numpy(value: Any, name: str) -> np.ndarray:
+def _to_numpy(value: Any, name: str, failure: type[Exception] = AssertionError) -> np.ndarray:
+    """`value` as an array. A value that cannot be one fails the check (AssertionError: the student's result is
+    wrong); for the check's own expected value pass failure=TypeError (the check itself is wrong)."""
     if value is None:
-        raise AssertionError(f"{name} is None: did the function forget to `return` its result?")
+        raise failure(f"{name} is None: did the function forget to `return` its result?")
     if hasattr(value, "detach"):  # a torch tensor, on any device; numpy has no bfloat16, so widen first
         value = value.detach().cpu()
         value = value.double() if value.is_floating_point() else value
@@ -16,9 +18,9 @@ def _to_numpy(value: Any, name: str) -> np.ndarray:
     try:
         array = np.asarray(value)
     except Exception as err:  # pragma: no cover - exotic inputs
-        raise TypeError(f"{name} cannot be compared numerically: {err}") from err
+        raise failure(f"{name} cannot be compared numerically: {err}") from err
     if array.dtype == object:
-        raise TypeError(f"{name} cannot be compared numerically (got {type(value).__name__})")
+        raise failure(f"{name} cannot be compared numerically (got {type(value).__name__})")
     return array
 
 
@@ -43,7 +45,7 @@ def assert_close(
     if rtol < 0 or atol < 0:
         raise ValueError(f"rtol and atol must be non-negative, got rtol={rtol}, atol={atol}")
     a = _to_numpy(actual, name)
-    e = _to_numpy(expected, "expected")
+    e = _to_numpy(expected, "expected", failure=TypeError)
     if a.shape != e.shape:
         raise AssertionError(_with_hint(f"{name} has shape {a.shape}, expected shape {e.shape}.", hint))
     a64 = a.astype(np.float64)

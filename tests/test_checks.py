@@ -43,8 +43,14 @@ def test_assert_close_nan_mismatch():
 def test_assert_close_rejects_bad_tolerance_and_objects():
     with pytest.raises(ValueError):
         assert_close(1.0, 1.0, rtol=-1)
-    with pytest.raises(TypeError):
+    # a result that is no number is the student's mistake: the check fails (AssertionError); an expected value
+    # that is no number is the check's own mistake (TypeError)
+    with pytest.raises(AssertionError, match="result cannot be compared numerically"):
         assert_close({"a": 1}, 1.0)
+    with pytest.raises(AssertionError, match="result is None: did the function forget to `return`"):
+        assert_close(None, 1.0)
+    with pytest.raises(TypeError, match="expected cannot be compared numerically"):
+        assert_close(1.0, {"a": 1})
 
 
 def test_check_that():

@@ -21,7 +21,9 @@ def test_toy_notebook_has_teeth_and_the_failures_are_the_checks_own(tmp_path):
     assert {e["type"] for e in by_name["stub"].errors} == {"NotImplementedError"}
     wrong = by_name["wrong: adds instead of multiplying"]
     assert wrong.failed == {"ex99.1": True, "ex99.1.b": True}
-    assert wrong.errors[0] == {"check": "ex99.1", "type": "AssertionError", "message": "double(3) should be 6, got 5"}
+    assert wrong.errors[0] == {"check": "ex99.1", "type": "AssertionError", "message": "double(3) should be 6, got 5",
+                               "assertion": True}
+    assert wrong.caught_by == ["ex99.1", "ex99.1.b"]
     assert by_name["solution (restored)"].failed == {"ex99.1": False, "ex99.1.b": False}
 
 
@@ -55,3 +57,23 @@ def test_a_wrong_answer_that_crashes_in_its_own_cell_is_a_problem(tmp_path):
     (teeth,), _ = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
     (problem,) = teeth.problems()
     assert "fails outside the checks (ZeroDivisionError" in problem
+
+
+def test_a_wrong_answer_that_only_makes_the_checks_crash_is_not_caught(tmp_path):
+    # The checks "fail", but by a TypeError inside them (None * 2, None == 6 is False only after the crash), never
+    # by one of their assertions: a wrong answer the checks do not judge is not caught.
+    nb = toy_notebook()
+    nb.cells[3].source = "# forgets to return\nsecret_value = x * FACTOR"
+    nb.cells[4].source = "assert double(3) * 1 == 6, f'double(3) should be 6, got {double(3)}'"
+    nb.cells[5].source = "assert double(-1.5) + 0 == -3.0"
+    (teeth,), _ = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
+    wrong = next(v for v in teeth.variants if v.name.startswith("wrong"))
+    assert wrong.failed == {"ex99.1": True, "ex99.1.b": True} and wrong.caught_by == []
+    (problem,) = teeth.problems()
+    assert problem.startswith("ex99.1: the wrong answer 'wrong: forgets to return' makes the checks crash (TypeError: "
+                              "unsupported operand") and problem.endswith("instead of failing one of their assertions")
+    # the same mistake against a check that asserts: caught
+    nb.cells[4].source = "result = double(3)\nassert result == 6, f'double(3) should be 6, got {result}'"
+    (teeth,), _ = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
+    wrong = next(v for v in teeth.variants if v.name.startswith("wrong"))
+    assert wrong.caught_by == ["ex99.1"] and teeth.problems() == []

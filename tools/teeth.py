@@ -3,7 +3,8 @@
 `with_teeth(nb, rows_path)` returns the notebook with probe cells inserted right after each exercise's last check
 cell. Each probe cell re-runs, in the same kernel, the span from the exercise cell to that last check with the
 solution region replaced (1) by the student stub, which must fail every check, (2) by each `wrong-...` raw cell,
-which must fail at least one check, and (3) by the solution again, which must pass every check (and leaves the
+which must run without error in its own cell and fail at least one check by an assertion (AssertionError, which
+the check helpers raise; a NameError or TypeError inside a check is a crash, not a catch), and (3) by the solution again, which must pass every check (and leaves the
 kernel as the notebook expects for the cells after it). Each probe cell appends one JSON row per variant to
 `rows_path`: which checks failed, and how (exception type and message).
 
@@ -46,7 +47,8 @@ def _workbook_teeth(rows_path, exercise, variant, cells):
             if check is not None:
                 failed[check] = failed.get(check, False) or error is not None
             if error is not None:
-                errors.append({"check": check, "type": type(error).__name__, "message": str(error)[-500:]})
+                errors.append({"check": check, "type": type(error).__name__, "message": str(error)[-500:],
+                               "assertion": isinstance(error, AssertionError)})
     finally:
         shell._showtraceback = shown
     with open(rows_path, "a", encoding="utf-8") as f:
@@ -58,7 +60,13 @@ def _workbook_teeth(rows_path, exercise, variant, cells):
 class Variant:
     name: str                      # "stub", "wrong: <reason>" or "solution (restored)"
     failed: dict[str, bool]        # check id -> did any of its cells raise
-    errors: list[dict] = field(default_factory=list)   # {"check", "type", "message"} of each raising cell
+    errors: list[dict] = field(default_factory=list)   # {"check", "type", "message", "assertion"} per raising cell
+
+    @property
+    def caught_by(self) -> list[str]:
+        """The checks that failed by an assertion (AssertionError, what the check helpers raise): only that
+        counts as catching a wrong answer. A NameError or TypeError inside a check is a crash, not a verdict."""
+        return sorted({e["check"] for e in self.errors if e["check"] is not None and e.get("assertion")})
 
 
 @dataclass
@@ -83,6 +91,10 @@ class ExerciseTeeth:
                            f"({crash['type']}: {crash['message'][:200]}), so the checks were never tested on it")
             elif v.name.startswith("wrong") and not failed:
                 out.append(f"{self.id}: the wrong answer '{v.name}' passes every check")
+            elif v.name.startswith("wrong") and not v.caught_by:
+                crash = next(e for e in v.errors if e["check"] is not None)
+                out.append(f"{self.id}: the wrong answer '{v.name}' makes the checks crash ({crash['type']}: "
+                           f"{crash['message'][:200]}) instead of failing one of their assertions")
         return out
 
 
@@ -181,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         for t in results:
             for v in t.variants:
                 how = "; ".join(f"{e['check']}: {e['type']}: {e['message'][:80]}" for e in v.errors if e["check"])
-                print(f"{Path(p).name} {t.id:<8} {v.name:<50} failed: {[c for c, f in v.failed.items() if f]} {how}")
+                verdict = f"caught by {v.caught_by}" if v.name.startswith("wrong") else \
+                    f"failed: {[c for c, f in v.failed.items() if f]}"
+                print(f"{Path(p).name} {t.id:<8} {v.name:<50} {verdict} {how}")
             for problem in t.problems():
                 print("PROBLEM", problem)
                 bad += 1
