@@ -18,12 +18,13 @@ INDEX  := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup run test unit lab student grade readme clean help
+.PHONY: setup run test unit teeth lab student grade readme clean help
 
 help:
 	@echo "make run      execute every notebook (papermill) into build/executed/, print a timing table"
 	@echo "make test     unit tests, then every notebook under nbval, the student edition and its grading"
 	@echo "make unit     only the fast tests (no whole-notebook runs)"
+	@echo "make teeth    per exercise: the stub and each wrong answer, and which check caught it (NB=one notebook; quick sizes)"
 	@echo "make lab      JupyterLab on notebooks/"
 	@echo "make student  write the student edition (solutions removed) to build/student/"
 	@echo "make grade NB=path/to/submission.ipynb (or a folder)   grade submissions into build/grades/"
@@ -46,6 +47,9 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -ra -m "not notebooks"
+
+teeth: $(STAMP)
+	$(PY) -m tools.teeth --quick $(if $(NB),$(NB),notebooks/*.ipynb)
 
 lab: $(STAMP)
 	@$(PY) -c "import jupyterlab" 2>/dev/null || $(BIN)/pip install --quiet jupyterlab

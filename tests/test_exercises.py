@@ -99,3 +99,22 @@ def test_wrong_answer_must_have_a_reason_comment_and_compile(body, match):
     nb.cells[3].source = body
     with pytest.raises(ExerciseFormatError, match=match):
         find_exercises(nb)
+
+
+def test_hidden_checks_are_found_and_must_be_whole_and_not_alone():
+    nb = toy_notebook()
+    nb.cells[5].metadata["tags"].append("hidden")                 # check-ex99.1.b
+    (ex,) = find_exercises(nb)
+    assert ex.hidden == {"ex99.1.b"} and set(ex.checks) == {"ex99.1", "ex99.1.b"}
+    assert [c.metadata.get("tags") for c in student_edition(nb, "99_toy.ipynb").cells].count(["check-ex99.1.b", "hidden"]) == 0
+    nb.cells[4].metadata["tags"].append("hidden")
+    with pytest.raises(ExerciseFormatError, match="every check is hidden"):
+        find_exercises(nb)
+    nb = toy_notebook()
+    nb.cells.insert(6, code("assert double(2) == 4", "check-ex99.1.b", "hidden"))
+    with pytest.raises(ExerciseFormatError, match="hidden in some of its cells only"):
+        find_exercises(nb)
+    nb = toy_notebook()
+    nb.cells[1].metadata["tags"] = ["hidden"]
+    with pytest.raises(ExerciseFormatError, match="only a check cell can be hidden"):
+        find_exercises(nb)

@@ -140,3 +140,34 @@ def test_pytest_plugins_installed_beside_the_grader_cannot_reorder_the_cells(tmp
     monkeypatch.setenv("PYTHONPATH", str(site))
     report = run(toy_notebook(), tmp_path, instructor_dir)
     assert (report["score"], report["total"], report["errors"]) == (2, 2, []), report
+
+
+def toy_with_hidden_check():
+    # A hidden check the student never sees: it catches the "right only for small inputs" answer below.
+    nb = toy_notebook()
+    nb.cells.insert(6, code("result = double(10**6)\nassert result == 2 * 10**6, f'double(10**6) should be 2000000, got {result}'",
+                            "check-ex99.1.large", "hidden"))
+    return nb
+
+
+def test_hidden_checks_are_put_back_counted_and_kept_secret(tmp_path):
+    instructor = tmp_path / "instructor_hidden"
+    instructor.mkdir()
+    write(toy_with_hidden_check(), instructor / "99_toy.ipynb")
+    student = student_edition(toy_with_hidden_check(), "99_toy.ipynb")
+    assert "10**6" not in json.dumps(student), "the student edition shows the hidden check"
+    # right on the visible checks (3 and -1.5), wrong beyond 1000; the student also plants a cell under the hidden
+    # check's tag before the exercise, where it could not fail: it is dropped, the instructor's goes after the checks
+    solved = student_edition(toy_with_hidden_check(), "99_toy.ipynb")
+    exercise = next(i for i, c in enumerate(solved.cells) if "exercise-ex99.1" in c.metadata.get("tags", []))
+    solved.cells[exercise].source = ("def double(x):\n    return 2 * x if abs(x) < 1000 else 0")
+    solved.cells.insert(1, code("pass", "check-ex99.1.large", "hidden"))
+    report = run(solved, tmp_path, instructor, name="carol.ipynb")
+    checks = by_id(report)
+    assert (report["score"], report["total"], report["hidden"]) == (2, 3, {"passed": 0, "total": 1})
+    assert checks["ex99.1"]["passed"] and checks["ex99.1.b"]["passed"] and not checks["ex99.1.large"]["passed"]
+    assert checks["ex99.1.large"] == {"id": "ex99.1.large", "passed": False, "hidden": True,
+                                      "message": "a hidden check failed (AssertionError)"}
+    assert "10**6" not in (tmp_path / "grades" / "carol.xml").read_text() + json.dumps(report)
+    full = run(toy_with_hidden_check(), tmp_path, instructor, name="dave_99_toy.ipynb")
+    assert (full["score"], full["total"], full["hidden"]) == (3, 3, {"passed": 1, "total": 1})

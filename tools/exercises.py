@@ -3,7 +3,9 @@
 An exercise is a code cell tagged `exercise-exNN.M` holding one or more solution regions between
 `### BEGIN SOLUTION` and `### END SOLUTION`. It is followed by check cells tagged `check-exNN.M` (or
 `check-exNN.M.a`, `check-exNN.M-name` for several), and optionally by raw cells tagged `wrong-exNN.M`, each a
-plausible wrong answer (replacing the solution region) that the checks must reject. See CONTRIBUTING.md.
+plausible wrong answer (replacing the solution region) that the checks must reject. A check cell that also carries
+the tag `hidden` is a hidden check: the student edition leaves it out, the grader puts it back and counts it.
+See CONTRIBUTING.md.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 EXERCISE_TAG = re.compile(r"^exercise-(ex\d{2}\.\d+)$")
 CHECK_TAG = re.compile(r"^check-((ex\d{2}\.\d+)(?:[.-][A-Za-z0-9]+)*)$")
 WRONG_TAG = re.compile(r"^wrong-(ex\d{2}\.\d+)$")
+HIDDEN_TAG = "hidden"
 KEPT_NOTEBOOK_METADATA = ("kernelspec", "language_info", "workbook")
 
 
@@ -32,6 +35,7 @@ class Exercise:
     cell: int                                          # index of the exercise cell
     checks: dict[str, list[int]] = field(default_factory=dict)  # check id -> indices of its cells
     wrong: list[int] = field(default_factory=list)    # indices of raw wrong-answer cells
+    hidden: set[str] = field(default_factory=set)     # check ids left out of the student edition
 
     @property
     def last_check(self) -> int:
@@ -89,7 +93,13 @@ def find_exercises(nb) -> list[Exercise]:
                 raise ExerciseFormatError(f"{where}: check {check.group(1)} comes before (or without) exercise {check.group(2)}")
             if cell.cell_type != "code":
                 raise ExerciseFormatError(f"{where}: check {check.group(1)} must be a code cell")
+            if (HIDDEN_TAG in cell_tags(cell)) != (check.group(1) in owner.hidden) and check.group(1) in owner.checks:
+                raise ExerciseFormatError(f"{where}: check {check.group(1)} is hidden in some of its cells only")
             owner.checks.setdefault(check.group(1), []).append(index)
+            if HIDDEN_TAG in cell_tags(cell):
+                owner.hidden.add(check.group(1))
+        elif HIDDEN_TAG in cell_tags(cell):
+            raise ExerciseFormatError(f"{where}: only a check cell can be hidden")
         if wrong:
             owner = exercises.get(wrong.group(1))
             if owner is None or cell.cell_type != "raw":
@@ -100,6 +110,8 @@ def find_exercises(nb) -> list[Exercise]:
             _check_wrong_answer(nb, ex, w)
         if not ex.checks:
             raise ExerciseFormatError(f"exercise {ex.id} (cell {ex.cell}) has no check cell tagged check-{ex.id}")
+        if ex.hidden and ex.hidden == set(ex.checks):
+            raise ExerciseFormatError(f"exercise {ex.id}: every check is hidden; keep at least one visible check")
         if ex.wrong and len(solution_regions(nb.cells[ex.cell].source)) != 1:
             raise ExerciseFormatError(f"exercise {ex.id}: wrong answers need exactly one solution region")
     return list(exercises.values())
@@ -147,14 +159,23 @@ def wrong_answer_source(nb, exercise: Exercise, wrong_cell: int) -> str:
     return replace_solutions(nb.cells[exercise.cell].source, lambda indent: body)
 
 
+def hidden_check_cells(nb, exercises: list[Exercise] | None = None) -> list[int]:
+    """Indices of the hidden check cells, in notebook order."""
+    exercises = find_exercises(nb) if exercises is None else exercises
+    return sorted(i for ex in exercises for cid in ex.hidden for i in ex.checks[cid])
+
+
 def student_edition(nb, notebook_name: str):
-    """A copy of `nb` without solutions, wrong answers, outputs, execution counts or any metadata but tags."""
-    exercises = {ex.cell: ex for ex in find_exercises(nb)}
+    """A copy of `nb` without solutions, wrong answers, hidden checks, outputs, execution counts or any metadata
+    but tags."""
+    found = find_exercises(nb)
+    exercises = {ex.cell: ex for ex in found}
+    hidden = set(hidden_check_cells(nb, found))
     student = nbformat.v4.new_notebook()
     student.metadata = {k: copy.deepcopy(v) for k, v in nb.metadata.items() if k in KEPT_NOTEBOOK_METADATA}
     student.metadata["workbook"] = {"notebook": notebook_name, "edition": "student"}
     for index, cell in enumerate(nb.cells):
-        if _tag_match(cell, WRONG_TAG):
+        if _tag_match(cell, WRONG_TAG) or index in hidden:
             continue
         source = cell.source
         if index in exercises:
@@ -172,10 +193,14 @@ def student_edition(nb, notebook_name: str):
 
 
 def solution_only_lines(nb) -> set[str]:
-    """Stripped lines that appear in a solution region or a wrong answer and nowhere else in the notebook."""
+    """Stripped lines that appear in a solution region, a wrong answer or a hidden check and nowhere else in the
+    notebook."""
     exercises = find_exercises(nb)
     secret: set[str] = set()
-    hidden_cells = {ex.cell for ex in exercises} | {w for ex in exercises for w in ex.wrong}
+    hidden_checks = set(hidden_check_cells(nb, exercises))
+    hidden_cells = {ex.cell for ex in exercises} | {w for ex in exercises for w in ex.wrong} | hidden_checks
+    for i in hidden_checks:
+        secret |= {l.strip() for l in nb.cells[i].source.splitlines()}
     for ex in exercises:
         lines = nb.cells[ex.cell].source.splitlines()
         for begin, end in solution_regions(nb.cells[ex.cell].source):

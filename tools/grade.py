@@ -1,7 +1,8 @@
 """`make grade NB=...`: grade submitted notebooks by executing them under nbval with the instructor's checks.
 
 For each submission: every check cell (tag `check-...`) gets the instructor's source and metadata back, so an
-edited check counts for nothing; the notebook runs under nbval in a temporary folder with a per-cell timeout and
+edited check counts for nothing; the hidden checks (left out of the student edition) are put back after each
+exercise's last visible check, and the report says how many passed without showing their code or messages; the notebook runs under nbval in a temporary folder with a per-cell timeout and
 an overall one; a report goes to OUT/<name>.json and OUT/<name>.xml (JUnit), and a table to stdout. A missing
 check cell, a dead kernel or a run out of time is a failed check, never a lost report.
 """
@@ -12,6 +13,7 @@ import ast
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +26,7 @@ import nbformat
 
 from course_utils.processes import kill_tree
 
-from .exercises import CHECK_TAG, find_exercises
+from .exercises import CHECK_TAG, find_exercises, hidden_check_cells
 from .notebooks import NOTEBOOK_DIR, ROOT, cell_tags, find_notebooks, read, with_parameters
 
 
@@ -34,6 +36,12 @@ def check_id(cell) -> str | None:
         if m:
             return m.group(1)
     return None
+
+
+def exercise_of_check(cid: str | None) -> str | None:
+    """"ex01.2" for the check id "ex01.2.b" (or "ex01.2-name", "ex01.2")."""
+    m = CHECK_TAG.match(f"check-{cid}") if cid else None
+    return m.group(2) if m else None
 
 
 def instructor_for(submission: Path, nb, instructor_dir: Path) -> Path:
@@ -48,9 +56,22 @@ def instructor_for(submission: Path, nb, instructor_dir: Path) -> Path:
 
 
 def graded_copy(submission_nb, instructor_nb):
-    """The submission with every known check cell reset to the instructor's; unknown check tags removed."""
+    """The submission with every known check cell reset to the instructor's, unknown check tags removed, and the
+    instructor's hidden check cells in place: right after the exercise's last visible check (or its exercise cell,
+    or at the end), whatever the submission holds under their tags."""
     reference = {check_id(c): c for c in instructor_nb.cells if check_id(c)}
+    exercises = find_exercises(instructor_nb)
+    hidden_ids = {cid for ex in exercises for cid in ex.hidden}
     graded = copy.deepcopy(submission_nb)
+    graded.cells = [c for c in graded.cells if check_id(c) not in hidden_ids]
+    for ex in exercises:
+        cells = [instructor_nb.cells[i] for i in hidden_check_cells(instructor_nb, [ex])]
+        if not cells:
+            continue
+        own = [i for i, c in enumerate(graded.cells)
+               if exercise_of_check(check_id(c)) == ex.id or f"exercise-{ex.id}" in cell_tags(c)]
+        at = max(own) + 1 if own else len(graded.cells)
+        graded.cells[at:at] = [nbformat.v4.new_code_cell(c.source, metadata=copy.deepcopy(c.metadata)) for c in cells]
     for index, cell in enumerate(graded.cells):
         cid = check_id(cell)
         if cid is not None:
@@ -101,7 +122,8 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
         submission_nb, load_error = None, f"not a readable notebook: {type(err).__name__}: {err}"
     else:
         load_error = None
-    report = {"notebook": submission.name, "instructor": None, "score": 0, "total": 0, "checks": [], "errors": [], "run": ""}
+    report = {"notebook": submission.name, "instructor": None, "score": 0, "total": 0, "checks": [], "errors": [], "run": "",
+              "hidden": {"passed": 0, "total": 0}}
     try:
         instructor_path = instructor_for(submission, submission_nb, instructor_dir)
     except LookupError as err:
@@ -109,7 +131,9 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
         return _write(report, out_dir, submission, time.perf_counter() - start)
     instructor_nb = read(instructor_path)
     report["instructor"] = instructor_path.name
-    expected = [cid for ex in find_exercises(instructor_nb) for cid in ex.checks]
+    instructor_exercises = find_exercises(instructor_nb)
+    expected = [cid for ex in instructor_exercises for cid in ex.checks]
+    hidden = {cid for ex in instructor_exercises for cid in ex.hidden}
     results: dict[str, list[dict]] = {}
     if load_error:
         report["run"] = load_error
@@ -139,10 +163,22 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
         else:
             passed = all(c["outcome"] == "passed" for c in cells)
             message = "" if passed else next(c["message"] for c in cells if c["outcome"] != "passed")
-        report["checks"].append({"id": cid, "passed": passed, "message": _last_lines(message)})
+        if cid in hidden:                                 # its code and messages stay the instructor's
+            message = "" if passed else f"a hidden check failed ({_exception_type(message)})"
+        report["checks"].append({"id": cid, "passed": passed, "message": _last_lines(message), "hidden": cid in hidden})
     report["total"] = len(expected)
     report["score"] = sum(c["passed"] for c in report["checks"])
+    report["hidden"] = {"passed": sum(c["passed"] for c in report["checks"] if c["hidden"]), "total": len(hidden)}
     return _write(report, out_dir, submission, time.perf_counter() - start)
+
+
+def _exception_type(message: str) -> str:
+    """The exception's name in the last line of a failure message that names one, else "failed"."""
+    for line in reversed(message.strip().splitlines()):
+        m = re.match(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|NotImplemented\w*)):", line.strip())
+        if m:
+            return m.group(1)
+    return "failed"
 
 
 def _last_lines(message: str, n: int = 12) -> str:
@@ -165,10 +201,13 @@ def _write(report: dict, out_dir: Path, submission: Path, seconds: float) -> dic
 
 def print_table(reports: list[dict]) -> None:
     for r in reports:
-        print(f"\n{r['notebook']}  (vs {r['instructor']}): {r['score']}/{r['total']} checks passed in {r['seconds']} s; run {r['run'].splitlines()[0] if r['run'] else '?'}")
+        hidden = r.get("hidden") or {"passed": 0, "total": 0}
+        print(f"\n{r['notebook']}  (vs {r['instructor']}): {r['score']}/{r['total']} checks passed"
+              + (f" ({hidden['passed']}/{hidden['total']} hidden)" if hidden["total"] else "")
+              + f" in {r['seconds']} s; run {r['run'].splitlines()[0] if r['run'] else '?'}")
         for c in r["checks"]:
             first = c["message"].strip().splitlines()[-1][:90] if c["message"].strip() else ""
-            print(f"  {'PASS' if c['passed'] else 'FAIL'}  {c['id']:<16} {first}")
+            print(f"  {'PASS' if c['passed'] else 'FAIL'}  {c['id'] + (' (hidden)' if c.get('hidden') else ''):<25} {first}")
     print(f"\n{'submission':<40} score")
     for r in reports:
         print(f"{r['notebook'][:40]:<40} {r['score']}/{r['total']}")
