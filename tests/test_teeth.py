@@ -77,3 +77,13 @@ def test_a_wrong_answer_that_only_makes_the_checks_crash_is_not_caught(tmp_path)
     (teeth,), _ = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
     wrong = next(v for v in teeth.variants if v.name.startswith("wrong"))
     assert wrong.caught_by == ["ex99.1"] and teeth.problems() == []
+
+
+def test_the_probe_puts_back_the_global_random_state(tmp_path):
+    # A wrong answer that draws from the global generator must not change what the cells after the probe compute.
+    nb = toy_notebook()
+    nb.cells[1].source = "import random\nrandom.seed(0)\nFACTOR = 2"
+    nb.cells[3].source = "# draws from the global random generator, then adds\nrandom.random()\nreturn x + FACTOR"
+    nb.cells.append(code("draw = random.random()\nassert draw == random.Random(0).random(), f'the probe moved the global state: {draw}'"))
+    (teeth,), errors = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
+    assert errors == [] and teeth.problems() == []
