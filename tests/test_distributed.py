@@ -338,6 +338,8 @@ def test_a_zygote_that_dies_mid_launch_fails_that_launch_and_is_replaced():
     import signal
     import threading
 
+    import course_utils.zygote as zygotes
+
     first = whoami("warm")["launcher"]                          # the zygote for this environment, started
     zygote = psutil.Process(first)
     outcome = {}
@@ -348,13 +350,16 @@ def test_a_zygote_that_dies_mid_launch_fails_that_launch_and_is_replaced():
         except BaseException as err:                           # noqa: BLE001 (the test inspects it)
             outcome["error"] = err
 
+    client = next(z for z in zygotes._ZYGOTES.values() if z is not None and z.proc.pid == first)
     thread = threading.Thread(target=hanging_launch)
     thread.start()
+    # Wait (bounded) until the launcher holds the pid of its torchrun, i.e. waits for it to end: from then on the
+    # zygote's death can only reach the launch as "died", never as a failed start.
     deadline = time.monotonic() + 120
-    while not zygote.children() and time.monotonic() < deadline:  # wait for the launch's torchrun to exist
+    while not client.running and time.monotonic() < deadline:
         time.sleep(0.05)
-    drivers = zygote.children()
-    assert drivers, "the launch never forked its torchrun"
+    assert client.running, "the launch never forked its torchrun"
+    drivers = [psutil.Process(pid) for pid in client.running]
     tree = drivers + [p for d in drivers for p in d.children(recursive=True)]
     zygote.send_signal(signal.SIGKILL)
     thread.join(timeout=120)
