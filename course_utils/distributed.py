@@ -11,6 +11,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -249,9 +250,12 @@ def launch(script: str | Path, nproc: int, *args: str, timeout: float = 120.0, m
     results_dir = Path(tempfile.mkdtemp(prefix="workbook-dist-"))
     cmd = [sys.executable, "-m", "course_utils.torchrun_driver", "--standalone", f"--nproc_per_node={nproc}",
            f"--max_restarts={max_restarts}", *_WORKER_ENTRY, str(script), *map(str, args)]
-    (returncode, output), = _run_all([cmd], _worker_env(results_dir, extra_env), timeout,
-                                     f"{script.name} with {nproc} processes")
-    return _finish(script, returncode, output, results_dir, check)
+    try:
+        (returncode, output), = _run_all([cmd], _worker_env(results_dir, extra_env), timeout,
+                                         f"{script.name} with {nproc} processes")
+        return _finish(script, returncode, output, results_dir, check)
+    finally:
+        shutil.rmtree(results_dir, ignore_errors=True)      # what the workers wrote is in the result (or error)
 
 
 def torchrun_command(script: str | Path, *args: str, nnodes: int, nproc_per_node: int, node_rank: int | str,
@@ -286,11 +290,14 @@ def launch_nodes(script: str | Path, nnodes: int, nproc_per_node: int, *args: st
     cmds = [_driven(torchrun_command(script, *args, nnodes=nnodes, nproc_per_node=nproc_per_node, node_rank=i,
                                      endpoint=endpoint, job_id=job, python=sys.executable)) for i in range(nnodes)]
     results_dir = Path(tempfile.mkdtemp(prefix="workbook-dist-"))
-    outcomes = _run_all(cmds, _worker_env(results_dir, extra_env), timeout,
-                        f"{script.name} on {nnodes} nodes x {nproc_per_node} processes")
-    returncode = next((rc for rc, _ in outcomes if rc != 0), 0)
-    output = "\n".join(f"===== node {i} =====\n{out}" for i, (_, out) in enumerate(outcomes))
-    return _finish(script, returncode, output, results_dir, check)
+    try:
+        outcomes = _run_all(cmds, _worker_env(results_dir, extra_env), timeout,
+                            f"{script.name} on {nnodes} nodes x {nproc_per_node} processes")
+        returncode = next((rc for rc, _ in outcomes if rc != 0), 0)
+        output = "\n".join(f"===== node {i} =====\n{out}" for i, (_, out) in enumerate(outcomes))
+        return _finish(script, returncode, output, results_dir, check)
+    finally:
+        shutil.rmtree(results_dir, ignore_errors=True)
 
 
 def _worker_entry(fork: bool | None = None) -> list[str]:

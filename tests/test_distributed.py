@@ -368,3 +368,15 @@ def test_a_zygote_that_dies_mid_launch_fails_that_launch_and_is_replaced():
     _, alive = psutil.wait_procs(tree, timeout=60)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], "the orphaned torchrun tree survived"
     assert whoami("again")["launcher"] not in (first, None), "a new zygote replaces the dead one"
+
+
+def test_launches_leave_no_results_folder_behind(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))    # where launch makes its results folder
+    launch(WORKER, 2, timeout=120)
+    with pytest.raises(RuntimeError):
+        launch(WORKER, 2, "fail", timeout=120)
+    with pytest.raises(TimeoutError):
+        launch(WORKER, 2, "hang", timeout=5)
+    assert not list(tmp_path.glob("workbook-dist-*")), list(tmp_path.iterdir())
