@@ -7,6 +7,7 @@ kills the whole process tree, the failing worker's error in the exception, and r
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -247,15 +248,12 @@ def launch(script: str | Path, nproc: int, *args: str, timeout: float = 120.0, m
     On timeout the whole process tree (torchrun and every worker) is killed and TimeoutError raised; with
     check=True a non-zero exit raises RuntimeError carrying the end of the output (the worker's traceback)."""
     script = _checked_launch(script, timeout, nproc=nproc)
-    results_dir = Path(tempfile.mkdtemp(prefix="workbook-dist-"))
     cmd = [sys.executable, "-m", "course_utils.torchrun_driver", "--standalone", f"--nproc_per_node={nproc}",
            f"--max_restarts={max_restarts}", *_WORKER_ENTRY, str(script), *map(str, args)]
-    try:
+    with _results_folder() as results_dir:
         (returncode, output), = _run_all([cmd], _worker_env(results_dir, extra_env), timeout,
                                          f"{script.name} with {nproc} processes")
         return _finish(script, returncode, output, results_dir, check)
-    finally:
-        shutil.rmtree(results_dir, ignore_errors=True)      # what the workers wrote is in the result (or error)
 
 
 def torchrun_command(script: str | Path, *args: str, nnodes: int, nproc_per_node: int, node_rank: int | str,
@@ -289,15 +287,23 @@ def launch_nodes(script: str | Path, nnodes: int, nproc_per_node: int, *args: st
     job = f"workbook-{os.getpid()}-{time.monotonic_ns()}"
     cmds = [_driven(torchrun_command(script, *args, nnodes=nnodes, nproc_per_node=nproc_per_node, node_rank=i,
                                      endpoint=endpoint, job_id=job, python=sys.executable)) for i in range(nnodes)]
-    results_dir = Path(tempfile.mkdtemp(prefix="workbook-dist-"))
-    try:
+    with _results_folder() as results_dir:
         outcomes = _run_all(cmds, _worker_env(results_dir, extra_env), timeout,
                             f"{script.name} on {nnodes} nodes x {nproc_per_node} processes")
         returncode = next((rc for rc, _ in outcomes if rc != 0), 0)
         output = "\n".join(f"===== node {i} =====\n{out}" for i, (_, out) in enumerate(outcomes))
         return _finish(script, returncode, output, results_dir, check)
+
+
+@contextlib.contextmanager
+def _results_folder():
+    """A fresh folder for the workers' reports and error records, removed when the launch is done (what they wrote
+    is then in the LaunchResult or the exception)."""
+    folder = Path(tempfile.mkdtemp(prefix="workbook-dist-"))
+    try:
+        yield folder
     finally:
-        shutil.rmtree(results_dir, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _worker_entry(fork: bool | None = None) -> list[str]:

@@ -2,9 +2,10 @@
 
 For each submission: every check cell (tag `check-...`) gets the instructor's source and metadata back, so an
 edited check counts for nothing; the hidden checks (left out of the student edition) are put back after each
-exercise's last visible check, and the report says how many passed without showing their code or messages; the notebook runs under nbval in a temporary folder with a per-cell timeout and
-an overall one; a report goes to OUT/<name>.json and OUT/<name>.xml (JUnit), and a table to stdout. A missing
-check cell, a dead kernel or a run out of time is a failed check, never a lost report.
+exercise's last visible check, and the report says how many passed without showing their code or messages; the
+notebook runs under nbval in a temporary folder with a per-cell timeout and an overall one; a report goes to
+OUT/<name>.json and OUT/<name>.xml (JUnit), and a table to stdout. A missing check cell, a dead kernel or a run
+out of time is a failed check, never a lost report.
 """
 from __future__ import annotations
 
