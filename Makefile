@@ -17,6 +17,11 @@ TORCH  := $(shell grep -E '^torch==' requirements.txt)
 INDEX  := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
 export PYTHONHASHSEED ?= 0
+# pip compiles every module it installs to bytecode (about 50 s of one core for torch and the rest here), although
+# a run imports a small part of them. `make setup` installs without that and Python writes the bytecode of what is
+# imported, once, on first import; so it must be allowed to (some machines set PYTHONDONTWRITEBYTECODE=1).
+unexport PYTHONDONTWRITEBYTECODE
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check --no-compile
 
 .PHONY: setup run test unit teeth lab student grade readme clean help
 
@@ -34,9 +39,9 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check $(INDEX) "$(TORCH)"
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(if $(TORCH_INDEX_URL),$(PIP) $(INDEX) "$(TORCH)")
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -e .
 	@touch $@
 
 run: $(STAMP)
