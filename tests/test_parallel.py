@@ -66,3 +66,19 @@ def test_a_result_that_cannot_come_back_and_a_killed_child_are_errors():
 def test_bad_process_counts(bad):
     with pytest.raises(ValueError, match="processes must be a positive integer"):
         map_on_cores(abs, [1, 2], processes=bad)
+
+
+@linux_only
+def test_children_inherit_what_torch_imports_on_first_use_and_nothing_is_imported_without_torch():
+    # The first optimizer step imports torch._dynamo (2.2 s of CPU here): once in the parent, not once per child.
+    import subprocess
+
+    def children_see(setup, probe):
+        code = (f"{setup}\nimport sys\nfrom course_utils.parallel import map_on_cores\n"
+                f"print(map_on_cores(lambda _: {probe!r} in sys.modules, range(2), processes=2))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip()
+
+    assert children_see("import torch", "torch._dynamo") == "[True, True]"
+    assert children_see("", "torch") == "[False, False]", "map_on_cores must not import torch itself"
