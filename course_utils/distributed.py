@@ -248,8 +248,8 @@ def launch(script: str | Path, nproc: int, *args: str, timeout: float = 120.0, m
     On timeout the whole process tree (torchrun and every worker) is killed and TimeoutError raised; with
     check=True a non-zero exit raises RuntimeError carrying the end of the output (the worker's traceback)."""
     script = _checked_launch(script, timeout, nproc=nproc)
-    cmd = [sys.executable, "-m", "course_utils.torchrun_driver", "--standalone", f"--nproc_per_node={nproc}",
-           f"--max_restarts={max_restarts}", *_WORKER_ENTRY, str(script), *map(str, args)]
+    cmd = _driven([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                   f"--max_restarts={max_restarts}", str(script), *map(str, args)])
     with _results_folder() as results_dir:
         (returncode, output), = _run_all([cmd], _worker_env(results_dir, extra_env), timeout,
                                          f"{script.name} with {nproc} processes")

@@ -18,19 +18,22 @@ from pathlib import Path
 from .distributed import RESULTS_ENV, write_json_atomically
 
 
+def failure_row(rank: int, node: int, local_rank: int, pid: int, exitcode: int, signal: str | None, when: float,
+                has_error_file: bool) -> dict:
+    """The JSON row the launcher reads for one failed worker (see course_utils.distributed)."""
+    return {"rank": int(rank), "node": node, "local_rank": local_rank, "pid": pid, "exitcode": exitcode,
+            "signal": signal, "time": when, "has_error_file": has_error_file}
+
+
 def failure_rows(failures: dict, node: int) -> list[dict]:
     """JSON rows for torchrun's {global rank: ProcessFailure}."""
-    rows = []
-    for rank, f in sorted(failures.items()):
-        signal = f.signal_name() if f.exitcode < 0 else None
-        rows.append({"rank": int(rank), "node": node, "local_rank": f.local_rank, "pid": f.pid,
-                     "exitcode": f.exitcode, "signal": signal, "time": f.timestamp,
-                     "has_error_file": bool(f.error_file_data.get("message"))})
-    return rows
+    return [failure_row(rank, node, f.local_rank, f.pid, f.exitcode, f.signal_name() if f.exitcode < 0 else None,
+                        f.timestamp, bool(f.error_file_data.get("message")))
+            for rank, f in sorted(failures.items())]
 
 
 def _watch_forked_workers(rows: list[dict], node: int) -> None:
-    """Record the exit of every forked worker that ended badly, as `failure_rows` would.
+    """Record the exit of every forked worker that ended badly, in `failure_row`s.
 
     Workers that torchrun forks (function entry points, what `launch` uses on Linux) are watched by its
     MultiprocessContext, whose ChildFailedError names only the first failure it happened to observe, often a
@@ -57,9 +60,8 @@ def _watch_forked_workers(rows: list[dict], node: int) -> None:
                         signal_name = signal.Signals(-code).name
                     except ValueError:
                         signal_name = f"signal {-code}"
-                rows.append({"rank": int(env.get("RANK", local_rank)), "node": node, "local_rank": local_rank,
-                             "pid": proc.pid, "exitcode": code, "signal": signal_name, "time": time.time(),
-                             "has_error_file": False})
+                rows.append(failure_row(int(env.get("RANK", local_rank)), node, local_rank, proc.pid, code,
+                                        signal_name, time.time(), False))
         except Exception as err:                      # never let bookkeeping hide the launch's own outcome
             print(f"course_utils.torchrun_driver: could not read the workers' exit status ({err!r})", file=sys.stderr)
         return original(self, *args, **kwargs)
@@ -109,6 +111,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     node = int(args.node_rank) if str(args.node_rank).isdigit() else 0
     forked_exits: list[dict] = []
+    if os.environ.get(RESULTS_ENV):
+        # torchrun's own temporary files go to the launch's results folder, which the launcher removes: forking
+        # workers, torch.multiprocessing leaves a pytorch-errorfile-*.pickle for each one that raised. (Forked
+        # workers set this back: worker_entry.)
+        import tempfile
+        tempfile.tempdir = os.environ[RESULTS_ENV]
     if args.run_path and args.start_method == "fork":                  # workers forked from this process
         _watch_forked_workers(forked_exits, node)
         if args.training_script_args and Path(args.training_script).name == "worker_entry.py":

@@ -18,6 +18,7 @@ import os
 import runpy
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -86,7 +87,9 @@ def _as_a_program() -> None:
     """In a worker torchrun forked: undo what the fork inherited from torchrun's process, so that the worker
     behaves as a freshly started `python -u script.py`. Signals get their default actions back (torchrun's
     handlers would turn its SIGTERM into an exception in the worker), output is line-buffered as with -u, and
-    finish_worker returns here instead of calling os._exit."""
+    finish_worker returns here instead of calling os._exit. Temporary files go where $TMPDIR says again (the
+    torchrun process puts its own in the launch's results folder)."""
+    tempfile.tempdir = None
     for name in ("SIGTERM", "SIGHUP", "SIGQUIT"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_DFL)

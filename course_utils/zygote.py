@@ -272,8 +272,9 @@ def zygote_for(env: dict[str, str], ignore: tuple[str, ...] = ()) -> Zygote | No
             _ZYGOTES[key] = _ZYGOTES.pop(key)                         # most recently used last
             return zygote
         _ZYGOTES.pop(key, None)
-        for old in [k for k, z in _ZYGOTES.items() if z is not None and not z.running][:-(KEEP - 1) or None]:
-            _ZYGOTES.pop(old).close()
+        idle = [k for k, z in _ZYGOTES.items() if z is not None and not z.running]     # least recently used first
+        while idle and sum(z is not None for z in _ZYGOTES.values()) >= KEEP:       # room for the new one
+            _ZYGOTES.pop(idle.pop(0)).close()
         try:
             _ZYGOTES[key] = zygote = Zygote(base)
         except (ZygoteUnavailable, OSError) as err:

@@ -1,4 +1,5 @@
 """course_utils.distributed.launch: real torchrun launches (gloo, CPU), failures surfaced, hangs killed."""
+import getpass
 import json
 import os
 import subprocess
@@ -415,3 +416,38 @@ def test_launches_leave_no_results_folder_behind(tmp_path, monkeypatch):
     with pytest.raises(TimeoutError):
         launch(WORKER, 2, "hang", timeout=5)
     assert not list(tmp_path.glob("workbook-dist-*")), list(tmp_path.iterdir())
+
+
+def test_at_most_keep_zygotes_are_kept_and_a_busy_one_is_never_closed(monkeypatch):
+    import course_utils.zygote as zygotes
+
+    class Fake:
+        def __init__(self, env):
+            self.env, self.running, self.alive, self.owner, self.closed = env, set(), True, os.getpid(), False
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(zygotes, "_ZYGOTES", {})
+    monkeypatch.setattr(zygotes, "Zygote", Fake)
+    monkeypatch.setattr(zygotes, "KEEP", 2)
+    monkeypatch.setattr(zygotes, "enabled", lambda: True)
+    a, b = zygotes.zygote_for({"V": "a"}), zygotes.zygote_for({"V": "b"})
+    assert zygotes.zygote_for({"V": "a"}) is a and not (a.closed or b.closed)     # reused, now the most recent
+    c = zygotes.zygote_for({"V": "c"})
+    assert b.closed and not a.closed and not c.closed, "the least recently used one makes room"
+    a.running.add(123)                                                            # a launch is using it
+    d = zygotes.zygote_for({"V": "d"})
+    assert not a.closed and c.closed and not d.closed
+    assert [z.env["V"] for z in zygotes._ZYGOTES.values()] == ["a", "d"]
+
+
+def test_torchruns_temporary_files_go_with_the_launch_and_workers_keep_tmpdir(tmp_path, entry):
+    # torch.multiprocessing writes a pytorch-errorfile-*.pickle in the temporary folder for each forked worker that
+    # raises, and never removes it (1,750 had piled up in /tmp here); workers still use $TMPDIR as usual.
+    env = {"TMPDIR": str(tmp_path)}
+    assert whoami("x", extra_env=env)["tempdir"] == str(tmp_path)
+    with pytest.raises(RuntimeError):
+        launch(WORKER, 2, "fail", timeout=120, extra_env=env)
+    left = [p.name for p in tmp_path.iterdir() if p.name != f"torchinductor_{getpass.getuser()}"]   # torch's cache
+    assert not left, left

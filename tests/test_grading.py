@@ -1,6 +1,7 @@
 """The grader on small notebooks: full marks, zero marks, edited checks, deleted checks, crashes and hangs."""
 import json
 import os
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -184,3 +185,14 @@ def test_hidden_checks_are_put_back_counted_and_kept_secret(tmp_path):
     assert "10**6" not in (tmp_path / "grades" / "carol.xml").read_text() + json.dumps(report)
     full = run(toy_with_hidden_check(), tmp_path, instructor, name="dave_99_toy.ipynb")
     assert (full["score"], full["total"], full["hidden"]) == (3, 3, {"passed": 1, "total": 1})
+
+
+def test_temporary_files_of_a_run_are_removed_with_it(tmp_path, instructor_dir):
+    # The kernel is killed at the end (no cleanup of its own runs), so its temporary folder must be the grader's.
+    where = tmp_path / "where.txt"
+    nb = toy_notebook()
+    nb.cells.insert(4, code(f"import tempfile\nopen({str(where)!r}, 'w').write(tempfile.mkdtemp(prefix='left-'))"))
+    report = run(nb, tmp_path, instructor_dir)
+    assert report["score"] == 2
+    left = Path(where.read_text())
+    assert left.name.startswith("left-") and not left.exists(), f"{left} outlived the grading"

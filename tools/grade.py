@@ -96,8 +96,10 @@ def run_nbval(notebook: Path, workdir: Path, report: Path, cell_timeout: int, to
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "nbval.plugin", "-p", "no:cacheprovider", "-p", "tools.nbval_report",
            "--color=no", "--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={cell_timeout}", "-o", "addopts=",
            "--rootdir", str(workdir), notebook.name]
+    scratch = workdir / "tmp"                            # the run's temporary files (and its workers') stay in
+    scratch.mkdir(exist_ok=True)                         # workdir: nbval kills the kernel, so no cleanup runs
     env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", WORKBOOK_REPORT=str(report), PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               MPLBACKEND="Agg", TQDM_DISABLE="1")
+               MPLBACKEND="Agg", TQDM_DISABLE="1", TMPDIR=str(scratch))
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:

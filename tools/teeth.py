@@ -32,8 +32,10 @@ PROBE_TAG = "teeth-probe"
 # Defined in the kernel by the first probe cell. Runs each cell of a span through IPython (so %%writefile and other
 # magics work as in the notebook), its output captured, and records which check ids failed and with what.
 _RUNNER = '''\
-def _workbook_teeth(rows_path, exercise, variant, cells):
-    """Run the (check id or None, source) cells of one variant in this kernel; append its row to rows_path."""
+def _workbook_teeth(rows_path, exercise, variant, cells, until_caught=False):
+    """Run the (check id or None, source) cells of one variant in this kernel; append its row to rows_path.
+    until_caught: stop at the first check that fails by an assertion (a wrong answer is caught; the rest of its
+    checks need not run)."""
     import json
     from IPython import get_ipython
     from IPython.utils.capture import capture_output
@@ -50,6 +52,8 @@ def _workbook_teeth(rows_path, exercise, variant, cells):
             if error is not None:
                 errors.append({"check": check, "type": type(error).__name__, "message": str(error)[-500:],
                                "assertion": isinstance(error, AssertionError)})
+                if until_caught and check is not None and isinstance(error, AssertionError):
+                    break
     finally:
         shell._showtraceback = shown
     with open(rows_path, "a", encoding="utf-8") as f:
@@ -164,7 +168,8 @@ def with_teeth(nb, rows_path: str | Path):
         ex = after.get(index)
         if ex is None:
             continue
-        calls = [f"_workbook_teeth({str(rows_path)!r}, {ex.id!r}, {name!r}, {_span(nb, ex, source)!r})"
+        calls = [f"_workbook_teeth({str(rows_path)!r}, {ex.id!r}, {name!r}, {_span(nb, ex, source)!r}"
+                 f"{', until_caught=True' if name.startswith('wrong') else ''})"
                  for name, source in variants_of(nb, ex)]
         head = "" if runner_defined else _RUNNER + "\n\n"
         runner_defined = True

@@ -2,6 +2,7 @@
 import os
 import signal
 import sys
+import tempfile
 
 import psutil
 
@@ -11,4 +12,5 @@ driver = psutil.Process(os.getppid())          # the torchrun process that forke
 report({"argv": sys.argv, "cwd": os.getcwd(), "path0": sys.path[0], "value": os.environ.get("WORKBOOK_TEST_VALUE"),
         "results_dir": os.environ["WORKBOOK_RESULTS_DIR"], "driver": driver.pid, "launcher": driver.ppid(),
         "driver_session": os.getsid(driver.pid), "driver_cmdline": driver.cmdline(),
-        "sigint_default": signal.getsignal(signal.SIGINT) is signal.default_int_handler})
+        "sigint_default": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+        "tempdir": tempfile.gettempdir()})
