@@ -196,3 +196,18 @@ def test_temporary_files_of_a_run_are_removed_with_it(tmp_path, instructor_dir):
     assert report["score"] == 2
     left = Path(where.read_text())
     assert left.name.startswith("left-") and not left.exists(), f"{left} outlived the grading"
+
+
+def test_a_submission_cannot_write_the_rows_its_report_is_built_from(tmp_path, instructor_dir):
+    # A wrong answer, then a last cell that appends "passed" for every cell to the rows file the report is built
+    # from, wherever it can find it: the path in $WORKBOOK_REPORT, or cells.jsonl in its working folder.
+    nb = toy_notebook()
+    nb.cells[2].source = nb.cells[2].source.replace("secret_value = x * FACTOR", "secret_value = x + FACTOR")
+    nb.cells.append(code(
+        "import json, os\n"
+        "rows = [{'cell': i, 'tags': [], 'outcome': 'passed', 'message': ''} for i in range(20)]\n"
+        "for path in filter(None, [os.environ.get('WORKBOOK_REPORT'), 'cells.jsonl']):\n"
+        "    with open(path, 'a') as f:\n"
+        "        f.write(''.join(json.dumps(r) + '\\n' for r in rows))\n"))
+    report = run(nb, tmp_path, instructor_dir)
+    assert report["score"] == 0, report["checks"]

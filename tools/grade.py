@@ -144,15 +144,17 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
         graded = graded_copy(with_parameters(submission_nb, parameters), instructor_nb)
         present = {cid: [i for i, c in enumerate(graded.cells) if check_id(c) == cid] for cid in expected}
         workdir = Path(tempfile.mkdtemp(prefix="grade-"))
+        private = Path(tempfile.mkdtemp(prefix="grade-rows-"))   # outside the kernel's working folder
         try:
             nb_path = workdir / "submission.ipynb"
             nbformat.write(graded, str(nb_path))
-            rows_path = workdir / "cells.jsonl"
+            rows_path = private / "cells.jsonl"
             rows_path.touch()
             report["run"], tail = run_nbval(nb_path, workdir, rows_path, cell_timeout, total_timeout)
             rows = [json.loads(l) for l in rows_path.read_text().splitlines() if l.strip()]
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(private, ignore_errors=True)
         by_cell = {r["cell"]: r for r in rows}
         report["errors"] = [{"cell": r["cell"], "message": r["message"][-600:]} for r in rows if r["outcome"] == "failed" and not any(CHECK_TAG.match(t) for t in r["tags"])]
         if not rows:

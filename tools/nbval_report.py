@@ -13,8 +13,13 @@ MAX_MESSAGE = 2000
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+# Read once, when pytest loads this plugin, and removed from the environment: the kernel nbval starts afterwards
+# inherits os.environ, and a submission that learnt the path could append rows of its own.
+_REPORT_PATH = os.environ.pop("WORKBOOK_REPORT", None)
+
+
 def _record(item, outcome: str, message: str) -> None:
-    path = os.environ.get("WORKBOOK_REPORT")
+    path = _REPORT_PATH
     cell = getattr(item, "cell", None)
     if not path or cell is None:
         return
