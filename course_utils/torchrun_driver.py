@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -115,7 +116,6 @@ def main(argv: list[str] | None = None) -> None:
         # torchrun's own temporary files go to the launch's results folder, which the launcher removes: forking
         # workers, torch.multiprocessing leaves a pytorch-errorfile-*.pickle for each one that raised. (Forked
         # workers set this back: worker_entry.)
-        import tempfile
         tempfile.tempdir = os.environ[RESULTS_ENV]
     if args.run_path and args.start_method == "fork":                  # workers forked from this process
         _watch_forked_workers(forked_exits, node)

@@ -29,12 +29,13 @@ import sys
 import threading
 import traceback
 
-# torch._dynamo: the first optimizer step in a process (SGD, Adam, ZeroRedundancyOptimizer) and the first
-# DistributedDataParallel(...) import it, about 800 modules and 2.2 s of CPU here, in every worker that trains;
-# loaded once in the zygote, it is already there in every worker forked below it.
+from .parallel import LAZY_TORCH_IMPORTS
+
+# LAZY_TORCH_IMPORTS (torch._dynamo) are also imported by the first DistributedDataParallel(...) and
+# ZeroRedundancyOptimizer step of every worker that trains: loaded here once, every forked worker has them.
 PRELOAD = ("torch", "torch.nn", "torch.nn.functional", "torch.optim", "torch.distributed", "torch.distributed.run",
-           "torch.distributed.elastic.multiprocessing.errors", "torch.distributed.optim", "torch._dynamo", "numpy",
-           "course_utils.distributed", "course_utils.torchrun_driver", "course_utils.worker_entry")
+           "torch.distributed.elastic.multiprocessing.errors", "torch.distributed.optim", *LAZY_TORCH_IMPORTS,
+           "numpy", "course_utils.distributed", "course_utils.torchrun_driver", "course_utils.worker_entry")
 
 
 def _write(fd: int, message: dict) -> None:

@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 import course_utils.distributed as distributed
+import course_utils.zygote as zygotes
 from course_utils.distributed import (backend_for, init_worker, launch, launch_nodes, report, torchrun_command,
                                       write_module)
 
@@ -103,8 +104,6 @@ def adopted_leftovers():
     it was started (the zygote forks torchrun and its workers, so their command lines name no script). Yields a
     function listing the live descendants that are new since the test began, the zygotes excepted."""
     import ctypes
-
-    import course_utils.zygote as zygotes
 
     if not sys.platform.startswith("linux"):
         pytest.skip("child subreapers are Linux only")
@@ -374,8 +373,6 @@ def test_a_zygote_that_dies_mid_launch_fails_that_launch_and_is_replaced():
     import signal
     import threading
 
-    import course_utils.zygote as zygotes
-
     first = whoami("warm")["launcher"]                          # the zygote for this environment, started
     zygote = psutil.Process(first)
     outcome = {}
@@ -419,8 +416,6 @@ def test_launches_leave_no_results_folder_behind(tmp_path, monkeypatch):
 
 
 def test_at_most_keep_zygotes_are_kept_and_a_busy_one_is_never_closed(monkeypatch):
-    import course_utils.zygote as zygotes
-
     class Fake:
         def __init__(self, env):
             self.env, self.running, self.alive, self.owner, self.closed = env, set(), True, os.getpid(), False
