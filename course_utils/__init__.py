@@ -25,7 +25,7 @@ _HOME = {
     "map_on_cores": "parallel",
     "labelled_axes": "plotting", "use_style": "plotting",
     "BPETokenizer": "text", "CharTokenizer": "text", "Corpus": "text", "load_corpus": "text",
-    "BenchmarkResult": "timing", "benchmark": "timing", "format_seconds": "timing",
+    "BenchmarkResult": "timing", "benchmark": "timing", "benchmark_interleaved": "timing", "format_seconds": "timing",
     "get_batch": "training", "load_checkpoint": "training", "save_checkpoint": "training", "train_lm": "training",
     "train_lm_wsd": "training",
 }

@@ -5,7 +5,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Any, Callable
+from typing import Any, Callable, Hashable, Mapping
 
 import torch
 
@@ -87,3 +87,33 @@ def benchmark(
         if max_seconds is not None and len(samples) >= min_repeat and sum(samples) >= max_seconds:
             break
     return BenchmarkResult(tuple(samples))
+
+
+def benchmark_interleaved(
+    fns: Mapping[Hashable, Callable[[], Any]],
+    *,
+    warmup: int = 1,
+    repeat: int = 5,
+    device: torch.device | str | None = None,
+) -> dict[Hashable, BenchmarkResult]:
+    """Time several functions in rounds: every round calls each of them once, in order (`warmup` rounds untimed).
+
+    A machine whose speed drifts during a sweep (another tenant, a frequency change) then slows every case of the
+    sweep alike and shows up in each one's spread, instead of biasing whichever cases ran during the slow spell."""
+    if not isinstance(fns, Mapping) or not fns:
+        raise TypeError(f"fns must be a non-empty mapping of name -> callable, got {fns!r}")
+    for name, fn in fns.items():
+        if not callable(fn):
+            raise TypeError(f"fns[{name!r}] must be callable with no arguments, got {type(fn).__name__}")
+    warmup = _check_count("warmup", warmup, 0)
+    repeat = _check_count("repeat", repeat, 1)
+    samples: dict[Hashable, list[float]] = {name: [] for name in fns}
+    for round_ in range(warmup + repeat):
+        for name, fn in fns.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            if round_ >= warmup:
+                samples[name].append(time.perf_counter() - start)
+    return {name: BenchmarkResult(tuple(s)) for name, s in samples.items()}

@@ -4,6 +4,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from course_utils import fit_power_law, labelled_axes, load_digits_split, use_style
@@ -16,6 +17,37 @@ def test_power_law_recovers_exponent():
     assert fit.coefficient == pytest.approx(3.0)
     assert fit.r2 == pytest.approx(1.0)
     assert fit.predict(4.0) == pytest.approx(1.5)
+
+
+def test_power_law_slope_error_matches_scipy_linregress():
+    rng = np.random.default_rng(0)
+    x = np.array([16, 32, 64, 128, 256, 512.0])
+    y = 2.0 * x**1.3 * np.exp(rng.normal(0, 0.1, x.size))
+    fit = fit_power_law(x, y)
+    ref = scipy.stats.linregress(np.log(x), np.log(y))
+    assert (fit.slope, fit.slope_stderr) == pytest.approx((ref.slope, ref.stderr))
+    half = scipy.stats.t.ppf(0.975, x.size - 2) * ref.stderr
+    assert fit.slope_interval() == pytest.approx((ref.slope - half, ref.slope + half))
+    assert fit.slope_text() == f"{ref.slope:.2f} ± {half:.2f}"
+
+
+def test_power_law_interval_covers_the_true_slope_at_its_level():
+    # 2,000 noisy fits with a known slope: the 95% interval must contain it about 95% of the time (binomial sd 0.5%)
+    rng = np.random.default_rng(1)
+    x = np.array([1, 2, 4, 8, 16.0])
+    covered = 0
+    for _ in range(2000):
+        low, high = fit_power_law(x, 3.0 * x**0.7 * np.exp(rng.normal(0, 0.2, x.size))).slope_interval(0.95)
+        covered += low <= 0.7 <= high
+    assert 0.93 <= covered / 2000 <= 0.97, f"coverage {covered / 2000:.3f}, expected about 0.95"
+
+
+def test_power_law_with_two_points_has_no_interval():
+    fit = fit_power_law([1, 2], [3, 12])
+    assert fit.slope == pytest.approx(2.0)
+    assert fit.slope_interval() == (-np.inf, np.inf) and fit.slope_text() == "2.00"
+    with pytest.raises(ValueError, match="level must lie in"):
+        fit.slope_interval(1.5)
 
 
 @pytest.mark.parametrize("x,y,match", [

@@ -73,3 +73,56 @@ def test_max_seconds_stops_a_slow_benchmark_early_but_keeps_a_spread(monkeypatch
     assert len(benchmark(slow, warmup=0, repeat=10).samples) == 10                    # no cap: repeat calls
     with pytest.raises(ValueError, match="max_seconds must be positive"):
         benchmark(slow, max_seconds=0)
+
+
+def test_interleaved_benchmark_runs_in_rounds_and_times_only_the_timed_rounds(monkeypatch):
+    # A fake clock: each call of "a" takes 1 ms, of "b" 10 ms; the order of calls is recorded.
+    import course_utils.timing as timing
+    from course_utils import benchmark_interleaved
+
+    now = [0.0]
+    order = []
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+
+    def make(name, seconds):
+        def fn():
+            order.append(name)
+            now[0] += seconds
+        return fn
+
+    results = benchmark_interleaved({"a": make("a", 1e-3), "b": make("b", 1e-2)}, warmup=1, repeat=3, device="cpu")
+    assert order == ["a", "b"] * 4                      # round by round, not all of "a" then all of "b"
+    assert results["a"].samples == pytest.approx((1e-3,) * 3)
+    assert results["b"].samples == pytest.approx((1e-2,) * 3)
+
+
+def test_interleaved_benchmark_spreads_a_slow_spell_over_every_case(monkeypatch):
+    # The machine is 5x slower during the middle third of the calls: every case sees it in its max, and no case's
+    # median is biased (run one case after another, the middle case would be 5x slower in full).
+    import course_utils.timing as timing
+    from course_utils import benchmark_interleaved
+
+    now, calls = [0.0], [0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+
+    def fn():
+        calls[0] += 1
+        now[0] += 5e-3 if 6 < calls[0] <= 12 else 1e-3
+
+    results = benchmark_interleaved({k: fn for k in "xyz"}, warmup=0, repeat=6, device="cpu")
+    assert {k: r.median for k, r in results.items()} == pytest.approx({k: 1e-3 for k in "xyz"})
+    assert all(r.max == pytest.approx(5e-3) for r in results.values())
+
+
+@pytest.mark.parametrize("fns, error, message", [
+    ({}, TypeError, "non-empty mapping"),
+    ([lambda: None], TypeError, "non-empty mapping"),
+    ({"a": 3}, TypeError, r"fns\['a'\] must be callable"),
+])
+def test_interleaved_benchmark_rejects_bad_input(fns, error, message):
+    from course_utils import benchmark_interleaved
+
+    with pytest.raises(error, match=message):
+        benchmark_interleaved(fns)
+    with pytest.raises(ValueError, match="repeat must be >= 1"):
+        benchmark_interleaved({"a": lambda: None}, repeat=0)
