@@ -9,7 +9,8 @@ import pytest
 
 from tools.exercises import (CHECK_TAG, EXERCISE_TAG, find_exercises, hidden_check_cells, solution_only_lines,
                              student_edition)
-from tools.grade import grade, run_nbval
+from tools.grade import grade
+from tools.nbval_run import run_nbval
 from tools.notebooks import (NOTEBOOK_DIR, NOTEBOOK_NAME, ROOT, budget_seconds, cell_tags, find_notebooks, quick_parameters,
                              read)
 from tools.readme import repository_url, rendered

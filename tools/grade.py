@@ -1,34 +1,39 @@
-"""`make grade NB=...`: grade submitted notebooks by executing them under nbval with the instructor's checks.
+"""`make grade NB=...`: grade submitted notebooks in a sandbox, with checks the submission cannot stand in front of.
 
-For each submission: every check cell (tag `check-...`) gets the instructor's source and metadata back, so an
-edited check counts for nothing; the hidden checks (left out of the student edition) are put back after each
-exercise's last visible check, and the report says how many passed without showing their code or messages; the
-notebook runs under nbval in a temporary folder with a per-cell timeout and an overall one; a report goes to
-OUT/<name>.json and OUT/<name>.xml (JUnit), and a table to stdout. A missing check cell, a dead kernel or a run
-out of time is a failed check, never a lost report.
+What runs is the instructor's notebook: every cell is the instructor's (checks, hidden checks, experiments,
+parameters) except the exercise cells, which come from the submission by their `exercise-exNN.M` tag. Cells the
+submission added, edited or retagged outside its exercise cells are not run, so they can neither patch the checks
+nor change the experiments the checks read; an exercise cell missing from the submission leaves its stub.
+
+The kernel runs in a sandbox (tools.sandbox: its own file system view without the instructor notebooks, other
+submissions or reports, no network, resource limits, an unprivileged user) and the grader drives it from outside
+(tools.kernel), cell by cell, with a timeout per cell, a cap on output, and an overall limit. Before each check the
+grader restores what checks rely on (tools.kernel_guard) and has the kernel print a fresh token; after an exercise
+cell, every name the notebook had bound before it, other than the ones the exercise defines, is bound back. A check
+passes only when the kernel's reply says it completed and it printed the token the grader sent with it; the
+report is built by the grader from those replies. A missing check cell, a dead kernel or a run out of time is a
+failed check, never a lost report.
 """
 from __future__ import annotations
 
 import argparse
 import ast
-import copy
+import hashlib
+import hmac
 import json
-import os
 import re
-import shutil
-import subprocess
+import secrets
 import sys
-import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-import nbformat
+from .exercises import CHECK_TAG, EXERCISE_TAG, find_exercises, stub_lines, replace_solutions
+from .kernel import Limits, SandboxedKernel
+from .notebooks import NOTEBOOK_DIR, cell_tags, find_notebooks, read, with_parameters
 
-from course_utils.processes import kill_tree
-
-from .exercises import CHECK_TAG, find_exercises, hidden_check_cells
-from .notebooks import NOTEBOOK_DIR, ROOT, cell_tags, find_notebooks, read, with_parameters
+GUARD_SOURCE = (Path(__file__).with_name("kernel_guard.py")).read_text()
 
 
 def check_id(cell) -> str | None:
@@ -39,16 +44,10 @@ def check_id(cell) -> str | None:
     return None
 
 
-def exercise_of_check(cid: str | None) -> str | None:
-    """"ex01.2" for the check id "ex01.2.b" (or "ex01.2-name", "ex01.2")."""
-    m = CHECK_TAG.match(f"check-{cid}") if cid else None
-    return m.group(2) if m else None
-
-
 def instructor_for(submission: Path, nb, instructor_dir: Path) -> Path:
     """The instructor notebook a submission answers: named in its metadata, else by file name."""
     named = (nb.metadata.get("workbook") or {}).get("notebook") if nb is not None else None
-    candidates = [instructor_dir / named] if named else []
+    candidates = [instructor_dir / Path(named).name] if isinstance(named, str) and named else []
     candidates += [p for p in sorted(instructor_dir.glob("*.ipynb")) if p.stem in submission.stem]
     for path in candidates:
         if path.is_file():
@@ -56,118 +55,203 @@ def instructor_for(submission: Path, nb, instructor_dir: Path) -> Path:
     raise LookupError(f"{submission.name}: no instructor notebook in {instructor_dir} matches it (metadata workbook.notebook or file name)")
 
 
-def graded_copy(submission_nb, instructor_nb):
-    """The submission with every known check cell reset to the instructor's, unknown check tags removed, and the
-    instructor's hidden check cells in place: right after the exercise's last visible check (or its exercise cell,
-    or at the end), whatever the submission holds under their tags."""
-    reference = {check_id(c): c for c in instructor_nb.cells if check_id(c)}
-    exercises = find_exercises(instructor_nb)
-    hidden_ids = {cid for ex in exercises for cid in ex.hidden}
-    graded = copy.deepcopy(submission_nb)
-    graded.cells = [c for c in graded.cells if check_id(c) not in hidden_ids]
-    for ex in exercises:
-        cells = [instructor_nb.cells[i] for i in hidden_check_cells(instructor_nb, [ex])]
-        if not cells:
-            continue
-        own = [i for i, c in enumerate(graded.cells)
-               if exercise_of_check(check_id(c)) == ex.id or f"exercise-{ex.id}" in cell_tags(c)]
-        at = max(own) + 1 if own else len(graded.cells)
-        graded.cells[at:at] = [nbformat.v4.new_code_cell(c.source, metadata=copy.deepcopy(c.metadata)) for c in cells]
-    for index, cell in enumerate(graded.cells):
-        cid = check_id(cell)
-        if cid is not None:
-            if cid in reference:
-                ref = reference[cid]
-                graded.cells[index] = cell = nbformat.v4.new_code_cell(ref.source, metadata=copy.deepcopy(ref.metadata))
-            else:  # a tag the instructor never wrote: not a check
-                cell.metadata["tags"] = [t for t in cell_tags(cell) if not CHECK_TAG.match(t)]
-        cell.metadata["workbook_index"] = index
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    return graded
+def _python_of(source: str) -> ast.Module | None:
+    """The cell as Python (IPython magics turned into calls), or None when it does not parse."""
+    from IPython.core.inputtransformer2 import TransformerManager
 
-
-def run_nbval(notebook: Path, workdir: Path, report: Path, cell_timeout: int, total_timeout: int) -> tuple[str, str]:
-    """Run pytest+nbval on `notebook` (in `workdir`), appending one JSON row per cell to `report`
-    (tools.nbval_report); returns (how it ended, its output tail). Kills the whole tree on timeout.
-
-    pytest loads nbval and the reporter only: plugins installed in the environment are not autoloaded, since one
-    that reorders tests (pytest-randomly) would run the notebook's cells out of order."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "nbval.plugin", "-p", "no:cacheprovider", "-p", "tools.nbval_report",
-           "--color=no", "--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={cell_timeout}", "-o", "addopts=",
-           "--rootdir", str(workdir), notebook.name]
-    scratch = workdir / "tmp"                            # the run's temporary files (and its workers') stay in
-    scratch.mkdir(exist_ok=True)                         # workdir: nbval kills the kernel, so no cleanup runs
-    env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", WORKBOOK_REPORT=str(report), PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               MPLBACKEND="Agg", TQDM_DISABLE="1", TMPDIR=str(scratch))
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
     try:
-        out, _ = proc.communicate(timeout=total_timeout)
-        return ("finished", out[-4000:])
-    except subprocess.TimeoutExpired:
-        kill_tree(proc.pid)                              # pytest and the kernel it started (in its own session)
-        out, _ = proc.communicate(timeout=30)
-        return (f"stopped after the overall limit of {total_timeout} s", out[-4000:])
+        return ast.parse(TransformerManager().transform_cell(source))
+    except SyntaxError:
+        return None
+
+
+def bound_names(source: str) -> set[str]:
+    """Names a cell binds at its top level (functions, classes, assignments, imports)."""
+    tree = _python_of(source)
+    names: set[str] = set()
+    if tree is None:
+        return names
+    def targets(node):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            for elt in node.elts:
+                targets(elt)
+        elif isinstance(node, ast.Starred):
+            targets(node.value)
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            for t in node.targets:
+                targets(t)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets(node.target)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.For, ast.With)):
+            for item in ([node.target] if isinstance(node, ast.For) else [i.optional_vars for i in node.items if i.optional_vars]):
+                targets(item)
+    return names
+
+
+def imported(source: str) -> tuple[set[str], set[str]]:
+    """(aliases a cell binds to modules, top-level module names it imports), anywhere in the cell."""
+    tree = _python_of(source)
+    aliases, modules = set(), set()
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                aliases.add(a.asname or a.name.split(".")[0])
+                modules.add(a.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.add(node.module.split(".")[0])
+            aliases |= {a.asname or a.name for a in node.names}
+    return aliases, modules
+
+
+@dataclass
+class Step:
+    kind: str                       # "setup" (an instructor cell), "exercise" or "check"
+    index: int                      # the cell's index in the instructor notebook
+    source: str
+    id: str = ""                    # exercise or check id
+    hidden: bool = False
+    names: set = field(default_factory=set)   # exercise: names it may define; setup: aliases it imports
+
+
+def plan(submission_nb, instructor_nb) -> tuple[list[Step], list[str]]:
+    """The cells to run, in order, and the exercises the submission has no cell for."""
+    submitted: dict[str, str] = {}
+    for cell in submission_nb.cells:
+        for tag in cell_tags(cell):
+            m = EXERCISE_TAG.match(tag)
+            if m and cell.cell_type == "code" and m.group(1) not in submitted:
+                submitted[m.group(1)] = cell.source
+    exercises = {ex.cell: ex for ex in find_exercises(instructor_nb)}
+    hidden = {cid for ex in exercises.values() for cid in ex.hidden}
+    steps, missing = [], []
+    for index, cell in enumerate(instructor_nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if index in exercises:
+            ex = exercises[index]
+            source = submitted.get(ex.id)
+            if source is None:
+                missing.append(ex.id)
+                source = replace_solutions(cell.source, lambda indent, i=ex.id: stub_lines(i))
+            steps.append(Step("exercise", index, source, ex.id, names=bound_names(cell.source)))
+        elif check_id(cell):
+            steps.append(Step("check", index, cell.source, check_id(cell), hidden=check_id(cell) in hidden))
+        else:
+            steps.append(Step("setup", index, cell.source, names=imported(cell.source)[0]))
+    return steps, missing
+
+
+def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_factory=SandboxedKernel) -> dict:
+    """Run the plan in one sandboxed kernel; {"checks": {id: [(passed, message)]}, "errors": [...], "run": str,
+    "protections": {...}}."""
+    outcome = {"checks": {}, "errors": [], "run": "finished", "protections": {"on": [], "off": {}}}
+    guard = "_workbook_guard_" + secrets.token_hex(8)
+    try:
+        kernel = kernel_factory(limits)
+        kernel.start()
+    except Exception as err:                                 # noqa: BLE001 (reported, never raised)
+        outcome["run"] = f"the kernel did not start: {err}"
+        return outcome
+    try:
+        outcome["protections"] = kernel.protections
+        boot = kernel.run(GUARD_SOURCE + f"\n{guard} = install({sorted(modules)!r})\ndel install",
+                          timeout=max(limits.cell_seconds, 120))
+        ready = re.search(r"guard ready ([0-9a-f]{32})", boot.stdout)
+        if boot.status != "ok" or not ready:
+            outcome["run"] = f"the grader's set-up failed in the kernel: {boot.message[-500:]}"
+            return outcome
+        secret = ready.group(1).encode()
+        for step in steps:
+            if not kernel.alive():
+                outcome["run"] = kernel.dead_reason
+                break
+            if step.kind == "check":
+                nonce = secrets.token_hex(16)
+                before = kernel.run(f"{guard}['prove']({nonce!r})")
+                proof = hmac.new(secret, nonce.encode(), hashlib.sha256).hexdigest()
+                if before.status != "ok" or proof not in before.stdout:
+                    result = (False, "the grader could not restore the checks' helpers before this check: "
+                                     + (before.message or "the kernel did not run the grader's code as sent")[-600:])
+                else:
+                    token = secrets.token_hex(16)
+                    r = kernel.run(step.source + f"\nprint({token!r})")
+                    if r.status == "ok" and token in r.stdout:
+                        result = (True, "")
+                    elif r.status == "ok":
+                        result = (False, "the check did not complete (its completion token never came back)")
+                    else:
+                        result = (False, r.message)
+                outcome["checks"].setdefault(step.id, []).append(result)
+                continue
+            if step.kind == "exercise":
+                kernel.run(f"{guard}['snapshot']()")
+            r = kernel.run(step.source)
+            if r.status != "ok":
+                outcome["errors"].append({"cell": step.index, "message": r.message[-600:]})
+            if step.kind == "exercise":
+                kernel.run(f"{guard}['restore_names']({sorted(step.names)!r})")
+            elif step.names:
+                kernel.run(f"{guard}['remember']({sorted(step.names)!r})")
+        if not kernel.alive() and outcome["run"] == "finished":
+            outcome["run"] = kernel.dead_reason
     finally:
-        kill_tree(proc.pid)
+        kernel.close()
+    return outcome
 
 
 def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: int = 120, total_timeout: int = 1800,
-          parameters: dict | None = None) -> dict:
+          parameters: dict | None = None, limits: Limits | None = None) -> dict:
     """Grade one submission; always writes OUT/<name>.json and OUT/<name>.xml and returns the report.
     `parameters` override the notebook's parameters cell (as papermill -p does), e.g. smaller sizes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    report = {"notebook": submission.name, "instructor": None, "score": 0, "total": 0, "checks": [], "errors": [], "run": "",
+              "hidden": {"passed": 0, "total": 0}, "protections": {"on": [], "off": {}}, "missing_exercises": []}
     try:
         submission_nb = read(submission)
-    except Exception as err:
+    except Exception as err:                                 # noqa: BLE001
         submission_nb, load_error = None, f"not a readable notebook: {type(err).__name__}: {err}"
     else:
         load_error = None
-    report = {"notebook": submission.name, "instructor": None, "score": 0, "total": 0, "checks": [], "errors": [], "run": "",
-              "hidden": {"passed": 0, "total": 0}}
     try:
         instructor_path = instructor_for(submission, submission_nb, instructor_dir)
     except LookupError as err:
         report["run"] = str(err)
         return _write(report, out_dir, submission, time.perf_counter() - start)
-    instructor_nb = read(instructor_path)
+    instructor_nb = with_parameters(read(instructor_path), parameters)
     report["instructor"] = instructor_path.name
-    instructor_exercises = find_exercises(instructor_nb)
-    expected = [cid for ex in instructor_exercises for cid in ex.checks]
-    hidden = {cid for ex in instructor_exercises for cid in ex.hidden}
-    results: dict[str, list[dict]] = {}
+    exercises = find_exercises(instructor_nb)
+    expected = [cid for ex in exercises for cid in ex.checks]
+    hidden = {cid for ex in exercises for cid in ex.hidden}
+    results: dict[str, list] = {}
     if load_error:
         report["run"] = load_error
     else:
-        graded = graded_copy(with_parameters(submission_nb, parameters), instructor_nb)
-        present = {cid: [i for i, c in enumerate(graded.cells) if check_id(c) == cid] for cid in expected}
-        workdir = Path(tempfile.mkdtemp(prefix="grade-"))
-        private = Path(tempfile.mkdtemp(prefix="grade-rows-"))   # outside the kernel's working folder
-        try:
-            nb_path = workdir / "submission.ipynb"
-            nbformat.write(graded, str(nb_path))
-            rows_path = private / "cells.jsonl"
-            rows_path.touch()
-            report["run"], tail = run_nbval(nb_path, workdir, rows_path, cell_timeout, total_timeout)
-            rows = [json.loads(l) for l in rows_path.read_text().splitlines() if l.strip()]
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-            shutil.rmtree(private, ignore_errors=True)
-        by_cell = {r["cell"]: r for r in rows}
-        report["errors"] = [{"cell": r["cell"], "message": r["message"][-600:]} for r in rows if r["outcome"] == "failed" and not any(CHECK_TAG.match(t) for t in r["tags"])]
-        if not rows:
-            report["run"] += f"; no cell ran. Output:\n{tail}"
-        for cid in expected:
-            results[cid] = [by_cell.get(i, {"outcome": "not run", "message": f"cell {i} never ran ({report['run'].splitlines()[0]}): kernel died or time ran out before it"}) for i in present[cid]]
+        steps, report["missing_exercises"] = plan(submission_nb, instructor_nb)
+        modules = set().union(*(imported(s.source)[1] for s in steps if s.kind == "setup"))
+        limits = limits or Limits(cell_seconds=cell_timeout, total_seconds=total_timeout)
+        outcome = run_steps(steps, modules, limits)
+        results, report["errors"], report["run"] = outcome["checks"], outcome["errors"], outcome["run"]
+        report["protections"] = outcome["protections"]
     for cid in expected:
         cells = results.get(cid, [])
-        if not cells:
-            passed, message = False, "check cell missing from the submission" if not load_error else load_error
+        if load_error:
+            passed, message = False, load_error
+        elif not cells:
+            passed, message = False, f"this check never ran ({report['run'].splitlines()[0] if report['run'] else 'no run'})"
         else:
-            passed = all(c["outcome"] == "passed" for c in cells)
-            message = "" if passed else next(c["message"] for c in cells if c["outcome"] != "passed")
+            passed = all(ok for ok, _ in cells)
+            message = "" if passed else next(m for ok, m in cells if not ok)
+        ex_id = _exercise_of(cid)
+        if not passed and ex_id in report["missing_exercises"]:
+            message = f"{message}\n(the submission has no cell tagged exercise-{ex_id}: its stub ran instead)"
         if cid in hidden:                                 # its code and messages stay the instructor's
             message = "" if passed else f"a hidden check failed ({_exception_type(message)})"
         report["checks"].append({"id": cid, "passed": passed, "message": _last_lines(message), "hidden": cid in hidden})
@@ -175,6 +259,11 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
     report["score"] = sum(c["passed"] for c in report["checks"])
     report["hidden"] = {"passed": sum(c["passed"] for c in report["checks"] if c["hidden"]), "total": len(hidden)}
     return _write(report, out_dir, submission, time.perf_counter() - start)
+
+
+def _exercise_of(cid: str) -> str | None:
+    m = CHECK_TAG.match(f"check-{cid}")
+    return m.group(2) if m else None
 
 
 def _exception_type(message: str) -> str:

@@ -1,0 +1,176 @@
+"""The project's own hostile-submission suite: one submission per kind of attack, graded in its sandbox.
+
+Every hostile submission answers exercise ex98.1 wrongly (double() adds instead of multiplying: it runs, it is
+just wrong; a stub that raises would prove nothing) and ex98.2 rightly, and carries its attack in the exercise
+cell (code outside exercise cells is never run by the grader; a case below shows that too). Each must get exactly
+the one check it earned (ex98.2), a report, and leave every other report byte for byte as it was; a correct
+submission graded before and after them all gets full marks both times.
+"""
+import json
+import os
+import site
+import sys
+import uuid
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+
+from tests.nbfactory import code, guarded_notebook, write
+from tools.grade import grade
+from tools.kernel import Limits
+from tools.notebooks import ROOT
+
+WRONG = "def double(x):\n    return x + FACTOR\n"
+PLANTED = f"workbook_planted_{uuid.uuid4().hex[:8]}"
+SITE = Path(site.getsitepackages()[0]) if hasattr(site, "getsitepackages") else Path(sys.prefix)
+
+ATTACKS = {
+    "rebinds the check helpers":
+        "check_that = lambda *a, **k: None\nassert_close = lambda *a, **k: None\n",
+    "patches the helpers in their modules":
+        "import course_utils.checks as c\n"
+        "c.check_that.__code__ = (lambda condition, claim, *, expected=None, got=None, hint=None: None).__code__\n"
+        "c.assert_close.__code__ = (lambda actual, expected, *, rtol=0, atol=0, name='', hint=None: None).__code__\n",
+    "patches numpy's comparisons":
+        "np.all = lambda *a, **k: True\nnp.allclose = lambda *a, **k: True\nnp.abs = lambda x: x * 0\n",
+    "replaces AssertionError":
+        "import builtins\nclass Quiet(Exception):\n    pass\nbuiltins.AssertionError = Quiet\n",
+    "swallows exceptions with a custom handler":
+        "get_ipython().set_custom_exc((BaseException,), lambda shell, etype, value, tb, tb_offset=None: None)\n",
+    "replaces sys.excepthook and the traceback display":
+        "import sys\nsys.excepthook = lambda *a: None\nget_ipython().showtraceback = lambda *a, **k: None\n",
+    "rewrites the checks with an input transformer":
+        "get_ipython().input_transformers_post.append(lambda lines: ['pass\\n'] if any('double' in l for l in lines) else lines)\n",
+    "echoes every token the grader sends":
+        "import re\n"
+        "get_ipython().input_transformers_post.append(\n"
+        "    lambda lines: [f'print({t!r})\\n' for t in re.findall(r'[0-9a-f]{32}', ''.join(lines))] or lines)\n",
+    "replaces the shell's run_cell":
+        "ip = get_ipython()\n_real = ip.run_cell\n"
+        "ip.run_cell = lambda raw_cell, *a, **k: _real('print(\"ok\")', *a, **k)\n"
+        "_real_async = ip.run_cell_async\n"
+        "async def _fake(raw_cell, *a, **k):\n    return await _real_async('pass', *a, **k)\n"
+        "ip.run_cell_async = _fake\n",
+    "rewrites the helpers' arguments from a trace function":
+        "import sys\n"
+        "def tracer(frame, event, arg):\n"
+        "    if event == 'call' and frame.f_code.co_name == 'check_that':\n"
+        "        frame.f_locals['condition'] = True\n"
+        "    if event == 'call' and frame.f_code.co_name == 'assert_close':\n"
+        "        frame.f_locals['actual'] = frame.f_locals['expected']\n"
+        "sys.settrace(tracer)\n",
+    "reads the instructor's solution":
+        "import json\nsource = ''.join(json.load(open(@instructor@))['cells'][2]['source'])\n"
+        "exec(source.replace('### BEGIN SOLUTION', '').replace('### END SOLUTION', ''))\n",
+    "writes another submission's report":
+        "import json\nfor name in ('victim_98_guarded.json', 'victim_98_guarded.xml'):\n"
+        "    open(@out@ + '/' + name, 'w').write('{\"score\": 0}')\n",
+    "plants a file in the grader's Python environment":
+        "for folder in (@site@, @course_utils@):\n"
+        "    open(folder + '/' + @planted@ + '.py', 'w').write('import builtins; builtins.planted = 1')\n"
+        "open(@site@ + '/' + @planted@ + '.pth', 'w').write('import ' + @planted@)\n",
+    "loops forever at the top of its cell":
+        "while True:\n    pass\n",
+    "floods the machine with processes":
+        "import os, time\nfor _ in range(100000):\n    if os.fork() == 0:\n        time.sleep(600)\n        os._exit(0)\n",
+    "allocates more memory than it may":
+        "hog = bytearray(8 << 30)\n",
+    "floods its output":
+        "print('spam ' * 4_000_000)\n",
+    "kills the grader's processes":
+        "import os, signal\nfor pid in (@grader_pid@, os.getppid(), -1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n"
+        "    except OSError as err:\n        print(pid, err)\n",
+}
+
+
+def submission(extra: str = "", solved: bool = False, edit=None):
+    nb = guarded_notebook()
+    if not solved:
+        nb.cells[2].source = WRONG + extra
+    if edit:
+        edit(nb)
+    return nb
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Grade the victim (a correct submission), every attack, and the victim again under another name."""
+    base = tmp_path_factory.mktemp("hostile")
+    instructor, subs, out = base / "instructor", base / "subs", base / "grades"
+    for d in (instructor, subs):
+        d.mkdir()
+    instructor_path = write(guarded_notebook(), instructor / "98_guarded.ipynb")
+    limits = Limits(cell_seconds=5, total_seconds=60, output_bytes=1 << 20,
+                    sandbox={"memory_bytes": 3 << 30, "processes": 200})
+    fill = dict(instructor=str(instructor_path), out=str(out), site=str(SITE), planted=PLANTED,
+                course_utils=str(ROOT / "course_utils"), grader_pid=os.getpid())
+    reports = {"victim": grade(write(submission(solved=True), subs / "victim_98_guarded.ipynb"), instructor, out, limits=limits)}
+    victim_bytes = {p.name: p.read_bytes() for p in out.iterdir()}
+    for i, (name, attack) in enumerate(ATTACKS.items()):
+        for key, value in fill.items():
+            attack = attack.replace(f"@{key}@", repr(value))
+        path = write(submission(attack), subs / f"attack{i:02d}_98_guarded.ipynb")
+        reports[name] = grade(path, instructor, out, limits=limits)
+    reports["after"] = grade(write(submission(solved=True), subs / "after_98_guarded.ipynb"), instructor, out, limits=limits)
+    return {"reports": reports, "victim_bytes": victim_bytes, "out": out}
+
+
+def test_the_victim_and_a_correct_submission_after_the_attacks_get_full_marks(graded):
+    for key in ("victim", "after"):
+        report = graded["reports"][key]
+        assert (report["score"], report["total"]) == (3, 3), (key, report["checks"], report["run"])
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_an_attack_earns_only_the_exercise_it_solved(graded, attack):
+    report = graded["reports"][attack]
+    passed = {c["id"] for c in report["checks"] if c["passed"]}
+    assert passed <= {"ex98.2"}, f"{attack}: earned {sorted(passed)}; run: {report['run']}"
+    assert report["total"] == 3 and report["notebook"].endswith("_98_guarded.ipynb")
+    failed = {c["id"]: c["message"] for c in report["checks"] if not c["passed"]}
+    assert {"ex98.1", "ex98.1.array"} <= set(failed) and all(failed.values()), failed
+
+
+def test_every_other_report_is_left_byte_for_byte(graded):
+    out = graded["out"]
+    for name, before in graded["victim_bytes"].items():
+        assert (out / name).read_bytes() == before, f"{name} was changed by a later submission"
+
+
+def test_nothing_was_planted_in_the_grader_environment(graded):
+    for folder in (SITE, ROOT / "course_utils"):
+        assert not list(folder.glob(f"{PLANTED}*")), f"a submission planted a file in {folder}"
+
+
+def test_the_limits_that_stopped_an_attack_are_named(graded):
+    reports = graded["reports"]
+    assert "printed more than" in reports["floods its output"]["run"], reports["floods its output"]["run"]
+    loop = reports["loops forever at the top of its cell"]
+    assert any("Timeout of 5 seconds exceeded" in e["message"] for e in loop["errors"]), loop["errors"]
+    hog = reports["allocates more memory than it may"]
+    assert any("MemoryError" in e["message"] for e in hog["errors"]), hog["errors"]
+    flood = reports["floods the machine with processes"]
+    assert any("BlockingIOError" in e["message"] or "Resource temporarily unavailable" in e["message"]
+               for e in flood["errors"]), flood["errors"]
+
+
+def test_the_sandbox_protections_are_reported(graded):
+    protections = graded["reports"]["victim"]["protections"]
+    on = " ".join(protections["on"])
+    for needed in ("namespaces", "private root file system", "network: loopback only", "no capabilities", "limits"):
+        assert needed in on, (needed, protections)
+
+
+def test_nothing_a_submission_started_outlives_its_grading(graded):
+    # The kernels ran from folders named grade-kernel-*; after grading no process of any of them is left (the
+    # process flood's sleepers included).
+    def of_a_kernel(proc):
+        try:
+            return any("grade-kernel-" in part for part in proc.cmdline()) and proc.status() != psutil.STATUS_ZOMBIE
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+
+    left = [p.pid for p in psutil.process_iter() if of_a_kernel(p)]
+    assert not left, f"processes of graded submissions are still running: {left}"

@@ -1,0 +1,267 @@
+"""Run one untrusted program (a submission's kernel) in a sandbox built from what Linux gives without root.
+
+    python -m tools.sandbox SPEC.json -- PROGRAM ARGS...
+
+SPEC (JSON, written by the grader) says what the program may see and use. The launcher (this process, trusted)
+unshares user (when not root), mount, network and PID namespaces and forks the namespace's first process, which
+    - builds a new root file system on a tmpfs holding only read-only views of what a notebook needs (the system's
+      /usr, /lib, /etc..., the Python installation, the virtual environment, `course_utils` and `data` at their own
+      paths) plus a size-limited scratch folder (its home and working folder) and the grader's socket folder;
+      pivot_root then detaches the old root, so the instructor notebooks, hidden checks, other submissions, other
+      reports and the grader's files are not there to read or write;
+    - mounts a /proc of its own (the PID namespace: no process outside the sandbox can be seen or signalled, and
+      when the sandbox's first process ends every process the submission started ends with it);
+    - brings the loopback interface up in an empty network namespace (no route out; torch.distributed on 127.0.0.1
+      still works);
+    - forks the program with resource limits (address space, CPU seconds, processes, file size, open files), as an
+      unprivileged user when the launcher runs as root (uid 65534), and with no new privileges.
+Each protection that Linux refuses here (a container that blocks namespaces, say) is left off and the grading goes
+on: the JSON status file names what was on and what was off, and why, for the report.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import struct
+import sys
+from pathlib import Path
+
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE = 1, 38, 4
+NOBODY = 65534
+PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}          # system call numbers
+SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc")
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _call(name: str, *args) -> None:
+    if getattr(_libc, name)(*args) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = lambda s: None if s is None else s.encode()
+    _call("mount", enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
+
+
+def default_spec(**overrides) -> dict:
+    """The limits a grade runs under unless the grader says otherwise."""
+    spec = {
+        "memory_bytes": 6 << 30,          # address space of each process (torch reserves more than it touches)
+        "cpu_seconds": 3600,              # CPU time of each process
+        "processes": 256,                 # processes and threads of the sandbox's user
+        "file_bytes": 256 << 20,          # largest file it may write
+        "open_files": 1024,
+        "scratch_bytes": 1 << 30,         # its home and working folder (a tmpfs)
+        "readonly": [],                   # extra host paths shown read-only at the same place
+        "socket_dir": None,               # host folder shown read-write at the same place (the kernel's sockets)
+        "status_file": None,              # where the launcher writes what was on and off
+        "scratch": "/home/student",       # the program's home and working folder, inside
+        "root_dir": None,                 # an empty host folder to build the new root on (the grader removes it)
+    }
+    unknown = set(overrides) - set(spec)
+    if unknown:
+        raise ValueError(f"unknown sandbox settings: {sorted(unknown)}")
+    spec.update(overrides)
+    return spec
+
+
+def python_paths() -> list[str]:
+    """What this interpreter needs to start: its installation and its virtual environment."""
+    paths = sorted({sys.base_prefix, sys.prefix, os.path.realpath(sys.executable)})
+    inside = lambda p, d: p == d or p.startswith(d.rstrip("/") + "/")
+    return [p for p in paths if not any(inside(p, d) for d in SYSTEM_DIRS) and not any(inside(p, q) for q in paths if q != p)]
+
+
+class _Status:
+    def __init__(self):
+        self.on: list[str] = []
+        self.off: dict[str, str] = {}
+
+    def attempt(self, name: str, action) -> bool:
+        try:
+            action()
+        except (OSError, ValueError) as err:
+            self.off[name] = str(err)
+            return False
+        self.on.append(name)
+        return True
+
+
+def _write_ids(uid: int, gid: int) -> None:
+    Path("/proc/self/setgroups").write_text("deny")
+    Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
+    Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
+
+
+def _bind(host: str, root: str, writable: bool = False) -> None:
+    """Show `host` at the same path under `root` (read-only unless `writable`)."""
+    target = root + host
+    if os.path.isdir(host):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        Path(target).touch()
+    _mount(host, target, None, MS_BIND | MS_REC)
+    if not writable:
+        _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _new_root(spec: dict) -> None:
+    """Build the sandbox's file system on a tmpfs and make it the root; the old root is detached."""
+    _call("unshare", ctypes.c_int(CLONE_NEWNS))
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    root = spec["root_dir"]
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=755")
+    for d in SYSTEM_DIRS:
+        if os.path.islink(d):
+            os.symlink(os.readlink(d), root + d)
+        elif os.path.isdir(d):
+            _bind(d, root)
+    for path in python_paths() + [str(Path(p).resolve()) for p in spec["readonly"]]:
+        if os.path.exists(path):
+            _bind(path, root)
+    for d in ("/dev/shm", "/tmp", spec["scratch"]):
+        os.makedirs(root + d, exist_ok=True)
+        _mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(spec['scratch_bytes'])},mode=1777")
+    if spec["socket_dir"]:
+        _bind(spec["socket_dir"], root, writable=True)
+    os.makedirs(root + "/dev", exist_ok=True)
+    for name in DEVICES:
+        if os.path.exists("/dev/" + name):
+            _bind("/dev/" + name, root, writable=True)
+    os.makedirs(root + "/proc", exist_ok=True)
+    # this PID namespace's own /proc; mounted before the old root goes, since Linux lets a user namespace mount a
+    # proc only while another proc is fully visible to it
+    _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV)
+    os.makedirs(root + "/.old-root", exist_ok=True)
+    number = PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(f"pivot_root's system call number on {platform.machine()} is not known here")
+    _call("syscall", ctypes.c_long(number), root.encode(), (root + "/.old-root").encode())
+    os.chdir("/")
+    _call("umount2", b"/.old-root", ctypes.c_int(MNT_DETACH))
+    os.rmdir("/.old-root")
+
+
+def _drop_capabilities() -> None:
+    """Empty the bounding set: whatever uid the program runs as (root of its user namespace, say), it execs with
+    no capabilities, so it can neither remount the read-only views nor undo any other protection."""
+    PR_CAPBSET_DROP = 24
+    for cap in range(64):
+        if _libc.prctl(ctypes.c_int(PR_CAPBSET_DROP), ctypes.c_ulong(cap), 0, 0, 0) != 0 and ctypes.get_errno() != 22:
+            err = ctypes.get_errno()
+            raise OSError(err, f"dropping capability {cap}: {os.strerror(err)}")
+
+
+def _loopback_up() -> None:
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    import fcntl
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def _limits(spec: dict) -> None:
+    """Set in the program's process; their failures cannot reach the status file any more, so they raise."""
+    for name, key in (("RLIMIT_AS", "memory_bytes"), ("RLIMIT_CPU", "cpu_seconds"), ("RLIMIT_NPROC", "processes"),
+                      ("RLIMIT_FSIZE", "file_bytes"), ("RLIMIT_NOFILE", "open_files")):
+        value = int(spec[key])
+        resource.setrlimit(getattr(resource, name), (value, value))
+
+
+def _forward(signals, to_pid: int) -> None:
+    for sig in signals:
+        signal.signal(sig, lambda s, _f: os.kill(to_pid, s))
+
+
+def _wait_and_exit(pid: int) -> None:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    os._exit(os.waitstatus_to_exitcode(status) % 256 if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+
+
+def run(spec: dict, argv: list[str]) -> None:
+    """Never returns: execs `argv` in the sandbox (in a grandchild) and exits with its status."""
+    status = _Status()
+    root_user = os.geteuid() == 0
+    uid, gid = os.getuid(), os.getgid()
+    flags = CLONE_NEWPID | CLONE_NEWNET | (0 if root_user else CLONE_NEWUSER)
+    isolated = status.attempt("namespaces: pid, network" + ("" if root_user else ", user"),
+                              lambda: _call("unshare", ctypes.c_int(flags)))
+    if isolated and not root_user:
+        isolated = status.attempt("user namespace id maps", lambda: _write_ids(uid, gid))
+    first = os.fork()                                   # pid 1 of the new PID namespace, when there is one
+    if first:
+        _forward((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT), first)
+        _wait_and_exit(first)
+    _call("prctl", ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL))
+    home = spec["scratch"]
+    if isolated and spec["root_dir"]:
+        status.attempt("private root file system (read-only views, scratch tmpfs, own /proc)", lambda: _new_root(spec))
+    else:
+        status.off["private root file system (read-only views, scratch tmpfs, own /proc)"] = "no namespaces" if not isolated else "no root_dir"
+    if isolated:
+        status.attempt("network: loopback only", _loopback_up)
+    if not os.path.isdir(home):
+        os.makedirs(home, exist_ok=True)
+    status.attempt("no capabilities", _drop_capabilities)
+    if root_user:
+        status.attempt(f"unprivileged user (uid {NOBODY})", lambda: os.chown(home, NOBODY, NOBODY))
+    status.on.append("limits: " + ", ".join(f"{k} {spec[k]}" for k in ("memory_bytes", "cpu_seconds", "processes", "file_bytes", "open_files")))
+    if spec["status_file"]:
+        try:
+            Path(spec["status_file"]).write_text(json.dumps({"on": status.on, "off": status.off}))
+        except OSError:
+            pass
+    program = os.fork()
+    if program:
+        _forward((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT), program)
+        _wait_and_exit(program)                       # pid 1 exits: the kernel kills the rest of the namespace
+    _call("prctl", ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL))
+    _limits(spec)
+    if root_user:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    _call("prctl", ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    os.chdir(home)
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONHASHSEED", "OMP_NUM_THREADS")}
+    env.update(HOME=home, TMPDIR=home, USER="student", MPLBACKEND="Agg", MPLCONFIGDIR=f"{home}/.matplotlib",
+               IPYTHONDIR=f"{home}/.ipython", JUPYTER_RUNTIME_DIR=f"{home}/.jupyter", TQDM_DISABLE="1",
+               PYTHONDONTWRITEBYTECODE="1", PYTHONNOUSERSITE="1")
+    try:
+        os.execve(argv[0], argv, env)
+    except OSError as err:
+        print(f"sandbox: cannot run {argv[0]}: {err}", file=sys.stderr)
+        os._exit(127)
+
+
+def main(args: list[str] | None = None) -> None:
+    args = sys.argv[1:] if args is None else args
+    if len(args) < 3 or args[1] != "--":
+        print("usage: python -m tools.sandbox SPEC.json -- PROGRAM ARGS...", file=sys.stderr)
+        sys.exit(2)
+    spec = default_spec(**json.loads(Path(args[0]).read_text()))
+    run(spec, args[2:])
+
+
+if __name__ == "__main__":
+    main()
