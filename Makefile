@@ -9,6 +9,7 @@ VENV            ?= .venv
 TORCH_INDEX_URL ?=
 NB              ?=
 CELL_TIMEOUT    ?= 600
+J               ?= 2
 
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
@@ -23,7 +24,7 @@ export PYTHONHASHSEED ?= 0
 unexport PYTHONDONTWRITEBYTECODE
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check --no-compile
 
-.PHONY: setup run test unit teeth lab student grade readme clean help
+.PHONY: setup run test unit teeth lab student grade autograder readme clean help
 
 help:
 	@echo "make run      execute every notebook (papermill) into build/executed/, print a timing table"
@@ -32,7 +33,9 @@ help:
 	@echo "make teeth    per exercise: the stub and each wrong answer, and which check caught it (NB=one notebook; quick sizes)"
 	@echo "make lab      JupyterLab on notebooks/"
 	@echo "make student  write the student edition (solutions removed) to build/student/"
-	@echo "make grade NB=path/to/submission.ipynb (or a folder)   grade submissions into build/grades/"
+	@echo "make grade NB=path/to/submission.ipynb (or a folder)   grade in a sandbox, J=2 at a time, into build/grades/"
+	@echo "           (a report, feedback .md and .xml per submission, and gradebook.csv; up-to-date ones are skipped)"
+	@echo "make autograder [NB=01_sgd.ipynb]   Gradescope autograder zips in build/autograder/ (every notebook without NB)"
 	@echo "make clean    remove build/ (make clean VENV_TOO=1 also removes .venv)"
 
 setup: $(STAMP)
@@ -65,7 +68,11 @@ student: $(STAMP)
 
 grade: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/submission.ipynb (or a folder of them)"; exit 2; }
-	$(PY) -m tools.grade $(NB) --instructor notebooks --out build/grades --cell-timeout $(CELL_TIMEOUT)
+	$(PY) -m tools.grade $(NB) --instructor notebooks --out build/grades --cell-timeout $(CELL_TIMEOUT) -j $(J)
+
+autograder: $(STAMP)
+	@for nb in $(if $(NB),$(notdir $(NB)),$(notdir $(wildcard notebooks/*.ipynb))); do \
+	    $(PY) -m tools.autograder build $$nb --out build/autograder/$${nb%.ipynb}.zip || exit 1; done
 
 readme: $(STAMP)
 	$(PY) -m tools.readme --write

@@ -152,19 +152,56 @@ def test_unreadable_submission_and_unknown_notebook(tmp_path, instructor_dir):
     assert (tmp_path / "grades" / "unrelated.json").exists()
 
 
-def test_grade_cli_on_a_folder_keeps_every_report(tmp_path, instructor_dir, capsys):
+def test_a_class_folder_grades_in_parallel_into_a_gradebook_and_feedback(tmp_path, instructor_dir, capsys):
+    import csv
+
     from tools.grade import main
 
-    subs = tmp_path / "subs"
+    subs, out = tmp_path / "subs", tmp_path / "g"
     subs.mkdir()
-    write(toy_notebook(), subs / "a_99_toy.ipynb")
+    solved = toy_notebook()
+    solved.metadata["workbook"] = {"group": ["Ada Lovelace (s1)", "Alan Turing (s2)"]}
+    write(solved, subs / "a_99_toy.ipynb")
     crash = toy_notebook()
     crash.cells[2].source += "\nimport os; os._exit(3)"
+    crash.cells.insert(1, nbformat.v4.new_markdown_cell("**Group members**\n- (name), (student id)\n- Grace Hopper (s3)"))
+    crash.cells[1].metadata["tags"] = ["group"]
     write(crash, subs / "b_99_toy.ipynb")
-    assert main([str(subs), "--instructor", str(instructor_dir), "--out", str(tmp_path / "g"), "--cell-timeout", "30"]) == 0
-    out = capsys.readouterr().out
-    assert "a_99_toy.ipynb" in out and "2/2" in out and "0/2" in out
-    assert {p.name for p in (tmp_path / "g").iterdir()} == {"a_99_toy.json", "a_99_toy.xml", "b_99_toy.json", "b_99_toy.xml"}
+    write(student_edition(toy_notebook(), "99_toy.ipynb"), subs / "c_stub.ipynb")
+    (subs / "d_report.pdf").write_bytes(b"%PDF-1.4 not a notebook")
+    other = toy_notebook()
+    other.metadata["workbook"] = {"notebook": "98_other.ipynb"}
+    write(other, subs / "e_98_other.ipynb")
+    write(toy_notebook(), instructor_dir / "98_other.ipynb")
+    args = [str(subs), "--instructor", str(instructor_dir), "--out", str(out), "--cell-timeout", "30", "-j", "2",
+            "--notebook", "99_toy.ipynb"]
+    assert main(args) == 0
+    assert "a_99_toy.ipynb" in capsys.readouterr().out
+    rows = {r["submission"]: r for r in csv.DictReader((out / "gradebook.csv").open())}
+    assert list(rows) == ["a_99_toy.ipynb", "b_99_toy.ipynb", "c_stub.ipynb", "d_report.pdf", "e_98_other.ipynb"]
+    assert [(rows[k]["ex99.1"], rows[k]["total"], rows[k]["max"]) for k in rows] == \
+        [("2", "2", "2"), ("0", "0", "2"), ("0", "0", "2"), ("", "0", "0"), ("", "0", "0")]
+    assert rows["a_99_toy.ipynb"]["members"] == "Ada Lovelace (s1); Alan Turing (s2)"
+    assert rows["b_99_toy.ipynb"]["members"] == "Grace Hopper (s3)"
+    assert rows["b_99_toy.ipynb"]["status"].startswith("the kernel died")
+    assert rows["d_report.pdf"]["status"].startswith("not a notebook")
+    assert "not for 99_toy.ipynb" in rows["e_98_other.ipynb"]["status"]
+    assert all(rows[k]["written"] == "" for k in rows)
+    feedback = (out / "c_stub.md").read_text()
+    assert "| ex99.1 | failed |" in feedback and "Exercise ex99.1 is not solved yet" in feedback
+    assert "Checks passed: **2 of 2**" in (out / "a_99_toy.md").read_text()
+    assert (out / "d_report.pdf.not-a-notebook.json").is_file()
+
+    # Run again: nothing changed, so nothing is graded again; change one submission and only it is.
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    changed = toy_notebook()
+    changed.cells[2].source = changed.cells[2].source.replace("x * FACTOR", "x + FACTOR")
+    write(changed, subs / "a_99_toy.ipynb")
+    assert main(args) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    assert [name for name in before if after[name] != before[name]] == ["a_99_toy.json"]
+    rows = {r["submission"]: r for r in csv.DictReader((out / "gradebook.csv").open())}
+    assert rows["a_99_toy.ipynb"]["total"] == "0" and rows["c_stub.ipynb"]["total"] == "0"
 
 
 def toy_with_hidden_check():

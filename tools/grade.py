@@ -31,7 +31,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from .exercises import CHECK_TAG, EXERCISE_TAG, find_exercises, stub_lines, replace_solutions
 from .kernel import Limits, SandboxedKernel
-from .notebooks import NOTEBOOK_DIR, cell_tags, find_notebooks, read, with_parameters
+from .notebooks import NOTEBOOK_DIR, cell_tags, read, with_parameters
 
 GUARD_SOURCE = (Path(__file__).with_name("kernel_guard.py")).read_text()
 
@@ -207,23 +207,27 @@ def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_facto
 
 
 def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: int = 120, total_timeout: int = 1800,
-          parameters: dict | None = None, limits: Limits | None = None) -> dict:
+          parameters: dict | None = None, limits: Limits | None = None, sha256: str = "", expected: str | None = None) -> dict:
     """Grade one submission; always writes OUT/<name>.json and OUT/<name>.xml and returns the report.
     `parameters` override the notebook's parameters cell (as papermill -p does), e.g. smaller sizes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     report = {"notebook": submission.name, "instructor": None, "score": 0, "total": 0, "checks": [], "errors": [], "run": "",
-              "hidden": {"passed": 0, "total": 0}, "protections": {"on": [], "off": {}}, "missing_exercises": []}
+              "hidden": {"passed": 0, "total": 0}, "protections": {"on": [], "off": {}}, "missing_exercises": [], "members": [], "sha256": sha256}
     try:
         submission_nb = read(submission)
     except Exception as err:                                 # noqa: BLE001
         submission_nb, load_error = None, f"not a readable notebook: {type(err).__name__}: {err}"
     else:
         load_error = None
+        report["members"] = group_members(submission_nb)
     try:
         instructor_path = instructor_for(submission, submission_nb, instructor_dir)
     except LookupError as err:
         report["run"] = str(err)
+        return _write(report, out_dir, submission, time.perf_counter() - start)
+    if expected and instructor_path.name != expected:
+        report["run"] = f"a submission for {instructor_path.name}, not for {expected}: nothing was graded"
         return _write(report, out_dir, submission, time.perf_counter() - start)
     instructor_nb = with_parameters(read(instructor_path), parameters)
     report["instructor"] = instructor_path.name
@@ -279,18 +283,68 @@ def _last_lines(message: str, n: int = 12) -> str:
     return "\n".join(message.strip().splitlines()[-n:])
 
 
+def report_key(path: Path) -> str:
+    """The name of a submission's report files: its stem for a notebook; a file that is not one keeps its whole
+    name, marked, so that `alice.pdf` and `alice.ipynb` in one folder never share a report."""
+    return path.stem if path.suffix == ".ipynb" else f"{path.name}.not-a-notebook"
+
+
 def _write(report: dict, out_dir: Path, submission: Path, seconds: float) -> dict:
     report["seconds"] = round(seconds, 1)
-    (out_dir / f"{submission.stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    key = report_key(submission)
+    (out_dir / f"{key}.json").write_text(json.dumps(report, indent=2) + "\n")
     cases = []
     for c in report["checks"]:
         body = "" if c["passed"] else f"<failure message={quoteattr(c['message'].splitlines()[-1] if c['message'] else 'failed')}>{escape(c['message'])}</failure>"
-        cases.append(f'  <testcase classname={quoteattr(submission.stem)} name={quoteattr(c["id"])}>{body}</testcase>')
+        cases.append(f'  <testcase classname={quoteattr(key)} name={quoteattr(c["id"])}>{body}</testcase>')
     failures = report["total"] - report["score"]
     xml = (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name={quoteattr(submission.name)} tests="{report["total"]}" '
            f'failures="{failures}" errors="0" time="{seconds:.1f}">\n' + "\n".join(cases) + "\n</testsuite>\n")
-    (out_dir / f"{submission.stem}.xml").write_text(xml)
+    (out_dir / f"{key}.xml").write_text(xml)
+    (out_dir / f"{key}.md").write_text(feedback(report))
     return report
+
+
+def feedback(report: dict) -> str:
+    """What the students of one submission read: every check, passed or not, with the failure's message (which
+    carries the check's hint); a hidden check's result without its code; cells that failed; what did not run."""
+    lines = [f"# Feedback: {report['notebook']}", ""]
+    if report.get("members"):
+        lines += ["Group: " + ", ".join(report["members"]), ""]
+    if report.get("instructor"):
+        lines += [f"Notebook: {report['instructor']}. Checks passed: **{report['score']} of {report['total']}**"
+                  + (f" (hidden: {report['hidden']['passed']} of {report['hidden']['total']})" if report["hidden"]["total"] else "")
+                  + ".", ""]
+    if report.get("run") and report["run"] != "finished":
+        lines += [f"**The run did not finish normally:** {report['run'].splitlines()[0]}", ""]
+    for ex in report.get("missing_exercises", []):
+        lines += [f"- The submission has no cell tagged `exercise-{ex}`; its stub was graded.", ""]
+    if report["checks"]:
+        lines += ["| check | result |", "|---|---|"]
+        lines += [f"| {c['id']}{' (hidden)' if c['hidden'] else ''} | {'passed' if c['passed'] else 'failed'} |" for c in report["checks"]]
+        lines.append("")
+    for c in report["checks"]:
+        if not c["passed"] and c["message"]:
+            lines += [f"## {c['id']}: failed", "", "```", c["message"], "```", ""]
+    for e in report.get("errors", []):
+        lines += [f"## An error in cell {e['cell']} (not a check)", "", "```", _last_lines(e["message"]), "```", ""]
+    off = (report.get("protections") or {}).get("off") or {}
+    if off:
+        lines += ["Grading ran with these protections off: " + "; ".join(f"{k} ({v})" for k, v in off.items()), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def group_members(nb) -> list[str]:
+    """The group's members: metadata workbook.group (a list of strings), else the lines of the markdown cell tagged
+    `group` that start with '-' (a line of placeholders in parentheses only is skipped)."""
+    listed = (nb.metadata.get("workbook") or {}).get("group")
+    if isinstance(listed, list) and all(isinstance(m, str) for m in listed) and any(m.strip() for m in listed):
+        return [m.strip() for m in listed if m.strip()][:8]
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and "group" in cell_tags(cell):
+            members = [l.strip()[1:].strip() for l in cell.source.splitlines() if l.strip().startswith("-")]
+            return [m for m in members if re.sub(r"\([^)]*\)|[\s,;]", "", m)][:8]   # not "(name), (student id)"
+    return []
 
 
 def print_table(reports: list[dict]) -> None:
@@ -307,21 +361,109 @@ def print_table(reports: list[dict]) -> None:
         print(f"{r['notebook'][:40]:<40} {r['score']}/{r['total']}")
 
 
+GRADEBOOK_FIXED = ["submission", "members", "notebook", "total", "max", "hidden_passed", "hidden_total", "written",
+                   "seconds", "status", "sha256"]
+
+
+def submission_files(target: Path) -> list[Path]:
+    """A file, or every visible regular file of a folder (not only notebooks: anything a student handed in gets a
+    row), sorted."""
+    if target.is_file():
+        return [target]
+    if target.is_dir():
+        return sorted(p for p in target.iterdir() if p.is_file() and not p.name.startswith("."))
+    raise FileNotFoundError(f"{target} does not exist")
+
+
+def fingerprint(submission: Path, instructor_dir: Path, parameters: dict | None, limits: Limits | None,
+                expected: str | None = None) -> str:
+    """What a report depends on: the submission's bytes, the instructor notebooks, the grader's own code, and the
+    settings. A submission whose fingerprint matches its report's is not graded again."""
+    h = hashlib.sha256(submission.read_bytes())
+    for p in sorted(instructor_dir.glob("*.ipynb")):
+        h.update(p.name.encode() + p.read_bytes())
+    for name in ("grade.py", "kernel.py", "kernel_guard.py", "sandbox.py"):
+        h.update(Path(__file__).with_name(name).read_bytes())
+    h.update(json.dumps([parameters or {}, repr(limits), expected], sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def grade_all(target: Path, instructor_dir: Path, out_dir: Path, jobs: int = 1, cell_timeout: int = 120,
+              total_timeout: int = 1800, parameters: dict | None = None, limits: Limits | None = None,
+              resume: bool = True, expected: str | None = None) -> list[dict]:
+    """Grade every submission in `target` (`jobs` at a time), skipping those already graded with the same
+    fingerprint, and write OUT/gradebook.csv; returns the reports in file order. With `expected` (an instructor
+    notebook's file name), a notebook for another chapter gets 0 and says so."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = submission_files(target)
+
+    def one(path: Path) -> dict:
+        digest = fingerprint(path, instructor_dir, parameters, limits, expected)
+        previous = out_dir / f"{report_key(path)}.json"
+        if resume and previous.is_file():
+            try:
+                old = json.loads(previous.read_text())
+            except ValueError:
+                old = {}
+            if old.get("sha256") == digest:
+                old["resumed"] = True
+                return old
+        if path.suffix != ".ipynb":
+            start = time.perf_counter()
+            report = {"notebook": path.name, "instructor": None, "score": 0, "total": 0, "checks": [], "errors": [],
+                      "run": "not a notebook (.ipynb): nothing was graded", "hidden": {"passed": 0, "total": 0},
+                      "protections": {"on": [], "off": {}}, "missing_exercises": [], "members": [], "sha256": digest}
+            return _write(report, out_dir, path, time.perf_counter() - start)
+        return grade(path, instructor_dir, out_dir, cell_timeout, total_timeout, parameters, limits, sha256=digest,
+                     expected=expected)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads: each waits on its own kernel process
+        reports = list(pool.map(one, files))
+    write_gradebook(reports, out_dir / "gradebook.csv")
+    return reports
+
+
+def write_gradebook(reports: list[dict], path: Path) -> None:
+    """One row per submission: its members, its notebook, checks passed per exercise, total and maximum, hidden
+    checks passed, the written part (empty until the graders mark it), time and how the run ended."""
+    import csv
+
+    exercises = sorted({_exercise_of(c["id"]) for r in reports for c in r["checks"]})
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(GRADEBOOK_FIXED[:3] + exercises + GRADEBOOK_FIXED[3:])
+        for r in reports:
+            per = {ex: "" for ex in exercises}
+            for ex in {_exercise_of(c["id"]) for c in r["checks"]}:
+                per[ex] = sum(c["passed"] for c in r["checks"] if _exercise_of(c["id"]) == ex)
+            writer.writerow([r["notebook"], "; ".join(r.get("members", [])), r.get("instructor") or ""]
+                            + [per[ex] for ex in exercises]
+                            + [r["score"], r["total"], r["hidden"]["passed"], r["hidden"]["total"], "",
+                               r.get("seconds", ""), (r["run"] or "").splitlines()[0] if r["run"] else "", r.get("sha256", "")])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", help="a submitted notebook, or a folder of them")
+    parser.add_argument("target", help="a submitted notebook, or a folder of submissions")
     parser.add_argument("--instructor", default=str(NOTEBOOK_DIR), help="folder of instructor notebooks")
     parser.add_argument("--out", default="build/grades")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="submissions graded at the same time")
+    parser.add_argument("--notebook", default=None, help="the instructor notebook every submission must answer (file name)")
+    parser.add_argument("--no-resume", action="store_true", help="grade again even when a report is up to date")
     parser.add_argument("--cell-timeout", type=int, default=120, help="seconds one cell may run")
     parser.add_argument("--total-timeout", type=int, default=1800, help="seconds one whole submission may run")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="override a parameter (VALUE is a Python literal), e.g. -p TRAIN_STEPS 100")
     args = parser.parse_args(argv)
     parameters = {name: ast.literal_eval(value) for name, value in args.parameter}
-    reports = [grade(p, Path(args.instructor), Path(args.out), args.cell_timeout, args.total_timeout, parameters)
-               for p in find_notebooks(args.target)]
+    reports = grade_all(Path(args.target), Path(args.instructor), Path(args.out), args.jobs, args.cell_timeout,
+                        args.total_timeout, parameters, resume=not args.no_resume, expected=args.notebook)
     print_table(reports)
-    print(f"\nreports in {args.out}/")
+    print(f"\nreports, feedback and gradebook.csv in {args.out}/")
     return 0
 
 

@@ -101,7 +101,8 @@ class SandboxedKernel:
         write_connection_file(str(connection), transport="ipc", ip=str(sockets / "kernel"),
                               key=secrets.token_hex(32).encode())
         spec = default_spec(**{**self.limits.sandbox, "readonly": self.readonly, "socket_dir": str(sockets),
-                               "status_file": str(sockets / "status.json"), "root_dir": str(root)})
+                               "status_file": str(sockets / "status.json"), "root_dir": str(root),
+                               "pythonpath": [str(ROOT)]})
         (self._base / "spec.json").write_text(json.dumps(spec))
         if os.geteuid() == 0:                           # the kernel runs as nobody: it must reach its sockets
             os.chown(sockets, NOBODY, NOBODY)

@@ -94,12 +94,13 @@ def install(module_names):
                 except AttributeError:
                     pass
         shell.custom_exceptions, shell.CustomTB = saved_custom
-        checks = importlib.reload(saved_sys_modules["course_utils.checks"])   # from its read-only source
         user = shell.user_ns
-        for name in ("check_that", "assert_close"):
-            vars(saved_sys_modules["course_utils"])[name] = getattr(checks, name)
-            if name in user:
-                user[name] = getattr(checks, name)
+        if "course_utils.checks" in saved_sys_modules:
+            checks = importlib.reload(saved_sys_modules["course_utils.checks"])   # from its read-only source
+            for name in ("check_that", "assert_close"):
+                vars(saved_sys_modules["course_utils"])[name] = getattr(checks, name)
+                if name in user:
+                    user[name] = getattr(checks, name)
         for alias, value in list(user.items()):     # module aliases (np, torch, cu, F...) back to the real modules
             if alias.startswith("_"):
                 continue

@@ -60,7 +60,7 @@ def default_spec(**overrides) -> dict:
     spec = {
         "memory_bytes": 6 << 30,          # address space of each process (torch reserves more than it touches)
         "cpu_seconds": 3600,              # CPU time of each process
-        "processes": 256,                 # processes and threads of the sandbox's user
+        "processes": 256,                 # processes and threads it may add to those its user already runs
         "file_bytes": 256 << 20,          # largest file it may write
         "open_files": 1024,
         "scratch_bytes": 1 << 30,         # its home and working folder (a tmpfs)
@@ -69,6 +69,7 @@ def default_spec(**overrides) -> dict:
         "status_file": None,              # where the launcher writes what was on and off
         "scratch": "/home/student",       # the program's home and working folder, inside
         "root_dir": None,                 # an empty host folder to build the new root on (the grader removes it)
+        "pythonpath": [],                 # folders the program's Python imports from first (course_utils' home)
     }
     unknown = set(overrides) - set(spec)
     if unknown:
@@ -124,6 +125,9 @@ def _new_root(spec: dict) -> None:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     root = spec["root_dir"]
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=755")
+    for d in ("/dev/shm", "/tmp", spec["scratch"]):       # first: the views below may lie inside /tmp
+        os.makedirs(root + d, exist_ok=True)
+        _mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(spec['scratch_bytes'])},mode=1777")
     for d in SYSTEM_DIRS:
         if os.path.islink(d):
             os.symlink(os.readlink(d), root + d)
@@ -132,9 +136,6 @@ def _new_root(spec: dict) -> None:
     for path in python_paths() + [str(Path(p).resolve()) for p in spec["readonly"]]:
         if os.path.exists(path):
             _bind(path, root)
-    for d in ("/dev/shm", "/tmp", spec["scratch"]):
-        os.makedirs(root + d, exist_ok=True)
-        _mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(spec['scratch_bytes'])},mode=1777")
     if spec["socket_dir"]:
         _bind(spec["socket_dir"], root, writable=True)
     os.makedirs(root + "/dev", exist_ok=True)
@@ -175,11 +176,27 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
-def _limits(spec: dict) -> None:
-    """Set in the program's process; their failures cannot reach the status file any more, so they raise."""
+def processes_of(uid: int) -> int:
+    """How many processes (threads included) `uid` runs now: Linux counts RLIMIT_NPROC over all of them."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                status = Path(entry.path, "status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            if fields.get("Uid", "").split()[:1] == [str(uid)]:
+                count += int(fields.get("Threads", "1").strip() or 1)
+    return count
+
+
+def _limits(spec: dict, already: int) -> None:
+    """Set in the program's process; their failures cannot reach the status file any more, so they raise.
+    The process limit counts every process of the user the program runs as: `already` of them exist."""
     for name, key in (("RLIMIT_AS", "memory_bytes"), ("RLIMIT_CPU", "cpu_seconds"), ("RLIMIT_NPROC", "processes"),
                       ("RLIMIT_FSIZE", "file_bytes"), ("RLIMIT_NOFILE", "open_files")):
-        value = int(spec[key])
+        value = int(spec[key]) + (already if key == "processes" else 0)
         resource.setrlimit(getattr(resource, name), (value, value))
 
 
@@ -203,6 +220,7 @@ def run(spec: dict, argv: list[str]) -> None:
     status = _Status()
     root_user = os.geteuid() == 0
     uid, gid = os.getuid(), os.getgid()
+    already = processes_of(NOBODY if root_user else uid)     # counted while the whole /proc is still visible
     flags = CLONE_NEWPID | CLONE_NEWNET | (0 if root_user else CLONE_NEWUSER)
     isolated = status.attempt("namespaces: pid, network" + ("" if root_user else ", user"),
                               lambda: _call("unshare", ctypes.c_int(flags)))
@@ -236,7 +254,7 @@ def run(spec: dict, argv: list[str]) -> None:
         _forward((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT), program)
         _wait_and_exit(program)                       # pid 1 exits: the kernel kills the rest of the namespace
     _call("prctl", ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL))
-    _limits(spec)
+    _limits(spec, already)
     if root_user:
         os.setgroups([])
         os.setgid(NOBODY)
@@ -247,6 +265,8 @@ def run(spec: dict, argv: list[str]) -> None:
     env.update(HOME=home, TMPDIR=home, USER="student", MPLBACKEND="Agg", MPLCONFIGDIR=f"{home}/.matplotlib",
                IPYTHONDIR=f"{home}/.ipython", JUPYTER_RUNTIME_DIR=f"{home}/.jupyter", TQDM_DISABLE="1",
                PYTHONDONTWRITEBYTECODE="1", PYTHONNOUSERSITE="1")
+    if spec["pythonpath"]:
+        env["PYTHONPATH"] = os.pathsep.join(spec["pythonpath"])
     try:
         os.execve(argv[0], argv, env)
     except OSError as err:
