@@ -54,3 +54,20 @@ def guarded_notebook():
         code("assert_close(triple(np.ones(3)), np.full(3, 3.0), name='triple(ones(3))')", "check-ex98.2"),
         code("print(double(10), triple(1))"),
     )
+
+
+def markdown(source, *tags):
+    cell = nbformat.v4.new_markdown_cell(source)
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def with_question(nb):
+    """The notebook with a written question (question, model answer, rubric) at its end."""
+    nb.cells += [
+        markdown("**Question q99.1.** Why does doubling a float never lose precision?", "question-q99.1"),
+        markdown("Multiplying by 2 only changes the exponent: the mantissa is kept exactly.", "answer-q99.1"),
+        raw("2 points: names the exponent. 1 point: says 'exact' without a reason.", "rubric-q99.1"),
+    ]
+    return nb

@@ -118,3 +118,37 @@ def test_hidden_checks_are_found_and_must_be_whole_and_not_alone():
     nb.cells[1].metadata["tags"] = ["hidden"]
     with pytest.raises(ExerciseFormatError, match="only a check cell can be hidden"):
         find_exercises(nb)
+
+
+def test_written_questions_are_found_and_their_format_is_enforced():
+    from tests.nbfactory import markdown, with_question
+    from tools.exercises import find_questions
+
+    nb = with_question(toy_notebook())
+    [q] = find_questions(nb)
+    assert (q.id, nb.cells[q.question].cell_type, nb.cells[q.rubric].cell_type) == ("q99.1", "markdown", "raw")
+    broken = with_question(toy_notebook())
+    del broken.cells[-1]
+    with pytest.raises(ExerciseFormatError, match="question q99.1 has no rubric cell"):
+        find_questions(broken)
+    early = toy_notebook()
+    early.cells.insert(1, markdown("an answer", "answer-q99.2"))
+    with pytest.raises(ExerciseFormatError, match="answer-q99.2 comes before"):
+        find_questions(early)
+    code_answer = with_question(toy_notebook())
+    code_answer.cells[-2].cell_type = "code"
+    with pytest.raises(ExerciseFormatError, match="must be a markdown cell"):
+        find_questions(code_answer)
+
+
+def test_student_edition_empties_model_answers_and_drops_rubrics():
+    from tests.nbfactory import with_question
+    from tools.exercises import ANSWER_PLACEHOLDER
+
+    nb = with_question(toy_notebook())
+    student = student_edition(nb, "99_toy.ipynb")
+    text = json.dumps(student)
+    assert "mantissa" not in text and "2 points" not in text
+    answer = [c for c in student.cells if "answer-q99.1" in c.metadata.get("tags", [])]
+    assert [c.source for c in answer] == [ANSWER_PLACEHOLDER]
+    assert "Multiplying by 2 only changes the exponent: the mantissa is kept exactly." in solution_only_lines(nb)

@@ -233,3 +233,33 @@ def test_hidden_checks_are_put_back_counted_and_kept_secret(tmp_path):
     assert "10**6" not in (tmp_path / "grades" / "carol.xml").read_text() + json.dumps(report)
     full = run(toy_with_hidden_check(), tmp_path, instructor, name="dave_99_toy.ipynb")
     assert (full["score"], full["total"], full["hidden"]) == (3, 3, {"passed": 1, "total": 1})
+
+
+def test_written_answers_are_collected_with_question_and_rubric_for_the_graders(tmp_path):
+    import csv
+
+    from tests.nbfactory import with_question
+    from tools.grade import grade_all
+
+    instructor = tmp_path / "instructor_q"
+    instructor.mkdir()
+    write(with_question(toy_notebook()), instructor / "99_toy.ipynb")
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    answered = student_edition(with_question(toy_notebook()), "99_toy.ipynb")
+    answered.metadata["workbook"]["group"] = ["Ada (s1)"]
+    answer = next(c for c in answered.cells if "answer-q99.1" in c.metadata.get("tags", []))
+    answer.source = "Only the exponent changes, so the result is exact."
+    write(answered, subs / "a.ipynb")
+    write(student_edition(with_question(toy_notebook()), "99_toy.ipynb"), subs / "b.ipynb")
+    reports = grade_all(subs, instructor, tmp_path / "g")
+    assert [r["written"] for r in reports] == [{"q99.1": "Only the exponent changes, so the result is exact."}, {"q99.1": ""}]
+    sheet = (tmp_path / "g" / "written" / "99_toy.md").read_text()
+    for needed in ("Why does doubling a float never lose precision?", "2 points: names the exponent",
+                   "### a.ipynb: Ada (s1)", "Only the exponent changes", "### b.ipynb: (no members listed)", "*(no answer)*"):
+        assert needed in sheet, needed
+    assert "mantissa" not in sheet, "the model answer is the instructor's, not a submission's"
+    rows = list(csv.reader((tmp_path / "g" / "written" / "99_toy.csv").open()))
+    assert rows == [["submission", "members", "q99.1"], ["a.ipynb", "Ada (s1)", ""], ["b.ipynb", "", ""]]
+    book = {r["submission"]: r for r in csv.DictReader((tmp_path / "g" / "gradebook.csv").open())}
+    assert book["a.ipynb"]["written"] == "" and book["a.ipynb"]["total"] == "0"

@@ -5,6 +5,11 @@ An exercise is a code cell tagged `exercise-exNN.M` holding one or more solution
 `check-exNN.M.a`, `check-exNN.M-name` for several), and optionally by raw cells tagged `wrong-exNN.M`, each a
 plausible wrong answer (replacing the solution region) that the checks must reject. A check cell that also carries
 the tag `hidden` is a hidden check: the student edition leaves it out, the grader puts it back and counts it.
+
+A written question (for the report part: free text, or a plot to interpret) is a markdown cell tagged
+`question-qNN.M`, followed by a markdown cell tagged `answer-qNN.M` (the instructor's model answer; the student
+edition empties it for the students' own) and a cell tagged `rubric-qNN.M` (left out of the student edition). The
+grader collects every submission's answer with the question and the rubric for the graders to mark.
 See CONTRIBUTING.md.
 """
 from __future__ import annotations
@@ -22,6 +27,10 @@ EXERCISE_TAG = re.compile(r"^exercise-(ex\d{2}\.\d+)$")
 CHECK_TAG = re.compile(r"^check-((ex\d{2}\.\d+)(?:[.-][A-Za-z0-9]+)*)$")
 WRONG_TAG = re.compile(r"^wrong-(ex\d{2}\.\d+)$")
 HIDDEN_TAG = "hidden"
+QUESTION_TAG = re.compile(r"^question-(q\d{2}\.\d+)$")
+ANSWER_TAG = re.compile(r"^answer-(q\d{2}\.\d+)$")
+RUBRIC_TAG = re.compile(r"^rubric-(q\d{2}\.\d+)$")
+ANSWER_PLACEHOLDER = "*Your answer here (a few sentences; cite the numbers this notebook printed).*"
 KEPT_NOTEBOOK_METADATA = ("kernelspec", "language_info", "workbook")
 
 
@@ -47,6 +56,39 @@ def _tag_match(cell, pattern: re.Pattern) -> re.Match | None:
     if len(matches) > 1:
         raise ExerciseFormatError(f"a cell carries several {pattern.pattern} tags: {[m.group(0) for m in matches]}")
     return matches[0] if matches else None
+
+
+@dataclass
+class Question:
+    id: str
+    question: int                                      # index of the question cell
+    answer: int                                        # index of the answer cell (the model answer here)
+    rubric: int                                        # index of the rubric cell
+
+
+def find_questions(nb) -> list[Question]:
+    """Every written question with its answer and rubric cells: in that order, each once, the answer in markdown."""
+    found: dict[str, dict[str, int]] = {}
+    for index, cell in enumerate(nb.cells):
+        for kind, pattern in (("question", QUESTION_TAG), ("answer", ANSWER_TAG), ("rubric", RUBRIC_TAG)):
+            m = _tag_match(cell, pattern)
+            if not m:
+                continue
+            parts = found.setdefault(m.group(1), {})
+            if kind in parts:
+                raise ExerciseFormatError(f"cell {index}: {kind} of {m.group(1)} is there twice")
+            if kind != "question" and "question" not in parts:
+                raise ExerciseFormatError(f"cell {index}: {kind}-{m.group(1)} comes before (or without) its question cell")
+            if kind in ("question", "answer") and cell.cell_type != "markdown":
+                raise ExerciseFormatError(f"cell {index}: {kind}-{m.group(1)} must be a markdown cell")
+            parts[kind] = index
+    questions = []
+    for qid, parts in found.items():
+        missing = [k for k in ("answer", "rubric") if k not in parts]
+        if missing:
+            raise ExerciseFormatError(f"question {qid} has no {' and no '.join(missing)} cell (tag {missing[0]}-{qid})")
+        questions.append(Question(qid, parts["question"], parts["answer"], parts["rubric"]))
+    return questions
 
 
 def solution_regions(source: str) -> list[tuple[int, int]]:
@@ -171,6 +213,9 @@ def student_edition(nb, notebook_name: str):
     found = find_exercises(nb)
     exercises = {ex.cell: ex for ex in found}
     hidden = set(hidden_check_cells(nb, found))
+    questions = find_questions(nb)
+    hidden |= {q.rubric for q in questions}
+    answers = {q.answer for q in questions}
     student = nbformat.v4.new_notebook()
     student.metadata = {k: copy.deepcopy(v) for k, v in nb.metadata.items() if k in KEPT_NOTEBOOK_METADATA}
     student.metadata["workbook"] = {"notebook": notebook_name, "edition": "student"}
@@ -180,12 +225,14 @@ def student_edition(nb, notebook_name: str):
         source = cell.source
         if index in exercises:
             source = replace_solutions(source, lambda indent, ex=exercises[index]: stub_lines(ex.id))
+        elif index in answers:
+            source = ANSWER_PLACEHOLDER
         new = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell, "raw": nbformat.v4.new_raw_cell}[cell.cell_type](source)
         if cell.get("id"):
             new["id"] = cell["id"]
         if cell_tags(cell):
             new.metadata["tags"] = cell_tags(cell)
-        if cell.cell_type == "markdown" and cell.get("attachments"):
+        if cell.cell_type == "markdown" and cell.get("attachments") and index not in answers:
             new["attachments"] = copy.deepcopy(cell["attachments"])  # question figures; solutions live in code cells only
         student.cells.append(new)
     nbformat.validate(student)
@@ -193,14 +240,16 @@ def student_edition(nb, notebook_name: str):
 
 
 def solution_only_lines(nb) -> set[str]:
-    """Stripped lines that appear in a solution region, a wrong answer or a hidden check and nowhere else in the
-    notebook."""
+    """Stripped lines that appear in a solution region, a wrong answer, a hidden check, a model answer or a rubric,
+    and nowhere else in the notebook."""
     exercises = find_exercises(nb)
     secret: set[str] = set()
     hidden_checks = set(hidden_check_cells(nb, exercises))
-    hidden_cells = {ex.cell for ex in exercises} | {w for ex in exercises for w in ex.wrong} | hidden_checks
-    for i in hidden_checks:
+    questions = find_questions(nb)
+    hidden_cells_extra = {q.answer for q in questions} | {q.rubric for q in questions}
+    for i in hidden_checks | hidden_cells_extra:
         secret |= {l.strip() for l in nb.cells[i].source.splitlines()}
+    hidden_cells = {ex.cell for ex in exercises} | {w for ex in exercises for w in ex.wrong} | hidden_checks | hidden_cells_extra
     for ex in exercises:
         lines = nb.cells[ex.cell].source.splitlines()
         for begin, end in solution_regions(nb.cells[ex.cell].source):

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from .exercises import CHECK_TAG, EXERCISE_TAG, find_exercises, stub_lines, replace_solutions
+from .exercises import (ANSWER_PLACEHOLDER, ANSWER_TAG, CHECK_TAG, EXERCISE_TAG, find_exercises, find_questions,
+                        replace_solutions, stub_lines)
 from .kernel import Limits, SandboxedKernel
 from .notebooks import NOTEBOOK_DIR, cell_tags, read, with_parameters
 
@@ -221,6 +222,7 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
     else:
         load_error = None
         report["members"] = group_members(submission_nb)
+        report["written"] = written_answers(submission_nb)
     try:
         instructor_path = instructor_for(submission, submission_nb, instructor_dir)
     except LookupError as err:
@@ -334,6 +336,53 @@ def feedback(report: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def written_answers(nb) -> dict[str, str]:
+    """The submission's answer to each written question (the first markdown cell tagged answer-qNN.M; '' when it
+    left the placeholder)."""
+    answers: dict[str, str] = {}
+    for cell in nb.cells:
+        for tag in cell_tags(cell):
+            m = ANSWER_TAG.match(tag)
+            if m and cell.cell_type == "markdown" and m.group(1) not in answers:
+                text = cell.source.strip()
+                answers[m.group(1)] = "" if text == ANSWER_PLACEHOLDER else text
+    return answers
+
+
+def write_written(reports: list[dict], instructor_dir: Path, out_dir: Path) -> list[Path]:
+    """For each notebook with written questions: written/<notebook>.md (each question, its rubric, then every
+    submission's answer, for the graders to mark) and written/<notebook>.csv (one row per submission, a column per
+    question, empty for the marks)."""
+    import csv
+
+    written = []
+    for name in sorted({r["instructor"] for r in reports if r.get("instructor")}):
+        nb = read(instructor_dir / name)
+        questions = find_questions(nb)
+        if not questions:
+            continue
+        ours = [r for r in reports if r.get("instructor") == name]
+        folder = out_dir / "written"
+        folder.mkdir(exist_ok=True)
+        lines = [f"# Written answers: {name}", "", f"{len(ours)} submissions; mark them in {Path(name).stem}.csv.", ""]
+        for q in questions:
+            lines += [f"## {q.id}", "", nb.cells[q.question].source.strip(), "", "**Rubric**", "",
+                      nb.cells[q.rubric].source.strip(), ""]
+            for r in ours:
+                who = "; ".join(r.get("members") or []) or "(no members listed)"
+                answer = (r.get("written") or {}).get(q.id, "") or "*(no answer)*"
+                lines += [f"### {r['notebook']}: {who}", "", answer, ""]
+        md = folder / f"{Path(name).stem}.md"
+        md.write_text("\n".join(lines).rstrip() + "\n")
+        with (folder / f"{Path(name).stem}.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["submission", "members"] + [q.id for q in questions])
+            for r in ours:
+                writer.writerow([r["notebook"], "; ".join(r.get("members") or [])] + [""] * len(questions))
+        written.append(md)
+    return written
+
+
 def group_members(nb) -> list[str]:
     """The group's members: metadata workbook.group (a list of strings), else the lines of the markdown cell tagged
     `group` that start with '-' (a line of placeholders in parentheses only is skipped)."""
@@ -424,6 +473,7 @@ def grade_all(target: Path, instructor_dir: Path, out_dir: Path, jobs: int = 1, 
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads: each waits on its own kernel process
         reports = list(pool.map(one, files))
     write_gradebook(reports, out_dir / "gradebook.csv")
+    write_written(reports, instructor_dir, out_dir)
     return reports
 
 
