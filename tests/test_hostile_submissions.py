@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.nbfactory import code, guarded_notebook, write
-from tools.grade import grade
+from tools.grade import grade, grade_all
 from tools.kernel import Limits
 from tools.notebooks import ROOT
 
@@ -123,11 +123,14 @@ def graded(tmp_path_factory):
                 course_utils=str(ROOT / "course_utils"), grader_pid=os.getpid())
     reports = {"victim": grade(write(submission(solved=True), subs / "victim_98_guarded.ipynb"), instructor, out, limits=limits)}
     victim_bytes = {p.name: p.read_bytes() for p in out.iterdir()}
+    attacks = base / "attacks"                         # graded as a class folder, two at a time
+    attacks.mkdir()
     for i, (name, attack) in enumerate(ATTACKS.items()):
         for key, value in fill.items():
             attack = attack.replace(f"@{key}@", repr(value))
-        path = write(submission(attack), subs / f"attack{i:02d}_98_guarded.ipynb")
-        reports[name] = grade(path, instructor, out, limits=limits)
+        write(submission(attack), attacks / f"attack{i:02d}_98_guarded.ipynb")
+    graded = grade_all(attacks, instructor, out, jobs=2, limits=limits)
+    reports.update(zip(ATTACKS, graded))
     reports["after"] = grade(write(submission(solved=True), subs / "after_98_guarded.ipynb"), instructor, out, limits=limits)
     return {"reports": reports, "victim_bytes": victim_bytes, "out": out}
 
