@@ -37,7 +37,7 @@ cd /autograder/source
     "$(grep -E '^torch==' requirements.txt)"
 /autograder/venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
 /autograder/venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
-# only root (the grader) may read the instructor's notebook; the submission's kernel runs as nobody
+# only root (the grader) may read the instructor's notebook; the submission's kernel runs as a user of its own
 chmod -R go-rwx /autograder/source/notebooks
 """
 

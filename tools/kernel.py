@@ -26,7 +26,7 @@ from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
 from .notebooks import ROOT
-from .sandbox import NOBODY, default_spec
+from .sandbox import SANDBOX_UIDS, default_spec
 
 
 class KernelGone(RuntimeError):
@@ -94,18 +94,20 @@ class SandboxedKernel:
 
     def start(self, ready_timeout: float = 120.0) -> None:
         self._base = Path(tempfile.mkdtemp(prefix="grade-kernel-"))
+        os.chmod(self._base, 0o711)                     # the kernel's user may pass through to its sockets, not list
         sockets, root = self._base / "ipc", self._base / "root"
         sockets.mkdir()
         root.mkdir()
         connection = sockets / "kernel.json"
         write_connection_file(str(connection), transport="ipc", ip=str(sockets / "kernel"),
                               key=secrets.token_hex(32).encode())
-        spec = default_spec(**{**self.limits.sandbox, "readonly": self.readonly, "socket_dir": str(sockets),
+        uid = secrets.choice(SANDBOX_UIDS) if os.geteuid() == 0 else None
+        spec = default_spec(**{**self.limits.sandbox, "uid": uid, "readonly": self.readonly, "socket_dir": str(sockets),
                                "status_file": str(sockets / "status.json"), "root_dir": str(root),
                                "pythonpath": [str(ROOT)]})
         (self._base / "spec.json").write_text(json.dumps(spec))
-        if os.geteuid() == 0:                           # the kernel runs as nobody: it must reach its sockets
-            os.chown(sockets, NOBODY, NOBODY)
+        if uid is not None:                             # the kernel runs as a user of its own: it must reach its sockets
+            os.chown(sockets, uid, uid)
             os.chmod(connection, 0o644)
         command = [sys.executable, "-m", "tools.sandbox", str(self._base / "spec.json"), "--",
                    sys.executable, "-m", "ipykernel_launcher", "-f", str(connection), "--HistoryManager.enabled=False"]

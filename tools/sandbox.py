@@ -14,7 +14,8 @@ unshares user (when not root), mount, network and PID namespaces and forks the n
     - brings the loopback interface up in an empty network namespace (no route out; torch.distributed on 127.0.0.1
       still works);
     - forks the program with resource limits (address space, CPU seconds, processes, file size, open files), as an
-      unprivileged user when the launcher runs as root (uid 65534), and with no new privileges.
+      unprivileged user of its own when the launcher runs as root (a uid no other sandbox uses), and with no new
+      privileges.
 Each protection that Linux refuses here (a container that blocks namespaces, say) is left off and the grading goes
 on: the JSON status file names what was on and what was off, and why, for the report.
 """
@@ -25,11 +26,13 @@ import ctypes.util
 import json
 import os
 import platform
+import random
 import resource
 import signal
 import socket
 import struct
 import sys
+import tempfile
 from pathlib import Path
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
@@ -37,6 +40,10 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE = 1, 38, 4
 NOBODY = 65534
+# When the launcher is root, each sandbox runs as a user of its own, drawn from this range (no account needed):
+# Linux counts the process limit per user and lets a user signal only its own processes, so two submissions graded
+# side by side can neither exhaust each other's process budget nor kill each other.
+SANDBOX_UIDS = range(1 << 20, 1 << 21)
 PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}          # system call numbers
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -70,6 +77,8 @@ def default_spec(**overrides) -> dict:
         "scratch": "/home/student",       # the program's home and working folder, inside
         "root_dir": None,                 # an empty host folder to build the new root on (the grader removes it)
         "pythonpath": [],                 # folders the program's Python imports from first (course_utils' home)
+        "uid": None,                      # when root: the user to run as (default: one drawn from SANDBOX_UIDS)
+        "namespaces": True,               # False: as where Linux refuses them (tests of that path)
     }
     unknown = set(overrides) - set(spec)
     if unknown:
@@ -220,10 +229,14 @@ def run(spec: dict, argv: list[str]) -> None:
     status = _Status()
     root_user = os.geteuid() == 0
     uid, gid = os.getuid(), os.getgid()
-    already = processes_of(NOBODY if root_user else uid)     # counted while the whole /proc is still visible
+    run_as = int(spec["uid"]) if spec["uid"] is not None else random.choice(SANDBOX_UIDS)
+    already = processes_of(run_as if root_user else uid)     # counted while the whole /proc is still visible
     flags = CLONE_NEWPID | CLONE_NEWNET | (0 if root_user else CLONE_NEWUSER)
-    isolated = status.attempt("namespaces: pid, network" + ("" if root_user else ", user"),
-                              lambda: _call("unshare", ctypes.c_int(flags)))
+    def isolate():
+        if not spec["namespaces"]:
+            raise OSError("turned off by the sandbox settings")
+        _call("unshare", ctypes.c_int(flags))
+    isolated = status.attempt("namespaces: pid, network" + ("" if root_user else ", user"), isolate)
     if isolated and not root_user:
         isolated = status.attempt("user namespace id maps", lambda: _write_ids(uid, gid))
     first = os.fork()                                   # pid 1 of the new PID namespace, when there is one
@@ -232,17 +245,21 @@ def run(spec: dict, argv: list[str]) -> None:
         _wait_and_exit(first)
     _call("prctl", ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL))
     home = spec["scratch"]
+    private_root = "private root file system (read-only views, scratch tmpfs, own /proc)"
     if isolated and spec["root_dir"]:
-        status.attempt("private root file system (read-only views, scratch tmpfs, own /proc)", lambda: _new_root(spec))
+        private = status.attempt(private_root, lambda: _new_root(spec))
     else:
-        status.off["private root file system (read-only views, scratch tmpfs, own /proc)"] = "no namespaces" if not isolated else "no root_dir"
+        private = False
+        status.off[private_root] = "no namespaces" if not isolated else "no root_dir"
     if isolated:
         status.attempt("network: loopback only", _loopback_up)
-    if not os.path.isdir(home):
+    if not private:
+        # no private root: a home of its own in the grader's folder for this run, never a shared path
+        home = os.path.join(spec["root_dir"] or tempfile.mkdtemp(prefix="sandbox-home-"), "home")
         os.makedirs(home, exist_ok=True)
     status.attempt("no capabilities", _drop_capabilities)
     if root_user:
-        status.attempt(f"unprivileged user (uid {NOBODY})", lambda: os.chown(home, NOBODY, NOBODY))
+        status.attempt(f"unprivileged user of its own (uid {run_as})", lambda: os.chown(home, run_as, run_as))
     status.on.append("limits: " + ", ".join(f"{k} {spec[k]}" for k in ("memory_bytes", "cpu_seconds", "processes", "file_bytes", "open_files")))
     if spec["status_file"]:
         try:
@@ -257,8 +274,8 @@ def run(spec: dict, argv: list[str]) -> None:
     _limits(spec, already)
     if root_user:
         os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
+        os.setgid(run_as)
+        os.setuid(run_as)
     _call("prctl", ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
     os.chdir(home)
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONHASHSEED", "OMP_NUM_THREADS")}

@@ -1,0 +1,66 @@
+"""tools.sandbox on its own, with a shell as the program: what it can see, write, and be."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tools.notebooks import ROOT
+from tools.sandbox import default_spec
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is Linux's")
+
+
+@pytest.fixture
+def tmp_path():
+    """A folder the sandbox's own user can pass through (pytest's lie in a folder only its user may enter), as
+    the grader's are."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="sandbox-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sandboxed(tmp_path, script, **settings):
+    sockets, root = tmp_path / "ipc", tmp_path / "root"
+    sockets.mkdir()
+    root.mkdir()
+    os.chmod(tmp_path, 0o711)
+    os.chmod(sockets, 0o777)
+    spec = default_spec(readonly=[str(ROOT / "course_utils")], socket_dir=str(sockets), root_dir=str(root),
+                        status_file=str(sockets / "status.json"), **settings)
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    done = subprocess.run([sys.executable, "-m", "tools.sandbox", str(tmp_path / "spec.json"), "--", "/bin/sh", "-c", script],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return done, json.loads((sockets / "status.json").read_text())
+
+
+def test_the_program_sees_only_its_views_and_cannot_write_them(tmp_path):
+    done, status = sandboxed(tmp_path, f"id -u; ls {ROOT}; ls /proc | grep -c '^[0-9]'; "
+                                       f"touch {ROOT}/course_utils/x 2>&1; touch $HOME/mine && echo home-ok")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    if os.geteuid() == 0:
+        assert lines[0] != "0", "the program runs as root"
+    assert "notebooks" not in done.stdout and "course_utils" in done.stdout      # only what it was shown
+    assert int(lines[-3]) <= 5, "it sees processes outside its PID namespace"
+    assert "Read-only file system" in done.stdout and lines[-1] == "home-ok"
+    assert not status["off"], status
+
+
+def test_without_namespaces_the_rest_still_applies_and_the_status_says_so(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("without namespaces, a user of its own needs a root launcher")
+    done, status = sandboxed(tmp_path, "id -u; pwd; awk '/Max processes/ {print $3}' /proc/self/limits; touch here && echo wrote", namespaces=False)
+    assert done.returncode == 0, done.stderr
+    uid, home, nproc, wrote = (done.stdout.split() + [""] * 4)[:4]
+    assert wrote == "wrote", done.stdout + done.stderr
+    assert uid != "0" and home.startswith(str(tmp_path / "root")) and wrote == "wrote"
+    assert nproc.isdigit() and int(nproc) < 100_000, f"no process limit: {nproc}"
+    assert status["off"]["namespaces: pid, network"] == "turned off by the sandbox settings"
+    assert any(k.startswith("private root") for k in status["off"])
+    assert any(p.startswith("unprivileged user of its own") for p in status["on"])
