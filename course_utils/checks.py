@@ -1,9 +1,32 @@
 """Assertions for check cells: when a student's answer is wrong, say what was expected, what came out, and a hint."""
 from __future__ import annotations
 
+import sys
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+
+# The NumPy functions the checks use, captured when this module is (re)loaded: code that a check calls (a student's
+# function) and that replaces numpy.all or numpy.abs meanwhile does not change what the check computes.
+_np = SimpleNamespace(**{name: getattr(np, name) for name in (
+    "asarray", "isnan", "any", "all", "abs", "where", "argmax", "unravel_index", "count_nonzero", "float64", "inf",
+    "ndarray", "generic", "bool_")})
+_PLAIN = (bool, int, float, complex)
+
+
+def _plain_values(value: Any, depth: int = 0) -> bool:
+    """True for numbers, NumPy arrays and scalars, and lists or tuples of them: values NumPy converts without
+    calling any code of theirs (an arbitrary object's __array__, __float__ or __len__ would run during the check)."""
+    kind = type(value)
+    if kind in _PLAIN or kind is _np.ndarray or isinstance(value, _np.generic):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is not None and depth and kind in (torch.Tensor, torch.nn.Parameter):
+        return True                              # inside a list: the real classes only (NumPy calls __array__)
+    if kind in (list, tuple) and depth < 32:
+        return all(_plain_values(v, depth + 1) for v in value)
+    return False
 
 
 def _to_numpy(value: Any, name: str, failure: type[Exception] = AssertionError) -> np.ndarray:
@@ -11,12 +34,18 @@ def _to_numpy(value: Any, name: str, failure: type[Exception] = AssertionError) 
     wrong); for the check's own expected value pass failure=TypeError (the check itself is wrong)."""
     if value is None:
         raise failure(f"{name} is None: did the function forget to `return` its result?")
-    if hasattr(value, "detach"):  # a torch tensor, on any device; numpy has no bfloat16, so widen first
-        value = value.detach().cpu()
-        value = value.double() if value.is_floating_point() else value
-        value = value.numpy()
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        # the tensor's own C methods, whatever a subclass overrides; numpy has no bfloat16, so widen first
+        with torch._C.DisableTorchFunction():
+            tensor = torch._C.TensorBase.detach(value).cpu()
+            tensor = tensor.double() if tensor.is_floating_point() else tensor
+            value = tensor.numpy()
+    elif not _plain_values(value):
+        raise failure(f"{name} must be a number, a list of numbers, a NumPy array or a torch tensor, "
+                      f"got {type(value).__name__}")
     try:
-        array = np.asarray(value)
+        array = _np.asarray(value)
     except Exception as err:  # pragma: no cover - exotic inputs
         raise failure(f"{name} cannot be compared numerically: {err}") from err
     if array.dtype == object:
@@ -48,21 +77,21 @@ def assert_close(
     e = _to_numpy(expected, "expected", failure=TypeError)
     if a.shape != e.shape:
         raise AssertionError(_with_hint(f"{name} has shape {a.shape}, expected shape {e.shape}.", hint))
-    a64 = a.astype(np.float64)
-    e64 = e.astype(np.float64)
-    nan_a, nan_e = np.isnan(a64), np.isnan(e64)
-    if np.any(nan_a != nan_e):
-        where = np.unravel_index(np.argmax(nan_a != nan_e), a.shape) if a.shape else ()
+    a64 = a.astype(_np.float64)
+    e64 = e.astype(_np.float64)
+    nan_a, nan_e = _np.isnan(a64), _np.isnan(e64)
+    if _np.any(nan_a != nan_e):
+        where = _np.unravel_index(_np.argmax(nan_a != nan_e), a.shape) if a.shape else ()
         raise AssertionError(_with_hint(f"{name} has NaN where expected has a number (or vice versa) at index {where}: got {a64[where]}, expected {e64[where]}.", hint))
-    ok = nan_a | (np.abs(a64 - e64) <= atol + rtol * np.abs(e64)) | (a64 == e64)
-    if np.all(ok):
+    ok = nan_a | (_np.abs(a64 - e64) <= atol + rtol * _np.abs(e64)) | (a64 == e64)
+    if _np.all(ok):
         return
-    err = np.where(ok, 0.0, np.abs(a64 - e64))
-    err = np.where(np.isnan(err), np.inf, err)
-    flat = int(np.argmax(err))
-    where = np.unravel_index(flat, a.shape) if a.shape else ()
+    err = _np.where(ok, 0.0, _np.abs(a64 - e64))
+    err = _np.where(_np.isnan(err), _np.inf, err)
+    flat = int(_np.argmax(err))
+    where = _np.unravel_index(flat, a.shape) if a.shape else ()
     where_txt = f" at index {tuple(int(i) for i in where)}" if a.shape else ""
-    bad = int(np.count_nonzero(~ok))
+    bad = int(_np.count_nonzero(~ok))
     raise AssertionError(_with_hint(
         f"{name} is not close to the expected value: {bad} of {ok.size} entries off; "
         f"largest error {err[where] if a.shape else err:.3g}{where_txt} (got {a64[where]!r}, expected {e64[where]!r}; "
@@ -73,7 +102,7 @@ def assert_close(
 
 def check_that(condition: bool, claim: str, *, expected: Any = None, got: Any = None, hint: str | None = None) -> None:
     """Raise AssertionError stating `claim` (and what was expected and what came out) when `condition` is false."""
-    if not isinstance(condition, (bool, np.bool_)):
+    if not isinstance(condition, (bool, _np.bool_)):
         raise TypeError(f"condition must be a bool, got {type(condition).__name__}: compare explicitly")
     if condition:
         return

@@ -35,6 +35,16 @@ ATTACKS = {
         "c.assert_close.__code__ = (lambda actual, expected, *, rtol=0, atol=0, name='', hint=None: None).__code__\n",
     "patches numpy's comparisons":
         "np.all = lambda *a, **k: True\nnp.allclose = lambda *a, **k: True\nnp.abs = lambda x: x * 0\n",
+    "patches numpy from inside the function a check calls":
+        "def double(x):\n    import numpy\n    numpy.all = lambda *a, **k: True\n    numpy.abs = lambda v: v * 0\n"
+        "    return x + FACTOR\n",
+    "shadows the builtins the grader's code calls":
+        "vars = lambda *a: {}\nsetattr = getattr = lambda *a: None\nlen = lambda x: 0\n"
+        "np.all = lambda *a, **k: True\n",
+    "returns an object that runs code when the check converts it":
+        "class Sneaky:\n    def __array__(self, dtype=None, copy=None):\n        import numpy\n"
+        "        return numpy.arange(4.0) * 2\n"
+        "def double(x):\n    return Sneaky() if hasattr(x, 'shape') else x + FACTOR\n",
     "replaces AssertionError":
         "import builtins\nclass Quiet(Exception):\n    pass\nbuiltins.AssertionError = Quiet\n",
     "swallows exceptions with a custom handler":
@@ -85,6 +95,12 @@ ATTACKS = {
 }
 
 
+# Attacks after which the kernel cannot go on (or no longer runs the grader's code), so even the exercise solved
+# earns nothing; every other attack leaves the run finished and ex98.2 passed (killing "everything" from inside the
+# sandbox reaches only the sandbox's own processes, and its first process ignores it).
+STOPS_THE_RUN = {"floods its output", "echoes every token the grader sends", "replaces the shell's run_cell",
+                 "rewrites the checks with an input transformer"}
+
 # Attacks only a protection of the sandbox stops; where Linux refuses that protection (a container without
 # namespaces, say) the grader says so in every report, and the case is skipped here with that reason.
 NEEDS = {"reads the instructor's solution": "private root file system",
@@ -112,7 +128,11 @@ def submission(extra: str = "", solved: bool = False, edit=None):
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """Grade the victim (a correct submission), every attack, and the victim again under another name."""
+    import tempfile
+
     base = tmp_path_factory.mktemp("hostile")
+    scratch = Path(tempfile.mkdtemp(prefix="hostile-runs-"))     # the kernels' folders: only this suite's
+    saved_tempdir, tempfile.tempdir = tempfile.tempdir, str(scratch)
     instructor, subs, out = base / "instructor", base / "subs", base / "grades"
     for d in (instructor, subs):
         d.mkdir()
@@ -123,16 +143,23 @@ def graded(tmp_path_factory):
                 course_utils=str(ROOT / "course_utils"), grader_pid=os.getpid())
     reports = {"victim": grade(write(submission(solved=True), subs / "victim_98_guarded.ipynb"), instructor, out, limits=limits)}
     victim_bytes = {p.name: p.read_bytes() for p in out.iterdir()}
+    on = " ".join(reports["victim"]["protections"]["on"])
     attacks = base / "attacks"                         # graded as a class folder, two at a time
     attacks.mkdir()
     for i, (name, attack) in enumerate(ATTACKS.items()):
+        if NEEDS.get(name) and NEEDS[name] not in on:
+            continue                                   # never run an attack this machine's sandbox cannot stop
         for key, value in fill.items():
             attack = attack.replace(f"@{key}@", repr(value))
         write(submission(attack), attacks / f"attack{i:02d}_98_guarded.ipynb")
     graded = grade_all(attacks, instructor, out, jobs=2, limits=limits)
-    reports.update(zip(ATTACKS, graded))
+    reports.update({name: r for name, r in zip([n for n in ATTACKS if not NEEDS.get(n) or NEEDS[n] in on], graded)})
     reports["after"] = grade(write(submission(solved=True), subs / "after_98_guarded.ipynb"), instructor, out, limits=limits)
-    return {"reports": reports, "victim_bytes": victim_bytes, "out": out}
+    tempfile.tempdir = saved_tempdir
+    yield {"reports": reports, "victim_bytes": victim_bytes, "out": out, "scratch": scratch}
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_the_victim_and_a_correct_submission_after_the_attacks_get_full_marks(graded):
@@ -146,7 +173,10 @@ def test_an_attack_earns_only_the_exercise_it_solved(graded, attack):
     require(graded, attack)
     report = graded["reports"][attack]
     passed = {c["id"] for c in report["checks"] if c["passed"]}
-    assert passed <= {"ex98.2"}, f"{attack}: earned {sorted(passed)}; run: {report['run']}"
+    if attack in STOPS_THE_RUN:
+        assert passed == set(), f"{attack}: earned {sorted(passed)}; run: {report['run']}"
+    else:                                  # the run went to its end: the attack was really tried on every check
+        assert passed == {"ex98.2"} and report["run"] == "finished", (attack, sorted(passed), report["run"])
     assert report["total"] == 3 and report["notebook"].endswith("_98_guarded.ipynb")
     failed = {c["id"]: c["message"] for c in report["checks"] if not c["passed"]}
     assert {"ex98.1", "ex98.1.array"} <= set(failed) and all(failed.values()), failed
@@ -191,13 +221,20 @@ def test_the_sandbox_protections_are_reported(graded):
 
 
 def test_nothing_a_submission_started_outlives_its_grading(graded):
-    # The kernels ran from folders named grade-kernel-*; after grading no process of any of them is left (the
-    # process flood's sleepers included).
-    def of_a_kernel(proc):
+    # The kernels of this suite ran from folders under its own scratch folder; once grading is over, every process
+    # of theirs (the process flood's sleepers included) is gone within a few seconds, and so are their folders.
+    scratch = str(graded["scratch"])
+
+    def of_this_suite(proc):
         try:
-            return any("grade-kernel-" in part for part in proc.cmdline()) and proc.status() != psutil.STATUS_ZOMBIE
+            return any(scratch in part for part in proc.cmdline()) and proc.status() != psutil.STATUS_ZOMBIE
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return False
 
-    left = [p.pid for p in psutil.process_iter() if of_a_kernel(p)]
+    import time
+
+    deadline = time.monotonic() + 20
+    while (left := [p.pid for p in psutil.process_iter() if of_this_suite(p)]) and time.monotonic() < deadline:
+        time.sleep(0.5)                    # waiting on the kernel's own teardown, bounded; never a fixed sleep
     assert not left, f"processes of graded submissions are still running: {left}"
+    assert not list(graded["scratch"].iterdir()), "kernel folders were left behind"

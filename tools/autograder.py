@@ -130,8 +130,13 @@ def run(root: Path) -> dict:
             copy = work / "submission" / chosen.name           # graded from a copy the grader owns
             copy.parent.mkdir()
             shutil.copyfile(chosen, copy)
-            report = grade(copy, source / "notebooks", work / "reports", config["cell_timeout"], config["total_timeout"],
-                           config.get("parameters") or None, expected=notebook)
+            try:
+                report = grade(copy, source / "notebooks", work / "reports", config["cell_timeout"],
+                               config["total_timeout"], config.get("parameters") or None, expected=notebook)
+            except Exception as err:                   # noqa: BLE001: Gradescope still gets a results.json
+                report = {"notebook": chosen.name, "score": 0, "total": 0, "checks": [], "errors": [],
+                          "hidden": {"passed": 0, "total": 0}, "missing_exercises": [],
+                          "run": f"the grader failed: {type(err).__name__}: {err}"}
             if len(candidates) > 1:
                 report["run"] += f"; graded {chosen.name} of {len(candidates)} notebooks in the submission"
         payload = results_json(report, notebook)

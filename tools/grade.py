@@ -67,11 +67,14 @@ def _python_of(source: str) -> ast.Module | None:
 
 
 def bound_names(source: str) -> set[str]:
-    """Names a cell binds at its top level (functions, classes, assignments, imports)."""
+    """Names a cell binds in the notebook's namespace: at its top level, or inside its if/for/while/with/try
+    blocks (functions, classes, assignments, imports, loop and `with` targets, walrus), but not inside the
+    functions and classes it defines."""
     tree = _python_of(source)
     names: set[str] = set()
     if tree is None:
         return names
+
     def targets(node):
         if isinstance(node, ast.Name):
             names.add(node.id)
@@ -80,19 +83,32 @@ def bound_names(source: str) -> set[str]:
                 targets(elt)
         elif isinstance(node, ast.Starred):
             targets(node.value)
-    for node in tree.body:
+
+    def visit(node):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
-        elif isinstance(node, ast.Assign):
+            for d in node.decorator_list:
+                visit(d)
+            return                                   # its body binds names of its own scope
+        if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            return
+        if isinstance(node, ast.Assign):
             for t in node.targets:
                 targets(t)
-        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor)):
+            targets(node.target)
+        elif isinstance(node, ast.NamedExpr):
             targets(node.target)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
-        elif isinstance(node, (ast.For, ast.With)):
-            for item in ([node.target] if isinstance(node, ast.For) else [i.optional_vars for i in node.items if i.optional_vars]):
-                targets(item)
+            names.update((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
+        elif isinstance(node, ast.withitem) and node.optional_vars is not None:
+            targets(node.optional_vars)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
     return names
 
 
@@ -145,41 +161,55 @@ def plan(submission_nb, instructor_nb) -> tuple[list[Step], list[str]]:
         elif check_id(cell):
             steps.append(Step("check", index, cell.source, check_id(cell), hidden=check_id(cell) in hidden))
         else:
-            steps.append(Step("setup", index, cell.source, names=imported(cell.source)[0]))
+            steps.append(Step("setup", index, cell.source, names=imported(cell.source)[0] | bound_names(cell.source)))
     return steps, missing
 
 
 def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_factory=SandboxedKernel) -> dict:
     """Run the plan in one sandboxed kernel; {"checks": {id: [(passed, message)]}, "errors": [...], "run": str,
-    "protections": {...}}."""
+    "protections": {...}}. A check counts only if the guard proved, just before it, that it restored what checks
+    rely on; an exercise after which the guard cannot prove it bound the notebook's names back leaves every later
+    check failed ("tampered")."""
     outcome = {"checks": {}, "errors": [], "run": "finished", "protections": {"on": [], "off": {}}}
     guard = "_workbook_guard_" + secrets.token_hex(8)
+    kernel = kernel_factory(limits)
     try:
-        kernel = kernel_factory(limits)
         kernel.start()
     except Exception as err:                                 # noqa: BLE001 (reported, never raised)
+        kernel.close()
         outcome["run"] = f"the kernel did not start: {err}"
         return outcome
     try:
         outcome["protections"] = kernel.protections
-        boot = kernel.run(GUARD_SOURCE + f"\n{guard} = install({sorted(modules)!r})\ndel install",
+        # the guard gets globals of its own: names the submission binds later cannot reach into it
+        boot = kernel.run("import builtins as _b\n"
+                          f"_g = {{'__builtins__': _b, 'get_ipython': get_ipython, '__name__': 'workbook_guard'}}\n"
+                          f"exec(compile({GUARD_SOURCE!r}, 'workbook_guard', 'exec'), _g)\n"
+                          f"{guard} = _g['install']({sorted(modules)!r})\ndel _g, _b",
                           timeout=max(limits.cell_seconds, 120))
         ready = re.search(r"guard ready ([0-9a-f]{32})", boot.stdout)
         if boot.status != "ok" or not ready:
             outcome["run"] = f"the grader's set-up failed in the kernel: {boot.message[-500:]}"
             return outcome
         secret = ready.group(1).encode()
+
+        def guarded(entry: str, *args) -> tuple[bool, str]:
+            """Call one of the guard's entry points; True only with the keyed hash of a fresh nonce back."""
+            nonce = secrets.token_hex(16)
+            r = kernel.run(f"{guard}[{entry!r}]({nonce!r}{''.join(', ' + repr(a) for a in args)})")
+            proof = hmac.new(secret, nonce.encode(), hashlib.sha256).hexdigest()
+            return r.status == "ok" and proof in r.stdout, r.message
+
+        tampered = ""
         for step in steps:
             if not kernel.alive():
                 outcome["run"] = kernel.dead_reason
                 break
             if step.kind == "check":
-                nonce = secrets.token_hex(16)
-                before = kernel.run(f"{guard}['prove']({nonce!r})")
-                proof = hmac.new(secret, nonce.encode(), hashlib.sha256).hexdigest()
-                if before.status != "ok" or proof not in before.stdout:
+                ok, message = (False, tampered) if tampered else guarded("prove")
+                if not ok:
                     result = (False, "the grader could not restore the checks' helpers before this check: "
-                                     + (before.message or "the kernel did not run the grader's code as sent")[-600:])
+                                     + (message or "the kernel did not run the grader's code as sent")[-600:])
                 else:
                     token = secrets.token_hex(16)
                     r = kernel.run(step.source + f"\nprint({token!r})")
@@ -191,15 +221,23 @@ def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_facto
                         result = (False, r.message)
                 outcome["checks"].setdefault(step.id, []).append(result)
                 continue
-            if step.kind == "exercise":
-                kernel.run(f"{guard}['snapshot']()")
+            if step.kind == "exercise" and not tampered:
+                ok, message = guarded("snapshot")
+                tampered = "" if ok else f"the kernel stopped running the grader's code as sent ({message[-300:] or 'no proof came back'})"
             r = kernel.run(step.source)
             if r.status != "ok":
                 outcome["errors"].append({"cell": step.index, "message": r.message[-600:]})
+            if tampered:
+                continue
             if step.kind == "exercise":
-                kernel.run(f"{guard}['restore_names']({sorted(step.names)!r})")
+                ok, message = guarded("restore_names", sorted(step.names))
             elif step.names:
-                kernel.run(f"{guard}['remember']({sorted(step.names)!r})")
+                ok, message = guarded("remember", sorted(step.names))
+            else:
+                ok = True
+            if not ok:
+                tampered = (f"after cell {step.index} the kernel stopped running the grader's code as sent "
+                            f"({message[-300:] or 'no proof came back'})")
         if not kernel.alive() and outcome["run"] == "finished":
             outcome["run"] = kernel.dead_reason
     finally:
@@ -208,13 +246,13 @@ def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_facto
 
 
 def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: int = 120, total_timeout: int = 1800,
-          parameters: dict | None = None, limits: Limits | None = None, sha256: str = "", expected: str | None = None) -> dict:
+          parameters: dict | None = None, limits: Limits | None = None, fingerprint: str = "", expected: str | None = None) -> dict:
     """Grade one submission; always writes OUT/<name>.json and OUT/<name>.xml and returns the report.
     `parameters` override the notebook's parameters cell (as papermill -p does), e.g. smaller sizes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     report = {"notebook": submission.name, "instructor": None, "score": 0, "total": 0, "checks": [], "errors": [], "run": "",
-              "hidden": {"passed": 0, "total": 0}, "protections": {"on": [], "off": {}}, "missing_exercises": [], "members": [], "sha256": sha256}
+              "hidden": {"passed": 0, "total": 0}, "protections": {"on": [], "off": {}}, "missing_exercises": [], "members": [], "fingerprint": fingerprint}
     try:
         submission_nb = read(submission)
     except Exception as err:                                 # noqa: BLE001
@@ -223,13 +261,16 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
         load_error = None
         report["members"] = group_members(submission_nb)
         report["written"] = written_answers(submission_nb)
-    try:
-        instructor_path = instructor_for(submission, submission_nb, instructor_dir)
+    named = ((submission_nb.metadata.get("workbook") or {}).get("notebook") if submission_nb is not None else None)
+    if expected and isinstance(named, str) and Path(named).name != expected:
+        report["run"] = f"a submission for {Path(named).name}, not for {expected}: nothing was graded"
+        return _write(report, out_dir, submission, time.perf_counter() - start)
+    try:                                   # the expected notebook whatever the file is called, else the one it names
+        instructor_path = instructor_dir / expected if expected else instructor_for(submission, submission_nb, instructor_dir)
+        if not instructor_path.is_file():
+            raise LookupError(f"no instructor notebook {instructor_path.name} in {instructor_dir}")
     except LookupError as err:
         report["run"] = str(err)
-        return _write(report, out_dir, submission, time.perf_counter() - start)
-    if expected and instructor_path.name != expected:
-        report["run"] = f"a submission for {instructor_path.name}, not for {expected}: nothing was graded"
         return _write(report, out_dir, submission, time.perf_counter() - start)
     instructor_nb = with_parameters(read(instructor_path), parameters)
     report["instructor"] = instructor_path.name
@@ -291,16 +332,25 @@ def report_key(path: Path) -> str:
     return path.stem if path.suffix == ".ipynb" else f"{path.name}.not-a-notebook"
 
 
+def _xml_text(text: str) -> str:
+    """Text XML 1.0 allows: control characters (other than tab and newlines) removed, then escaped."""
+    return escape(re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]", "", text))
+
+
+def _xml_attr(text: str) -> str:
+    return quoteattr(re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]", "", text))
+
+
 def _write(report: dict, out_dir: Path, submission: Path, seconds: float) -> dict:
     report["seconds"] = round(seconds, 1)
     key = report_key(submission)
     (out_dir / f"{key}.json").write_text(json.dumps(report, indent=2) + "\n")
     cases = []
     for c in report["checks"]:
-        body = "" if c["passed"] else f"<failure message={quoteattr(c['message'].splitlines()[-1] if c['message'] else 'failed')}>{escape(c['message'])}</failure>"
-        cases.append(f'  <testcase classname={quoteattr(key)} name={quoteattr(c["id"])}>{body}</testcase>')
+        body = "" if c["passed"] else f"<failure message={_xml_attr(c['message'].splitlines()[-1] if c['message'] else 'failed')}>{_xml_text(c['message'])}</failure>"
+        cases.append(f'  <testcase classname={_xml_attr(key)} name={_xml_attr(c["id"])}>{body}</testcase>')
     failures = report["total"] - report["score"]
-    xml = (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name={quoteattr(submission.name)} tests="{report["total"]}" '
+    xml = (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name={_xml_attr(submission.name)} tests="{report["total"]}" '
            f'failures="{failures}" errors="0" time="{seconds:.1f}">\n' + "\n".join(cases) + "\n</testsuite>\n")
     (out_dir / f"{key}.xml").write_text(xml)
     (out_dir / f"{key}.md").write_text(feedback(report))
@@ -378,7 +428,7 @@ def write_written(reports: list[dict], instructor_dir: Path, out_dir: Path) -> l
             writer = csv.writer(f)
             writer.writerow(["submission", "members"] + [q.id for q in questions])
             for r in ours:
-                writer.writerow([r["notebook"], "; ".join(r.get("members") or [])] + [""] * len(questions))
+                writer.writerow([_cell(r["notebook"]), _cell("; ".join(r.get("members") or []))] + [""] * len(questions))
         written.append(md)
     return written
 
@@ -411,7 +461,14 @@ def print_table(reports: list[dict]) -> None:
 
 
 GRADEBOOK_FIXED = ["submission", "members", "notebook", "total", "max", "hidden_passed", "hidden_total", "written",
-                   "seconds", "status", "sha256"]
+                   "seconds", "status", "fingerprint"]
+GRADER_FAILURES = ("the kernel did not start", "the grader failed", "the grader's set-up failed")
+
+
+def _cell(value) -> str:
+    """A spreadsheet cell that a spreadsheet will not run: text starting with = + - @ (a formula) gets a quote."""
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def submission_files(target: Path) -> list[Path]:
@@ -425,15 +482,16 @@ def submission_files(target: Path) -> list[Path]:
 
 
 def fingerprint(submission: Path, instructor_dir: Path, parameters: dict | None, limits: Limits | None,
-                expected: str | None = None) -> str:
-    """What a report depends on: the submission's bytes, the instructor notebooks, the grader's own code, and the
-    settings. A submission whose fingerprint matches its report's is not graded again."""
+                expected: str | None = None, timeouts: tuple = ()) -> str:
+    """What a report depends on: the submission's bytes, the instructor notebooks, the grader's and course_utils'
+    code, and the settings. A submission whose fingerprint matches its report's is not graded again."""
     h = hashlib.sha256(submission.read_bytes())
     for p in sorted(instructor_dir.glob("*.ipynb")):
         h.update(p.name.encode() + p.read_bytes())
-    for name in ("grade.py", "kernel.py", "kernel_guard.py", "sandbox.py"):
-        h.update(Path(__file__).with_name(name).read_bytes())
-    h.update(json.dumps([parameters or {}, repr(limits), expected], sort_keys=True, default=str).encode())
+    here = Path(__file__).parent
+    for p in sorted(here.glob("*.py")) + sorted((here.parent / "course_utils").glob("*.py")):
+        h.update(p.name.encode() + p.read_bytes())
+    h.update(json.dumps([parameters or {}, repr(limits), expected, list(timeouts)], sort_keys=True, default=str).encode())
     return h.hexdigest()
 
 
@@ -451,24 +509,32 @@ def grade_all(target: Path, instructor_dir: Path, out_dir: Path, jobs: int = 1, 
     files = submission_files(target)
 
     def one(path: Path) -> dict:
-        digest = fingerprint(path, instructor_dir, parameters, limits, expected)
+        digest = fingerprint(path, instructor_dir, parameters, limits, expected, (cell_timeout, total_timeout))
         previous = out_dir / f"{report_key(path)}.json"
         if resume and previous.is_file():
             try:
                 old = json.loads(previous.read_text())
             except ValueError:
                 old = {}
-            if old.get("sha256") == digest:
+            # a report the grader itself failed to produce (no kernel, an internal error) is never reused
+            if old.get("fingerprint") == digest and not str(old.get("run", "")).startswith(GRADER_FAILURES):
                 old["resumed"] = True
                 return old
         if path.suffix != ".ipynb":
             start = time.perf_counter()
             report = {"notebook": path.name, "instructor": None, "score": 0, "total": 0, "checks": [], "errors": [],
                       "run": "not a notebook (.ipynb): nothing was graded", "hidden": {"passed": 0, "total": 0},
-                      "protections": {"on": [], "off": {}}, "missing_exercises": [], "members": [], "sha256": digest}
+                      "protections": {"on": [], "off": {}}, "missing_exercises": [], "members": [], "fingerprint": digest}
             return _write(report, out_dir, path, time.perf_counter() - start)
-        return grade(path, instructor_dir, out_dir, cell_timeout, total_timeout, parameters, limits, sha256=digest,
-                     expected=expected)
+        try:
+            return grade(path, instructor_dir, out_dir, cell_timeout, total_timeout, parameters, limits,
+                         fingerprint=digest, expected=expected)
+        except Exception as err:                             # noqa: BLE001: one submission never stops the class
+            report = {"notebook": path.name, "instructor": None, "score": 0, "total": 0, "checks": [], "errors": [],
+                      "run": f"the grader failed on this submission: {type(err).__name__}: {err}",
+                      "hidden": {"passed": 0, "total": 0}, "protections": {"on": [], "off": {}},
+                      "missing_exercises": [], "members": [], "fingerprint": digest}
+            return _write(report, out_dir, path, 0.0)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads: each waits on its own kernel process
         reports = list(pool.map(one, files))
@@ -490,10 +556,11 @@ def write_gradebook(reports: list[dict], path: Path) -> None:
             per = {ex: "" for ex in exercises}
             for ex in {_exercise_of(c["id"]) for c in r["checks"]}:
                 per[ex] = sum(c["passed"] for c in r["checks"] if _exercise_of(c["id"]) == ex)
-            writer.writerow([r["notebook"], "; ".join(r.get("members", [])), r.get("instructor") or ""]
+            writer.writerow([_cell(v) for v in [r["notebook"], "; ".join(r.get("members", [])), r.get("instructor") or ""]]
                             + [per[ex] for ex in exercises]
                             + [r["score"], r["total"], r["hidden"]["passed"], r["hidden"]["total"], "",
-                               r.get("seconds", ""), (r["run"] or "").splitlines()[0] if r["run"] else "", r.get("sha256", "")])
+                               r.get("seconds", ""), _cell((r["run"] or "").splitlines()[0] if r["run"] else ""),
+                               r.get("fingerprint", "")])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
 
+import zmq
 from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
@@ -71,6 +72,7 @@ class SandboxedKernel:
 
     def __init__(self, limits: Limits | None = None, readonly: list[str | Path] | None = None):
         self.limits = limits or Limits()
+        self.max_message = max(64 << 20, 4 * self.limits.output_bytes)
         self.readonly = [str(p) for p in (readonly if readonly is not None else [ROOT / "course_utils", ROOT / "data"])]
         self.protections: dict = {"on": [], "off": {}}
         self.deadline = None
@@ -114,7 +116,11 @@ class SandboxedKernel:
         self._proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, start_new_session=True)
         threading.Thread(target=self._drain, daemon=True).start()
-        self._client = BlockingKernelClient()
+        # the grader's own ZMQ context: a single message larger than max_message is refused by the socket before
+        # it reaches the grader's memory (the kernel then falls silent, and the cell's timeout ends it)
+        self._context = zmq.Context()
+        self._context.setsockopt(zmq.MAXMSGSIZE, self.max_message)
+        self._client = BlockingKernelClient(context=self._context)
         self._client.load_connection_file(str(connection))
         self._client.start_channels()
         start = time.monotonic()
@@ -147,11 +153,17 @@ class SandboxedKernel:
                 os.killpg(self._proc.pid, signal.SIGKILL)   # the launcher; its namespace dies with it
             except ProcessLookupError:
                 pass
-            self._proc.wait(timeout=30)
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:              # never raised to the grader: the report goes on
+                self.dead_reason += " (its launcher did not exit within 30 s of SIGKILL)"
 
     def close(self) -> None:
         if self._client is not None:
             self._client.stop_channels()
+        if getattr(self, "_context", None) is not None:
+            self._context.destroy(linger=0)
+            self._context = None
         self.kill("closed")
         if self._base is not None:
             shutil.rmtree(self._base, ignore_errors=True)
@@ -180,7 +192,8 @@ class SandboxedKernel:
                 os.kill(self._proc.pid, signal.SIGINT)            # forwarded to the kernel by the sandbox
                 result.status = "timeout"
             if interrupted_at is not None and now - interrupted_at > 10:
-                self.kill(f"a cell did not stop within 10 s of being interrupted after {limit:.0f} s")
+                self.kill(f"a cell did not stop within 10 s of being interrupted after {limit:.0f} s (or it sent a "
+                          f"message over {self.max_message:,} bytes, which the grader refuses)")
                 return CellResult("timeout", evalue=f"Timeout of {limit:.0f} seconds exceeded; the kernel had to be killed",
                                   seconds=now - start)
             if self._proc.poll() is not None:
@@ -190,17 +203,21 @@ class SandboxedKernel:
                 msg = self._client.get_iopub_msg(timeout=0.2)
             except Empty:
                 continue
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
             kind, content = msg["msg_type"], msg["content"]
+            size = len(json.dumps(content, default=str).encode())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                result.output_bytes += size if kind != "status" else 0   # sent under another parent: counted too
+                if result.output_bytes > self.limits.output_bytes:
+                    self.kill(f"a cell printed more than {self.limits.output_bytes:,} bytes")
+                    return CellResult("output limit", evalue=self.dead_reason, output_bytes=result.output_bytes,
+                                      seconds=time.monotonic() - start)
+                continue
             if kind == "status" and content.get("execution_state") == "idle":
                 idle = True
-            elif kind == "stream":
-                result.output_bytes += len(content.get("text", "").encode())
-                if content.get("name") == "stdout":
-                    stdout.append(content.get("text", ""))
-            elif kind in ("display_data", "execute_result", "update_display_data"):
-                result.output_bytes += len(json.dumps(content.get("data", {})).encode())
+            else:
+                result.output_bytes += size                   # every message a cell causes counts, errors too
+            if kind == "stream" and content.get("name") == "stdout":
+                stdout.append(content.get("text", ""))
             elif kind == "error":
                 result.ename, result.evalue = content.get("ename", ""), content.get("evalue", "")
                 result.traceback = _strip_ansi("\n".join(content.get("traceback", [])))[-4000:]
@@ -211,7 +228,9 @@ class SandboxedKernel:
                 return CellResult("output limit", evalue=self.dead_reason, stdout="".join(stdout)[:keep],
                                   output_bytes=result.output_bytes, seconds=time.monotonic() - start)
         reply = self._reply(msg_id)
-        if reply is not None and reply.get("status") != "ok" and result.status == "ok":
+        if reply is None and result.status == "ok":
+            result.status, result.ename, result.evalue = "error", "NoReply", "the kernel sent no reply to this cell"
+        elif reply is not None and reply.get("status") != "ok" and result.status == "ok":
             result.status = "error"
             result.ename, result.evalue = reply.get("ename", "error"), reply.get("evalue", "")
         if result.status == "timeout":
