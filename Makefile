@@ -10,6 +10,7 @@ TORCH_INDEX_URL ?=
 NB              ?=
 CELL_TIMEOUT    ?= 600
 J               ?= 2
+INSTRUCTOR      ?= notebooks
 
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
@@ -68,7 +69,7 @@ student: $(STAMP)
 
 grade: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/submission.ipynb (or a folder of them)"; exit 2; }
-	$(PY) -m tools.grade $(NB) --instructor notebooks --out build/grades --cell-timeout $(CELL_TIMEOUT) -j $(J)
+	$(PY) -m tools.grade $(NB) --instructor $(INSTRUCTOR) --out build/grades --cell-timeout $(CELL_TIMEOUT) -j $(J)
 
 autograder: $(STAMP)
 	@for nb in $(if $(NB),$(notdir $(NB)),$(notdir $(wildcard notebooks/*.ipynb))); do \

@@ -85,7 +85,7 @@ def test_run_autograder_grades_a_submission_into_results_json(bundle, tmp_path, 
         assert results["score"] == 0.0 and results["tests"] == [] and "no notebook" in results["output"]
 
 
-def test_the_classroom_workflow_runs_the_grade_command_on_push():
+def test_the_classroom_workflow_grades_on_push_without_secrets_against_the_student_edition():
     import yaml
 
     from tools.notebooks import ROOT
@@ -93,9 +93,28 @@ def test_the_classroom_workflow_runs_the_grade_command_on_push():
     text = (ROOT / "tools" / "classroom" / "autograde.yml").read_text()
     flow = yaml.safe_load(text)
     assert set(flow[True]) >= {"push"}                       # YAML reads the key `on` as True
+    assert "secrets." not in text and "token:" not in text, "a student's repository can keep no secret"
     steps = flow["jobs"]["grade"]["steps"]
     commands = "\n".join(s.get("run", "") for s in steps)
-    assert "make -C grader setup" in commands and "make -C grader grade NB=" in commands
+    assert "make -C grader student" in commands and "INSTRUCTOR=build/student" in commands
     # the make targets and variables it uses exist (a dry run plans the commands without running them)
-    done = subprocess.run(["make", "-n", "-C", str(ROOT), "grade", "NB=/nowhere", "J=1"], capture_output=True, text=True)
-    assert done.returncode == 0 and "tools.grade /nowhere" in done.stdout and "-j 1" in done.stdout, done.stdout + done.stderr
+    done = subprocess.run(["make", "-n", "-C", str(ROOT), "grade", "NB=/nowhere", "J=1", "INSTRUCTOR=build/student"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "tools.grade /nowhere --instructor build/student" in done.stdout \
+        and "-j 1" in done.stdout, done.stdout + done.stderr
+
+
+def test_grading_against_the_student_edition_runs_the_visible_checks(tmp_path):
+    # What the classroom workflow does: the student edition as the notebook to grade against (its exercise cells
+    # are stubs, its checks the visible ones). A solved submission passes them; no hidden check is run.
+    from tests.nbfactory import code
+    from tools.grade import grade
+
+    nb = toy_notebook()
+    nb.cells.insert(6, code("assert double(10**6) == 2 * 10**6", "check-ex99.1.large", "hidden"))
+    published = tmp_path / "student"
+    published.mkdir()
+    write(student_edition(nb, "99_toy.ipynb"), published / "99_toy.ipynb")
+    solved = write(nb, tmp_path / "mine_99_toy.ipynb")
+    report = grade(solved, published, tmp_path / "g")
+    assert (report["score"], report["total"], report["hidden"]["total"]) == (2, 2, 0), report["checks"]

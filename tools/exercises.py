@@ -110,8 +110,14 @@ def solution_regions(source: str) -> list[tuple[int, int]]:
     return regions
 
 
+def is_student_edition(nb) -> bool:
+    return (nb.metadata.get("workbook") or {}).get("edition") == "student"
+
+
 def find_exercises(nb) -> list[Exercise]:
-    """Every exercise of a notebook with its check and wrong-answer cells, validating the format."""
+    """Every exercise of a notebook with its check and wrong-answer cells, validating the format. In a student
+    edition (what the classroom workflow grades against) exercise cells hold stubs, without solution regions."""
+    stubbed = is_student_edition(nb)
     exercises: dict[str, Exercise] = {}
     for index, cell in enumerate(nb.cells):
         where = f"cell {index}"
@@ -122,7 +128,7 @@ def find_exercises(nb) -> list[Exercise]:
         if ex:
             if cell.cell_type != "code":
                 raise ExerciseFormatError(f"{where}: exercise {ex.group(1)} must be a code cell")
-            if not solution_regions(cell.source):
+            if not solution_regions(cell.source) and not stubbed:
                 raise ExerciseFormatError(f"{where}: exercise {ex.group(1)} has no {BEGIN} ... {END} region")
             if ex.group(1) in exercises:
                 raise ExerciseFormatError(f"{where}: exercise {ex.group(1)} is defined twice")
