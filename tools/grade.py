@@ -314,11 +314,16 @@ def _exercise_of(cid: str) -> str | None:
 
 
 def _exception_type(message: str) -> str:
-    """The exception's name in the last line of a failure message that names one, else "failed"."""
+    """The exception's name in the last line of a failure message, when it is one of Python's own (a class the
+    submission defined could carry a message of its choosing in its name), else "failed"."""
+    import builtins
+
     for line in reversed(message.strip().splitlines()):
-        m = re.match(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|NotImplemented\w*)):", line.strip())
+        m = re.match(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Iteration)):", line.strip())
         if m:
-            return m.group(1)
+            name = m.group(1)
+            known = isinstance(getattr(builtins, name, None), type) and issubclass(getattr(builtins, name), BaseException)
+            return name if known else "failed"
     return "failed"
 
 
