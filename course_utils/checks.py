@@ -112,3 +112,35 @@ def check_that(condition: bool, claim: str, *, expected: Any = None, got: Any = 
     if got is not None:
         parts.append(f"Got: {got}.")
     raise AssertionError(_with_hint(" ".join(parts), hint))
+
+
+_EXACT = (bool, int, float, complex, str, bytes, type(None))
+
+
+def _exactly_plain(value: Any, depth: int = 0) -> bool:
+    """Built-in values all the way down (numbers, strings, None, and tuples, lists and dicts of them): comparing
+    them with == runs only Python's own code, never a method of the value's class."""
+    kind = type(value)
+    if kind in _EXACT:
+        return True
+    if depth >= 32:
+        return False
+    if kind in (tuple, list):
+        return all(_exactly_plain(v, depth + 1) for v in value)
+    if kind is dict:
+        return all(_exactly_plain(k, depth + 1) and _exactly_plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def check_equal(actual: Any, expected: Any, claim: str, *, hint: str | None = None) -> None:
+    """Raise AssertionError unless `actual == expected`, where `actual` must be a built-in value all the way down
+    (an int, a list of tuples, a dict of floats...): an object of the student's own class could claim to equal
+    anything through its __eq__, so it fails the check instead of being asked."""
+    if not _exactly_plain(expected):
+        raise TypeError(f"check_equal compares built-in values; the expected value is a {type(expected).__name__}")
+    if not _exactly_plain(actual):
+        raise AssertionError(_with_hint(
+            f"Check failed: {claim}. Expected the built-in value {expected!r}; got an object of type "
+            f"{type(actual).__name__} (return plain Python values: int, float, tuple, list, dict).", hint))
+    if actual != expected:
+        raise AssertionError(_with_hint(f"Check failed: {claim}. Expected: {expected!r}. Got: {actual!r}.", hint))

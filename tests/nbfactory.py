@@ -44,10 +44,10 @@ def guarded_notebook():
     """Two exercises whose checks use course_utils' helpers and NumPy, as the workbook's do: the target of the
     hostile submissions in tests/test_hostile_submissions.py."""
     return notebook(
-        code("import numpy as np\nimport course_utils as cu\nfrom course_utils import assert_close, check_that\nFACTOR = 2"),
+        code("import numpy as np\nimport course_utils as cu\nfrom course_utils import assert_close, check_equal, check_that\nFACTOR = 2"),
         code("def double(x):\n    '''Twice x.'''\n    ### BEGIN SOLUTION\n    return x * FACTOR\n    ### END SOLUTION", "exercise-ex98.1"),
         raw("# adds instead of multiplying\nreturn x + FACTOR", "wrong-ex98.1"),
-        code("check_that(double(3) == 6, 'double(3) is 6', got=double(3))", "check-ex98.1"),
+        code("check_equal(double(3), 6, 'double(3) is 6')", "check-ex98.1"),
         code("assert_close(double(np.arange(4.0)), 2 * np.arange(4.0), name='double(arange(4))')", "check-ex98.1.array"),
         code("def triple(x):\n    '''Three times x.'''\n    ### BEGIN SOLUTION\n    return 3 * x\n    ### END SOLUTION", "exercise-ex98.2"),
         raw("# adds instead of multiplying\nreturn x + 3", "wrong-ex98.2"),

@@ -102,3 +102,30 @@ def test_assert_close_is_not_fooled_by_numpy_patched_during_the_check(monkeypatc
 
     with pytest.raises(AssertionError, match="not close"):
         assert_close(sneaky_answer(), [2.0, 4.0])
+
+
+def test_check_equal_compares_built_in_values_and_never_asks_an_object():
+    from course_utils import check_equal
+
+    check_equal([(27, 1), (9, 3)], [(27, 1), (9, 3)], "rungs")
+    with pytest.raises(AssertionError, match=r"Check failed: rungs. Expected: \[\(27, 1\)\]. Got: \[\(27, 2\)\]."):
+        check_equal([(27, 2)], [(27, 1)], "rungs")
+
+    class EqualToAnything:
+        def __eq__(self, other):
+            return True
+
+        __ne__ = lambda self, other: False
+
+    for sneaky in (EqualToAnything(), [EqualToAnything()], [(27, EqualToAnything())], {"a": EqualToAnything()}):
+        with pytest.raises(AssertionError, match="got an object of type"):
+            check_equal(sneaky, [(27, 1)] if not isinstance(sneaky, dict) else {"a": 1}, "rungs")
+
+    class Int(int):                          # an int subclass may override == as well
+        def __eq__(self, other):
+            return True
+
+    with pytest.raises(AssertionError, match="got an object of type Int"):
+        check_equal(Int(3), 6, "double(3)")
+    with pytest.raises(TypeError, match="the expected value is a object"):
+        check_equal(1, object(), "bad check")

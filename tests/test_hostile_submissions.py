@@ -45,6 +45,9 @@ ATTACKS = {
         "class Sneaky:\n    def __array__(self, dtype=None, copy=None):\n        import numpy\n"
         "        return numpy.arange(4.0) * 2\n"
         "def double(x):\n    return Sneaky() if hasattr(x, 'shape') else x + FACTOR\n",
+    "returns an object equal to everything":
+        "class Yes:\n    def __eq__(self, other):\n        return True\n    def __ne__(self, other):\n        return False\n"
+        "def double(x):\n    return x + FACTOR if hasattr(x, 'shape') else Yes()\n",
     "replaces AssertionError":
         "import builtins\nclass Quiet(Exception):\n    pass\nbuiltins.AssertionError = Quiet\n",
     "swallows exceptions with a custom handler":

@@ -114,7 +114,7 @@ def install(module_names):
         user = shell.user_ns
         if "course_utils.checks" in modules:
             checks = _reload(modules["course_utils.checks"])      # from its read-only source
-            for name in ("check_that", "assert_close"):
+            for name in ("check_that", "assert_close", "check_equal"):
                 _vars(modules["course_utils"])[name] = _getattr(checks, name)
                 if name in user:
                     user[name] = _getattr(checks, name)
