@@ -19,7 +19,7 @@ _HOME = {
     "Split": "data", "load_digits_split": "data",
     "get_device": "device", "is_available": "device", "seed_everything": "device", "synchronize": "device",
     "GPT": "gpt", "GPTConfig": "gpt",
-    "environment_info": "hardware", "environment_report": "hardware", "measure_matmul_flops": "hardware",
+    "OtherLoad": "hardware", "environment_info": "hardware", "environment_report": "hardware", "measure_matmul_flops": "hardware",
     "measure_memory_bandwidth": "hardware",
     "track_peak_memory": "memory",
     "map_on_cores": "parallel",

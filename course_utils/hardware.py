@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from numbers import Integral
 
 import torch
@@ -78,3 +79,50 @@ def environment_report() -> str:
     info = environment_info()
     width = max(map(len, info))
     return "\n".join(f"{key:<{width}} : {value}" for key, value in info.items())
+
+
+class OtherLoad:
+    """CPU time this machine spent outside this process while the `with` block ran, in cores: other processes
+    (`others`) and, on a virtual machine, time the hypervisor gave to other guests (`stolen`). Read from
+    /proc/stat (Linux); elsewhere both stay None. A timing that disagrees with the last run is explained, or
+    not, by these two numbers.
+
+        with cu.OtherLoad() as load:
+            ...timed work...
+        print(load)          # 'other processes 0.9 cores, stolen 0.0 cores'"""
+
+    def __init__(self):
+        self.others: float | None = None
+        self.stolen: float | None = None
+        self.seconds: float | None = None
+
+    @staticmethod
+    def _stat() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields[:3]) + sum(fields[5:7])            # user, nice, system, irq, softirq
+        return busy, (fields[7] if len(fields) > 7 else 0)   # and steal
+
+    def __enter__(self) -> "OtherLoad":
+        self._start = (time.perf_counter(), self._stat(), os.times())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        t0, stat0, own0 = self._start
+        stat1, own1, elapsed = self._stat(), os.times(), time.perf_counter() - t0
+        self.seconds = elapsed
+        if stat0 is None or stat1 is None or elapsed <= 0:
+            return
+        tick = os.sysconf("SC_CLK_TCK")
+        busy = (stat1[0] - stat0[0]) / tick
+        own = (own1.user - own0.user) + (own1.system - own0.system)
+        self.others = max(0.0, busy - own) / elapsed
+        self.stolen = (stat1[1] - stat0[1]) / tick / elapsed
+
+    def __str__(self) -> str:
+        if self.others is None:
+            return "other load unknown (no /proc/stat)"
+        return f"other processes {self.others:.1f} cores, stolen by the hypervisor {self.stolen:.1f} cores"

@@ -42,3 +42,41 @@ def test_environment_report_names_the_essentials():
     report = environment_report()
     assert len(report.splitlines()) == len(info)
     assert torch.__version__ in report
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/stat"), reason="reads /proc/stat (Linux)")
+def test_other_load_counts_cpu_spent_by_another_process_not_by_this_one():
+    # A child that burns 0.5 s of CPU (by its own clock, however loaded the machine) inside the block: at least
+    # that much is "other processes". Work of this process itself is never counted as other load.
+    import subprocess
+    import sys
+    import time
+
+    from course_utils import OtherLoad
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+    with OtherLoad() as load:
+        subprocess.run([sys.executable, "-c", burn], check=True)
+    assert load.others * load.seconds >= 0.45, str(load)
+    assert "cores" in str(load) and load.stolen >= 0
+
+
+def test_other_load_subtracts_this_process_and_reports_steal(monkeypatch):
+    # On a fake clock and a fake /proc/stat: 2 s elapse; the machine was busy 3 s of CPU (at 100 ticks/s), this
+    # process used 1.5 s of it, and the hypervisor stole 0.4 s: others = 1.5 s / 2 s, stolen = 0.2 cores.
+    import os
+    from collections import namedtuple
+
+    import course_utils.hardware as hw
+
+    stats = iter([(1000, 50), (1300, 90)])
+    times = iter([namedtuple("T", "user system")(10.0, 1.0), namedtuple("T", "user system")(11.0, 1.5)])
+    clock = iter([100.0, 102.0])
+    monkeypatch.setattr(hw.OtherLoad, "_stat", staticmethod(lambda: next(stats)))
+    monkeypatch.setattr(hw.os, "times", lambda: next(times))
+    monkeypatch.setattr(hw.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(hw.os, "sysconf", lambda name: 100)
+    with hw.OtherLoad() as load:
+        pass
+    assert (load.seconds, load.others, load.stolen) == pytest.approx((2.0, 0.75, 0.2))
+    assert str(load) == "other processes 0.8 cores, stolen by the hypervisor 0.2 cores"
