@@ -3,9 +3,9 @@ import json
 import nbformat
 import pytest
 
-from tests.nbfactory import code, notebook, raw, toy_notebook, write
+from tests.nbfactory import code, notebook, toy_notebook
 from tools.exercises import (ExerciseFormatError, find_exercises, replace_solutions, solution_only_lines,
-                             solution_regions, student_edition, wrong_answer_source)
+                             student_edition, wrong_answer_source)
 
 
 def test_find_exercises_maps_checks_and_wrong_answers():
@@ -66,7 +66,6 @@ def test_solution_only_lines_ignores_lines_shared_with_public_cells():
 
 def test_student_edition_of_a_cell_that_depends_on_the_exercise_fails_with_its_message(tmp_path):
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
 
     student = student_edition(toy_notebook(), "99_toy.ipynb")
     client = NotebookClient(student, kernel_name="python3", timeout=60, allow_errors=True)

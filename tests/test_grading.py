@@ -1,8 +1,6 @@
 """The grader on small notebooks: full marks, zero marks, edited, deleted and invented checks, missing exercises,
 crashes and hangs (the attacks are in test_hostile_submissions.py)."""
 import json
-import os
-from pathlib import Path
 
 import nbformat
 import pytest

@@ -50,7 +50,6 @@ def test_other_load_counts_cpu_spent_by_another_process_not_by_this_one():
     # that much is "other processes". Work of this process itself is never counted as other load.
     import subprocess
     import sys
-    import time
 
     from course_utils import OtherLoad
 
@@ -64,7 +63,6 @@ def test_other_load_counts_cpu_spent_by_another_process_not_by_this_one():
 def test_other_load_subtracts_this_process_and_reports_steal(monkeypatch):
     # On a fake clock and a fake /proc/stat: 2 s elapse; the machine was busy 3 s of CPU (at 100 ticks/s), this
     # process used 1.5 s of it, and the hypervisor stole 0.4 s: others = 1.5 s / 2 s, stolen = 0.2 cores.
-    import os
     from collections import namedtuple
 
     import course_utils.hardware as hw

@@ -6,18 +6,16 @@ cell (code outside exercise cells is never run by the grader; a case below shows
 the one check it earned (ex98.2), a report, and leave every other report byte for byte as it was; a correct
 submission graded before and after them all gets full marks both times.
 """
-import json
 import os
 import site
 import sys
 import uuid
 from pathlib import Path
 
-import nbformat
 import psutil
 import pytest
 
-from tests.nbfactory import code, guarded_notebook, write
+from tests.nbfactory import guarded_notebook, write
 from tools.grade import grade, grade_all
 from tools.kernel import Limits
 from tools.notebooks import ROOT

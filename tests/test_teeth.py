@@ -1,7 +1,4 @@
 """The teeth probe on small notebooks: it must see a toothless check, and say how each variant failed."""
-import nbformat
-import pytest
-
 from tests.nbfactory import code, raw, toy_notebook, write
 from tools.teeth import PROBE_TAG, probe, with_teeth
 

@@ -189,7 +189,8 @@ def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_facto
                           timeout=max(limits.cell_seconds, 120))
         ready = re.search(r"guard ready ([0-9a-f]{32})", boot.stdout)
         if boot.status != "ok" or not ready:
-            outcome["run"] = f"the grader's set-up failed in the kernel: {boot.message[-500:]}"
+            outcome["run"] = (kernel.dead_reason if not kernel.alive() else      # e.g. the overall limit ran out
+                              f"the grader's set-up failed in the kernel: {boot.message[-500:]}")
             return outcome
         secret = ready.group(1).encode()
 

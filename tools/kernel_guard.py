@@ -32,7 +32,7 @@ def install(module_names):
 
     # the builtins the guard calls, as they are now (before any submitted code)
     _vars, _setattr, _getattr, _delattr, _hasattr = vars, setattr, getattr, delattr, hasattr
-    _dict, _list, _set, _isinstance, _print, _callable = dict, list, set, isinstance, print, callable
+    _dict, _list, _set, _isinstance, _print = dict, list, set, isinstance, print
     _ModuleType, _reload, _new = types.ModuleType, importlib.reload, hmac.new
     _sha256, _settrace, _setprofile = hashlib.sha256, sys.settrace, sys.setprofile
     _tsettrace, _tsetprofile = threading.settrace, threading.setprofile
