@@ -42,6 +42,8 @@ def sandboxed(tmp_path, script, **settings):
 def test_the_program_sees_only_its_views_and_cannot_write_them(tmp_path):
     done, status = sandboxed(tmp_path, f"id -u; ls {ROOT}; ls /proc | grep -c '^[0-9]'; "
                                        f"touch {ROOT}/course_utils/x 2>&1; touch $HOME/mine && echo home-ok")
+    if any(k.startswith("namespaces") for k in status["off"]):
+        pytest.skip(f"Linux refuses this user namespaces here: {status['off']}")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     if os.geteuid() == 0:
