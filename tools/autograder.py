@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .grade import grade
+from .grade import empty_report, grade
 from .notebooks import NOTEBOOK_DIR, ROOT, read
 
 SETUP_SH = """#!/usr/bin/env bash
@@ -123,8 +123,7 @@ def run(root: Path) -> dict:
     work = Path(tempfile.mkdtemp(prefix="autograder-"))
     try:
         if not candidates:
-            report = {"notebook": "(none)", "score": 0, "total": 0, "checks": [], "errors": [], "hidden": {"passed": 0, "total": 0},
-                      "run": f"no notebook (.ipynb) in the submission: upload {notebook}", "missing_exercises": []}
+            report = empty_report("(none)", f"no notebook (.ipynb) in the submission: upload {notebook}")
         else:
             chosen = (exact or candidates)[0]
             copy = work / "submission" / chosen.name           # graded from a copy the grader owns
@@ -134,9 +133,7 @@ def run(root: Path) -> dict:
                 report = grade(copy, source / "notebooks", work / "reports", config["cell_timeout"],
                                config["total_timeout"], config.get("parameters") or None, expected=notebook)
             except Exception as err:                   # noqa: BLE001: Gradescope still gets a results.json
-                report = {"notebook": chosen.name, "score": 0, "total": 0, "checks": [], "errors": [],
-                          "hidden": {"passed": 0, "total": 0}, "missing_exercises": [],
-                          "run": f"the grader failed: {type(err).__name__}: {err}"}
+                report = empty_report(chosen.name, f"the grader failed: {type(err).__name__}: {err}")
             if len(candidates) > 1:
                 report["run"] += f"; graded {chosen.name} of {len(candidates)} notebooks in the submission"
         payload = results_json(report, notebook)

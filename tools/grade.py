@@ -112,19 +112,26 @@ def bound_names(source: str) -> set[str]:
     return names
 
 
-def imported(source: str) -> tuple[set[str], set[str]]:
-    """(aliases a cell binds to modules, top-level module names it imports), anywhere in the cell."""
+def imported_modules(source: str) -> set[str]:
+    """The top-level modules a cell imports, anywhere in the cell (the guard snapshots them before any submitted
+    code runs)."""
     tree = _python_of(source)
-    aliases, modules = set(), set()
+    modules = set()
     for node in ast.walk(tree) if tree is not None else ():
         if isinstance(node, ast.Import):
-            for a in node.names:
-                aliases.add(a.asname or a.name.split(".")[0])
-                modules.add(a.name.split(".")[0])
+            modules |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             modules.add(node.module.split(".")[0])
-            aliases |= {a.asname or a.name for a in node.names}
-    return aliases, modules
+    return modules
+
+
+def empty_report(notebook: str, run: str = "", **fields) -> dict:
+    """A report with no check run yet (every field the gradebook, feedback and Gradescope read), `run` saying why."""
+    report = {"notebook": notebook, "instructor": None, "score": 0, "total": 0, "checks": [], "errors": [], "run": run,
+              "hidden": {"passed": 0, "total": 0}, "protections": {"on": [], "off": {}}, "missing_exercises": [],
+              "members": [], "fingerprint": ""}
+    report.update(fields)
+    return report
 
 
 @dataclass
@@ -133,20 +140,19 @@ class Step:
     index: int                      # the cell's index in the instructor notebook
     source: str
     id: str = ""                    # exercise or check id
-    hidden: bool = False
-    names: set = field(default_factory=set)   # exercise: names it may define; setup: aliases it imports
+    names: set = field(default_factory=set)   # exercise: names it may define; setup: names it binds
 
 
-def plan(submission_nb, instructor_nb) -> tuple[list[Step], list[str]]:
-    """The cells to run, in order, and the exercises the submission has no cell for."""
+def plan(submission_nb, instructor_nb, exercises: list) -> tuple[list[Step], list[str]]:
+    """The cells to run, in order, and the exercises (of `exercises`, the instructor's) the submission has no cell
+    for."""
     submitted: dict[str, str] = {}
     for cell in submission_nb.cells:
         for tag in cell_tags(cell):
             m = EXERCISE_TAG.match(tag)
             if m and cell.cell_type == "code" and m.group(1) not in submitted:
                 submitted[m.group(1)] = cell.source
-    exercises = {ex.cell: ex for ex in find_exercises(instructor_nb)}
-    hidden = {cid for ex in exercises.values() for cid in ex.hidden}
+    exercises = {ex.cell: ex for ex in exercises}
     steps, missing = [], []
     for index, cell in enumerate(instructor_nb.cells):
         if cell.cell_type != "code":
@@ -159,9 +165,9 @@ def plan(submission_nb, instructor_nb) -> tuple[list[Step], list[str]]:
                 source = replace_solutions(cell.source, lambda indent, i=ex.id: stub_lines(i))
             steps.append(Step("exercise", index, source, ex.id, names=bound_names(cell.source)))
         elif check_id(cell):
-            steps.append(Step("check", index, cell.source, check_id(cell), hidden=check_id(cell) in hidden))
+            steps.append(Step("check", index, cell.source, check_id(cell)))
         else:
-            steps.append(Step("setup", index, cell.source, names=imported(cell.source)[0] | bound_names(cell.source)))
+            steps.append(Step("setup", index, cell.source, names=bound_names(cell.source)))
     return steps, missing
 
 
@@ -252,8 +258,7 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
     `parameters` override the notebook's parameters cell (as papermill -p does), e.g. smaller sizes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    report = {"notebook": submission.name, "instructor": None, "score": 0, "total": 0, "checks": [], "errors": [], "run": "",
-              "hidden": {"passed": 0, "total": 0}, "protections": {"on": [], "off": {}}, "missing_exercises": [], "members": [], "fingerprint": fingerprint}
+    report = empty_report(submission.name, fingerprint=fingerprint)
     try:
         submission_nb = read(submission)
     except Exception as err:                                 # noqa: BLE001
@@ -282,8 +287,8 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
     if load_error:
         report["run"] = load_error
     else:
-        steps, report["missing_exercises"] = plan(submission_nb, instructor_nb)
-        modules = set().union(*(imported(s.source)[1] for s in steps if s.kind == "setup"))
+        steps, report["missing_exercises"] = plan(submission_nb, instructor_nb, exercises)
+        modules = set().union(*(imported_modules(s.source) for s in steps if s.kind == "setup"))
         limits = limits or Limits(cell_seconds=cell_timeout, total_seconds=total_timeout)
         outcome = run_steps(steps, modules, limits)
         results, report["errors"], report["run"] = outcome["checks"], outcome["errors"], outcome["run"]
@@ -487,18 +492,24 @@ def submission_files(target: Path) -> list[Path]:
     raise FileNotFoundError(f"{target} does not exist")
 
 
-def fingerprint(submission: Path, instructor_dir: Path, parameters: dict | None, limits: Limits | None,
-                expected: str | None = None, timeouts: tuple = ()) -> str:
-    """What a report depends on: the submission's bytes, the instructor notebooks, the grader's and course_utils'
-    code, and the settings. A submission whose fingerprint matches its report's is not graded again."""
-    h = hashlib.sha256(submission.read_bytes())
+def grading_digest(instructor_dir: Path, parameters: dict | None, limits: Limits | None,
+                   expected: str | None = None, timeouts: tuple = ()) -> bytes:
+    """What every report of a class depends on besides its submission: the instructor notebooks, the grader's and
+    course_utils' code, and the settings (read once per class, not once per submission)."""
+    h = hashlib.sha256()
     for p in sorted(instructor_dir.glob("*.ipynb")):
         h.update(p.name.encode() + p.read_bytes())
     here = Path(__file__).parent
     for p in sorted(here.glob("*.py")) + sorted((here.parent / "course_utils").glob("*.py")):
         h.update(p.name.encode() + p.read_bytes())
     h.update(json.dumps([parameters or {}, repr(limits), expected, list(timeouts)], sort_keys=True, default=str).encode())
-    return h.hexdigest()
+    return h.digest()
+
+
+def fingerprint(submission: Path, grading: bytes) -> str:
+    """A submission's bytes with `grading_digest`: a submission whose fingerprint matches its report's is not
+    graded again."""
+    return hashlib.sha256(grading + submission.read_bytes()).hexdigest()
 
 
 def grade_all(target: Path, instructor_dir: Path, out_dir: Path, jobs: int = 1, cell_timeout: int = 120,
@@ -513,9 +524,10 @@ def grade_all(target: Path, instructor_dir: Path, out_dir: Path, jobs: int = 1, 
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     out_dir.mkdir(parents=True, exist_ok=True)
     files = submission_files(target)
+    grading = grading_digest(instructor_dir, parameters, limits, expected, (cell_timeout, total_timeout))
 
     def one(path: Path) -> dict:
-        digest = fingerprint(path, instructor_dir, parameters, limits, expected, (cell_timeout, total_timeout))
+        digest = fingerprint(path, grading)
         previous = out_dir / f"{report_key(path)}.json"
         if resume and previous.is_file():
             try:
@@ -528,18 +540,14 @@ def grade_all(target: Path, instructor_dir: Path, out_dir: Path, jobs: int = 1, 
                 return old
         if path.suffix != ".ipynb":
             start = time.perf_counter()
-            report = {"notebook": path.name, "instructor": None, "score": 0, "total": 0, "checks": [], "errors": [],
-                      "run": "not a notebook (.ipynb): nothing was graded", "hidden": {"passed": 0, "total": 0},
-                      "protections": {"on": [], "off": {}}, "missing_exercises": [], "members": [], "fingerprint": digest}
+            report = empty_report(path.name, "not a notebook (.ipynb): nothing was graded", fingerprint=digest)
             return _write(report, out_dir, path, time.perf_counter() - start)
         try:
             return grade(path, instructor_dir, out_dir, cell_timeout, total_timeout, parameters, limits,
                          fingerprint=digest, expected=expected)
         except Exception as err:                             # noqa: BLE001: one submission never stops the class
-            report = {"notebook": path.name, "instructor": None, "score": 0, "total": 0, "checks": [], "errors": [],
-                      "run": f"the grader failed on this submission: {type(err).__name__}: {err}",
-                      "hidden": {"passed": 0, "total": 0}, "protections": {"on": [], "off": {}},
-                      "missing_exercises": [], "members": [], "fingerprint": digest}
+            report = empty_report(path.name, f"the grader failed on this submission: {type(err).__name__}: {err}",
+                                  fingerprint=digest)
             return _write(report, out_dir, path, 0.0)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads: each waits on its own kernel process

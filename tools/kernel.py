@@ -198,35 +198,29 @@ class SandboxedKernel:
                                   seconds=now - start)
             if self._proc.poll() is not None:
                 self.kill("the kernel died (a crash, os._exit, a signal, or out of memory)")
-                return CellResult("dead", evalue=self.dead_reason, stdout="".join(stdout)[:keep], seconds=now - start)
+                return CellResult("dead", evalue=self.dead_reason, stdout="".join(stdout)[-keep:], seconds=now - start)
             try:
                 msg = self._client.get_iopub_msg(timeout=0.2)
             except Empty:
                 continue
             kind, content = msg["msg_type"], msg["content"]
-            size = len(json.dumps(content, default=str).encode())
+            # every message the kernel sends while the cell runs counts, errors and other parents' included
+            result.output_bytes += len(json.dumps(content, default=str).encode())
+            if result.output_bytes > self.limits.output_bytes:
+                self.kill(f"a cell printed more than {self.limits.output_bytes:,} bytes")
+                return CellResult("output limit", evalue=self.dead_reason, stdout="".join(stdout)[-keep:],
+                                  output_bytes=result.output_bytes, seconds=time.monotonic() - start)
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                result.output_bytes += size if kind != "status" else 0   # sent under another parent: counted too
-                if result.output_bytes > self.limits.output_bytes:
-                    self.kill(f"a cell printed more than {self.limits.output_bytes:,} bytes")
-                    return CellResult("output limit", evalue=self.dead_reason, output_bytes=result.output_bytes,
-                                      seconds=time.monotonic() - start)
                 continue
             if kind == "status" and content.get("execution_state") == "idle":
                 idle = True
-            else:
-                result.output_bytes += size                   # every message a cell causes counts, errors too
-            if kind == "stream" and content.get("name") == "stdout":
+            elif kind == "stream" and content.get("name") == "stdout":
                 stdout.append(content.get("text", ""))
             elif kind == "error":
                 result.ename, result.evalue = content.get("ename", ""), content.get("evalue", "")
                 result.traceback = _strip_ansi("\n".join(content.get("traceback", [])))[-4000:]
                 if result.status == "ok":
                     result.status = "error"
-            if result.output_bytes > self.limits.output_bytes:
-                self.kill(f"a cell printed more than {self.limits.output_bytes:,} bytes")
-                return CellResult("output limit", evalue=self.dead_reason, stdout="".join(stdout)[:keep],
-                                  output_bytes=result.output_bytes, seconds=time.monotonic() - start)
         reply = self._reply(msg_id)
         if reply is None and result.status == "ok":
             result.status, result.ename, result.evalue = "error", "NoReply", "the kernel sent no reply to this cell"
