@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 # public name -> the submodule that defines it
 _HOME = {
     "PowerLawFit": "analysis", "fit_power_law": "analysis",
-    "assert_close": "checks", "check_equal": "checks", "check_that": "checks",
+    "assert_close": "checks", "check_equal": "checks", "check_that": "checks", "plain": "checks",
     "Split": "data", "load_digits_split": "data",
     "get_device": "device", "is_available": "device", "seed_everything": "device", "synchronize": "device",
     "GPT": "gpt", "GPTConfig": "gpt",

@@ -36,11 +36,9 @@ def _to_numpy(value: Any, name: str, failure: type[Exception] = AssertionError) 
         raise failure(f"{name} is None: did the function forget to `return` its result?")
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
-        # the tensor's own C methods, whatever a subclass overrides; numpy has no bfloat16, so widen first
-        with torch._C.DisableTorchFunction():
-            tensor = torch._C.TensorBase.detach(value).cpu()
-            tensor = tensor.double() if tensor.is_floating_point() else tensor
-            value = tensor.numpy()
+        tensor = _plain_tensor(torch, value, name, failure)
+        with torch._C.DisableTorchFunction():     # numpy has no bfloat16, so widen first
+            value = (tensor.double() if tensor.is_floating_point() else tensor).numpy()
     elif not _plain_values(value):
         raise failure(f"{name} must be a number, a list of numbers, a NumPy array or a torch tensor, "
                       f"got {type(value).__name__}")
@@ -51,6 +49,43 @@ def _to_numpy(value: Any, name: str, failure: type[Exception] = AssertionError) 
     if array.dtype == object:
         raise failure(f"{name} cannot be compared numerically (got {type(value).__name__})")
     return array
+
+
+def _plain_tensor(torch: Any, value: Any, name: str, failure: type[Exception] = AssertionError) -> Any:
+    """A new torch.Tensor (the class itself, on the CPU) with a copy of `value`'s data, read with the tensor's own C
+    methods: a subclass that overrides __torch_function__, methods or attributes has no say in what comes out, and
+    one that intercepts the dispatcher (__torch_dispatch__) is refused, since even C methods would call its code."""
+    with torch._C.DisableTorchFunction():
+        if torch._C._dispatch_keys(value).has(torch._C.DispatchKey.Python):
+            raise failure(f"{name} is a {type(value).__name__} that intercepts PyTorch's dispatcher: return a plain "
+                          f"torch.Tensor")
+        tensor = torch._C.TensorBase.clone(torch._C.TensorBase.detach(value).cpu())
+    if type(tensor) is not torch.Tensor:                           # pragma: no cover - defensive
+        raise failure(f"{name} could not be read as a plain torch.Tensor")
+    return tensor
+
+
+def plain(value: Any, name: str = "result") -> Any:
+    """A copy of a function's result that a check can compute with safely: a torch tensor (of any subclass)
+    becomes a new plain torch.Tensor on the CPU with the same data and dtype; a NumPy array a new array; a tuple or
+    list element by element; numbers, strings and None stay. Anything else fails the check: an object of the
+    student's own class could answer a check's questions (its shape, its sum, ==) however it likes."""
+    torch = sys.modules.get("torch")
+    kind = type(value)
+    if torch is not None and isinstance(value, torch.Tensor):
+        return _plain_tensor(torch, value, name)
+    if kind in _EXACT:
+        return value
+    if kind is _np.ndarray:
+        if value.dtype == object:
+            raise AssertionError(f"{name} is a NumPy array of Python objects; return numbers")
+        return value.copy()
+    if isinstance(value, _np.generic) and kind.__module__ == "numpy":
+        return kind(value)
+    if kind in (tuple, list):
+        return kind(plain(v, f"{name}[{i}]") for i, v in enumerate(value))
+    raise AssertionError(f"{name} must be a tensor, an array, a number, or a tuple or list of them; "
+                         f"got {kind.__name__}")
 
 
 def _with_hint(message: str, hint: str | None) -> str:

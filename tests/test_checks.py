@@ -129,3 +129,42 @@ def test_check_equal_compares_built_in_values_and_never_asks_an_object():
         check_equal(Int(3), 6, "double(3)")
     with pytest.raises(TypeError, match="the expected value is a object"):
         check_equal(1, object(), "bad check")
+
+
+class _Liar(torch.Tensor):
+    """A tensor subclass that answers every torch function (sum, ==, shape...) with what a check wants to hear."""
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        return torch.tensor(True)
+
+
+class _Dispatcher(torch.Tensor):
+    """A wrapper subclass whose __torch_dispatch__ answers every operator, even the C methods, with ones."""
+    @staticmethod
+    def __new__(cls, like):
+        return torch.Tensor._make_wrapper_subclass(cls, like.shape, dtype=like.dtype)
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        return torch.ones(3)
+
+
+def test_plain_reads_a_tensor_subclass_as_its_data_and_refuses_what_it_cannot_read():
+    from course_utils import plain
+
+    liar = torch.zeros(3).as_subclass(_Liar)
+    assert bool(liar == 5) and bool(torch.equal(liar, torch.ones(3)))        # what a check would otherwise see
+    copy = plain(liar, "liar")
+    assert type(copy) is torch.Tensor and torch.equal(copy, torch.zeros(3))
+    copy += 1                                                                # a copy: the student's tensor is untouched
+    assert torch.equal(torch.Tensor.as_subclass(liar, torch.Tensor), torch.zeros(3))
+    with pytest.raises(AssertionError, match="intercepts PyTorch's dispatcher: return a plain torch.Tensor"):
+        plain(_Dispatcher(torch.zeros(3)), "answer")
+    with pytest.raises(AssertionError, match="intercepts PyTorch's dispatcher"):
+        assert_close(_Dispatcher(torch.zeros(3)), torch.ones(3))             # it would claim to be all ones
+    with pytest.raises(AssertionError, match="answer must be a tensor, an array, a number, or a tuple or list"):
+        plain(object(), "answer")
+    with pytest.raises(AssertionError, match=r"answer\[1\]\[0\] must be"):
+        plain((1.0, [np.arange(3).view(np.matrix)]), "answer")               # an ndarray subclass, nested
+    nested = plain((torch.ones(2, requires_grad=True), [np.float32(1.5), 2, "s", None]), "answer")
+    assert type(nested) is tuple and not nested[0].requires_grad and type(nested[1][0]) is np.float32

@@ -24,6 +24,53 @@ WRONG = "def double(x):\n    return x + FACTOR\n"
 PLANTED = f"workbook_planted_{uuid.uuid4().hex[:8]}"
 SITE = Path(site.getsitepackages()[0]) if hasattr(site, "getsitepackages") else Path(sys.prefix)
 
+# An impostor for numpy whose arange makes 2 * np.arange(4.0) equal the wrong double(np.arange(4.0)).
+FAKE_NP = ("import numpy as _real_np\nclass FakeNp:\n    def __getattr__(self, name):\n        return getattr(_real_np, name)\n"
+           "    def arange(self, n, *a, **k):\n        return (_real_np.arange(n) + FACTOR) / 2\n")
+
+# Search everything reachable from the notebook's names (dicts, closures) for a 32-byte key, as a submission did
+# when the guard's entry points sat in the namespace; with a key, replace sys.audit (which the grader's commands
+# call) by a forger of the guard's proofs, following its protocol.
+GUARD_HUNT = r"""
+import sys, hmac, hashlib
+def _hunt():
+    seen, found, todo = set(), [], list(get_ipython().user_ns.values())
+    for _ in range(4):
+        following = []
+        for v in todo:
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            if isinstance(v, bytes) and len(v) == 32:
+                found.append(v)
+            if isinstance(v, dict):
+                following += list(v.values())
+            for c in (getattr(v, '__closure__', None) or ()):
+                try:
+                    following.append(c.cell_contents)
+                except ValueError:
+                    pass
+        todo = following
+    return found
+_keys = _hunt()
+if _keys:
+    _key = _keys[0]
+    def _forge(event, *args):
+        if event != 'workbook.guard':
+            return
+        nonce, entry, *rest = args
+        if entry == 'check':
+            name, sealed = rest
+            data = bytes.fromhex(sealed)
+            stream = b''.join(hmac.new(_key, f'source\0{nonce}\0{i}'.encode(), hashlib.sha256).digest()
+                              for i in range(0, len(data), 32))
+            rest = [name, bytes(a ^ b for a, b in zip(data, stream)).decode()]
+        payload = hashlib.sha256(repr(tuple(rest)).encode()).hexdigest()
+        print(hmac.new(_key, f'{entry}\0{nonce}\0{payload}'.encode(), hashlib.sha256).hexdigest())
+    sys.audit = _forge
+print('keys found:', len(_keys))
+"""
+
 ATTACKS = {
     "rebinds the check helpers":
         "check_that = lambda *a, **k: None\nassert_close = lambda *a, **k: None\n",
@@ -72,6 +119,53 @@ ATTACKS = {
         "    if event == 'call' and frame.f_code.co_name == 'assert_close':\n"
         "        frame.f_locals['actual'] = frame.f_locals['expected']\n"
         "sys.settrace(tracer)\n",
+    # From inside the function a check calls: make the check's own expected value, computed after the call from
+    # np.arange, equal the wrong answer by swapping `np` for an impostor, reaching the check's globals each way.
+    "rebinds a name the check reads after calling the function":
+        FAKE_NP + "def double(x):\n    globals()['np'] = FakeNp()\n    return x + FACTOR\n",
+    "reaches the check's globals through sys._getframe":
+        FAKE_NP + "import sys\ndef double(x):\n    sys._getframe(1).f_globals['np'] = FakeNp()\n    return x + FACTOR\n",
+    "reaches the check's globals through a traceback":
+        FAKE_NP + "def double(x):\n    try:\n        raise ValueError\n    except ValueError as err:\n"
+        "        err.__traceback__.tb_frame.f_back.f_globals['np'] = FakeNp()\n    return x + FACTOR\n",
+    "reaches the check's globals through ctypes":
+        FAKE_NP + "import ctypes\nctypes.pythonapi.PyEval_GetFrame.restype = ctypes.py_object\n"
+        "def double(x):\n    ctypes.pythonapi.PyEval_GetFrame().f_back.f_globals['np'] = FakeNp()\n    return x + FACTOR\n",
+    "finds the check's namespace with the garbage collector":
+        FAKE_NP + "import gc\ndef double(x):\n    for d in gc.get_objects():\n"
+        "        if type(d) is dict and 'assert_close' in d and 'np' in d:\n            d['np'] = FakeNp()\n"
+        "    return x + FACTOR\n",
+    "compiles its helper under a library's file name":
+        FAKE_NP + "import numpy, sys\nexec(compile('import sys\\ndef caller():\\n    return sys._getframe(2)\\n', numpy.__file__, 'exec'))\n"
+        "def double(x):\n    caller().f_globals['np'] = FakeNp()\n    return x + FACTOR\n",
+    "forges a code object's file name":
+        FAKE_NP + "import numpy, sys\ndef caller():\n    return sys._getframe(2)\n"
+        "caller.__code__ = caller.__code__.replace(co_filename=numpy.__file__)\n"
+        "def double(x):\n    caller().f_globals['np'] = FakeNp()\n    return x + FACTOR\n",
+    "patches the helpers' NumPy from a thread that keeps running":
+        "import sys, threading\nsys.setswitchinterval(1e-6)\n"
+        "def patch():\n    while True:\n        sys.modules['course_utils.checks']._np.all = lambda *a, **k: True\n"
+        "threading.Thread(target=patch, daemon=True).start()\n",
+    "looks for the grader's key and entry points to forge its proofs":
+        GUARD_HUNT,
+    "rebinds a module the helpers build their references from":
+        "import types\nclass _Liar:\n    def __init__(self, **kw):\n        self.__dict__.update(kw)\n"
+        "        self.all = lambda *a, **k: True\n        self.any = lambda *a, **k: False\n"
+        "types.SimpleNamespace = _Liar\n",
+    "patches the NumPy internals np.all calls":
+        "import numpy._core.fromnumeric as _fn\n"
+        "_fn._wrapreduction_any_all = lambda a, ufunc, method, *r, **k: method == 'all'\n",
+    "imports its helper through a path that starts in a library folder":
+        FAKE_NP + "import sysconfig, importlib.util\n"
+        "open('/tmp/helper_lib.py', 'w').write('import sys\\ndef grab():\\n    return deeper()\\ndef deeper():\\n    return deepest()\\n'\n"
+        "                                     'def deepest():\\n    return sys._getframe(4)\\n')\n"
+        "_path = sysconfig.get_paths()['purelib'] + '/../../../../../../../../tmp/helper_lib.py'\n"
+        "def double(x):\n    spec = importlib.util.spec_from_file_location('helper_lib', _path)\n"
+        "    mod = importlib.util.module_from_spec(spec)\n    spec.loader.exec_module(mod)\n"
+        "    mod.grab().f_globals['np'] = FakeNp()\n    return x + FACTOR\n",
+    "fills the grader's disk through its socket folder":
+        "import os, sys\nfolder = os.path.dirname(sys.argv[sys.argv.index('-f') + 1])\n"
+        "with open(os.path.join(folder, 'fill'), 'wb') as f:\n    f.write(b'0' * (64 << 20))\n",
     "reads the instructor's solution":
         "import json\nsource = ''.join(json.load(open(@instructor@))['cells'][2]['source'])\n"
         "exec(source.replace('### BEGIN SOLUTION', '').replace('### END SOLUTION', ''))\n",
@@ -100,11 +194,14 @@ ATTACKS = {
 # earns nothing; every other attack leaves the run finished and ex98.2 passed (killing "everything" from inside the
 # sandbox reaches only the sandbox's own processes, and its first process ignores it).
 STOPS_THE_RUN = {"floods its output", "echoes every token the grader sends", "replaces the shell's run_cell",
-                 "rewrites the checks with an input transformer"}
+                 "rewrites the checks with an input transformer",
+                 # a thread of the submission's still running: no later check can be trusted, so none passes
+                 "patches the helpers' NumPy from a thread that keeps running"}
 
 # Attacks only a protection of the sandbox stops; where Linux refuses that protection (a container without
 # namespaces, say) the grader says so in every report, and the case is skipped here with that reason.
 NEEDS = {"reads the instructor's solution": "private root file system",
+         "fills the grader's disk through its socket folder": "socket folder closed",
          "writes another submission's report": "private root file system",
          "plants a file in the grader's Python environment": "private root file system",
          "kills the grader's processes": "namespaces"}
@@ -139,7 +236,7 @@ def graded(tmp_path_factory):
         d.mkdir()
     instructor_path = write(guarded_notebook(), instructor / "98_guarded.ipynb")
     limits = Limits(cell_seconds=5, total_seconds=60, output_bytes=1 << 20,
-                    sandbox={"memory_bytes": 3 << 30, "processes": 200})
+                    sandbox={"memory_bytes": 3 << 30, "processes": 64})
     fill = dict(instructor=str(instructor_path), out=str(out), site=str(SITE), planted=PLANTED,
                 course_utils=str(ROOT / "course_utils"), grader_pid=os.getpid())
     reports = {"victim": grade(write(submission(solved=True), subs / "victim_98_guarded.ipynb"), instructor, out, limits=limits)}
@@ -153,7 +250,9 @@ def graded(tmp_path_factory):
         for key, value in fill.items():
             attack = attack.replace(f"@{key}@", repr(value))
         write(submission(attack), attacks / f"attack{i:02d}_98_guarded.ipynb")
+    (attacks / "zz_link_98_guarded.ipynb").symlink_to(instructor_path)   # a link to the solution, handed in
     graded = grade_all(attacks, instructor, out, jobs=2, limits=limits)
+    reports["a link to the instructor's notebook"] = graded.pop()
     reports.update({name: r for name, r in zip([n for n in ATTACKS if not NEEDS.get(n) or NEEDS[n] in on], graded)})
     reports["after"] = grade(write(submission(solved=True), subs / "after_98_guarded.ipynb"), instructor, out, limits=limits)
     tempfile.tempdir = saved_tempdir
@@ -183,6 +282,14 @@ def test_an_attack_earns_only_the_exercise_it_solved(graded, attack):
     assert {"ex98.1", "ex98.1.array"} <= set(failed) and all(failed.values()), failed
 
 
+def test_a_link_is_not_graded_as_the_file_it_names(graded):
+    # Handed in as a symbolic link to the instructor's notebook (or to any file the grader may read), it would
+    # score full marks, or show that file's first bytes in the feedback.
+    report = graded["reports"]["a link to the instructor's notebook"]
+    assert report["notebook"] == "zz_link_98_guarded.ipynb" and report["score"] == 0, report
+    assert "not a regular file" in report["run"], report["run"]
+
+
 def test_every_other_report_is_left_byte_for_byte(graded):
     require(graded, "writes another submission's report")
     out = graded["out"]
@@ -203,6 +310,9 @@ def test_the_limits_that_stopped_an_attack_are_named(graded):
     assert any("Timeout of 5 seconds exceeded" in e["message"] for e in loop["errors"]), loop["errors"]
     hog = reports["allocates more memory than it may"]
     assert any("MemoryError" in e["message"] for e in hog["errors"]), hog["errors"]
+    if "fills the grader's disk through its socket folder" in reports:
+        fill = reports["fills the grader's disk through its socket folder"]
+        assert any("PermissionError" in e["message"] for e in fill["errors"]), fill["errors"]
     flood = reports["floods the machine with processes"]
     assert any("BlockingIOError" in e["message"] or "Resource temporarily unavailable" in e["message"]
                for e in flood["errors"]), flood["errors"]
@@ -239,3 +349,40 @@ def test_nothing_a_submission_started_outlives_its_grading(graded):
         time.sleep(0.5)                    # waiting on the kernel's own teardown, bounded; never a fixed sleep
     assert not left, f"processes of graded submissions are still running: {left}"
     assert not list(graded["scratch"].iterdir()), "kernel folders were left behind"
+
+
+def test_a_hidden_check_s_source_never_reaches_the_submission(tmp_path):
+    # A submission's function, called by the checks and by a later cell, looks for a hidden check's text wherever
+    # the kernel keeps sources (the line cache of tracebacks, IPython's input history and namespace) and raises it
+    # in an error message, which the feedback shows. The hidden check's source travels encrypted and is never
+    # cached, so nothing of it comes out.
+    from tests.nbfactory import code, notebook
+
+    marker = "HIDDEN-" + uuid.uuid4().hex[:12]
+    instructor = notebook(
+        code("import numpy as np\nfrom course_utils import assert_close"),
+        code("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION", "exercise-ex97.1"),
+        code("assert_close(double(np.ones(2)), np.full(2, 2.0), name='double(ones)')", "check-ex97.1"),
+        code(f"# {marker}: the hidden-check-text\nassert_close(double(np.arange(3.0)), 2 * np.arange(3.0), name='x')",
+             "check-ex97.1.more", "hidden"),
+        code("print(double(1))"),
+    )
+    leak = ("import linecache, sys\n"
+            "def double(x):\n"
+            "    ip = get_ipython()\n"
+            "    places = [''.join(v[2]) for v in list(linecache.cache.values()) if len(v) > 2 and v[2]]\n"
+            "    places += [str(v) for v in ip.user_ns.values() if isinstance(v, (str, list))]\n"
+            "    places += list(getattr(ip.history_manager, 'input_hist_raw', []) or [])\n"
+            "    found = [p for p in places if 'hidden-check' + '-text' in p]   # (not found in this very source)\n"
+            "    if found:\n"
+            "        raise ValueError('LEAKED ' + found[0][:300])\n"
+            "    return x + 2\n")
+    (tmp_path / "i").mkdir()
+    write(instructor, tmp_path / "i" / "97_hidden.ipynb")
+    submission_nb = notebook(*[code(c.source, *c.metadata.get("tags", [])) for c in instructor.cells[1:]])
+    next(c for c in submission_nb.cells if "exercise-ex97.1" in c.metadata.get("tags", [])).source = leak
+    report = grade(write(submission_nb, tmp_path / "leak_97_hidden.ipynb"), tmp_path / "i", tmp_path / "out",
+                   limits=Limits(cell_seconds=10, total_seconds=60))
+    assert report["run"] == "finished" and report["score"] == 0, report
+    for path in (tmp_path / "out").iterdir():
+        assert marker not in path.read_text(errors="replace"), f"the hidden check's text reached {path.name}"

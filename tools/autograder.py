@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import shutil
 import stat
 import sys
@@ -117,8 +118,12 @@ def run(root: Path) -> dict:
     config = json.loads((source / "autograder.json").read_text())
     notebook = config["notebook"]
     results.mkdir(parents=True, exist_ok=True)
-    candidates = sorted((root / "submission").rglob("*.ipynb"))
-    candidates = [p for p in candidates if ".ipynb_checkpoints" not in p.parts]
+    candidates = []                       # regular files only, found without following links
+    for folder, dirs, files in os.walk(root / "submission", followlinks=False):
+        dirs[:] = [d for d in dirs if d != ".ipynb_checkpoints"]
+        candidates += [Path(folder) / f for f in files
+                       if f.endswith(".ipynb") and (Path(folder) / f).is_file() and not (Path(folder) / f).is_symlink()]
+    candidates.sort()
     exact = [p for p in candidates if p.name == notebook]
     work = Path(tempfile.mkdtemp(prefix="autograder-"))
     try:

@@ -8,10 +8,11 @@ nor change the experiments the checks read; an exercise cell missing from the su
 The kernel runs in a sandbox (tools.sandbox: its own file system view without the instructor notebooks, other
 submissions or reports, no network, resource limits, an unprivileged user) and the grader drives it from outside
 (tools.kernel), cell by cell, with a timeout per cell, a cap on output, and an overall limit. Before each check the
-grader restores what checks rely on (tools.kernel_guard) and has the kernel print a fresh token; after an exercise
-cell, every name the notebook had bound before it, other than the ones the exercise defines, is bound back. A check
-passes only when the kernel's reply says it completed and it printed the token the grader sent with it; the
-report is built by the grader from those replies. A missing check cell, a dead kernel or a run out of time is a
+grader restores what checks rely on (tools.kernel_guard), runs the check in a copy of the notebook's namespace, and
+has the guard verify that nothing the check relies on changed while it ran; after an exercise cell, every name the
+notebook had bound before it, other than the ones the exercise defines, is bound back. A check passes only when the
+kernel's reply says it completed and it printed the keyed hash of a nonce the grader sent with it; the report is
+built by the grader from those replies. A missing check cell, a dead kernel or a run out of time is a
 failed check, never a lost report.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import ast
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import sys
@@ -177,7 +179,6 @@ def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_facto
     rely on; an exercise after which the guard cannot prove it bound the notebook's names back leaves every later
     check failed ("tampered")."""
     outcome = {"checks": {}, "errors": [], "run": "finished", "protections": {"on": [], "off": {}}}
-    guard = "_workbook_guard_" + secrets.token_hex(8)
     kernel = kernel_factory(limits)
     try:
         kernel.start()
@@ -191,7 +192,7 @@ def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_facto
         boot = kernel.run("import builtins as _b\n"
                           f"_g = {{'__builtins__': _b, 'get_ipython': get_ipython, '__name__': 'workbook_guard'}}\n"
                           f"exec(compile({GUARD_SOURCE!r}, 'workbook_guard', 'exec'), _g)\n"
-                          f"{guard} = _g['install']({sorted(modules)!r})\ndel _g, _b",
+                          f"_g['install']({sorted(modules)!r})\ndel _g, _b",
                           timeout=max(limits.cell_seconds, 120))
         ready = re.search(r"guard ready ([0-9a-f]{32})", boot.stdout)
         if boot.status != "ok" or not ready:
@@ -201,11 +202,23 @@ def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_facto
         secret = ready.group(1).encode()
 
         def guarded(entry: str, *args) -> tuple[bool, str]:
-            """Call one of the guard's entry points; True only with the keyed hash of a fresh nonce back."""
+            """Call one of the guard's entry points (through an audit event: the guard keeps them, and its key, where
+            submitted code cannot reach); True only with the keyed hash of (entry, a fresh nonce, the arguments)."""
             nonce = secrets.token_hex(16)
-            r = kernel.run(f"{guard}[{entry!r}]({nonce!r}{''.join(', ' + repr(a) for a in args)})")
-            proof = hmac.new(secret, nonce.encode(), hashlib.sha256).hexdigest()
-            return r.status == "ok" and proof in r.stdout, r.message
+            sent = args
+            if entry == "check":                     # the check's source travels encrypted with a key-derived stream
+                name, source = args
+                data = source.encode()
+                stream = b"".join(hmac.new(secret, f"source\0{nonce}\0{i}".encode(), hashlib.sha256).digest()
+                                  for i in range(0, len(data), 32))
+                sent = (name, bytes(a ^ b for a, b in zip(data, stream)).hex())
+            r = kernel.run(f"__import__('sys').audit('workbook.guard', {nonce!r}, {entry!r}"
+                           f"{''.join(', ' + repr(a) for a in sent)})")
+            payload = hashlib.sha256(repr(tuple(args)).encode()).hexdigest()
+            proof = hmac.new(secret, f"{entry}\0{nonce}\0{payload}".encode(), hashlib.sha256).hexdigest()
+            if r.status == "ok" and proof not in r.stdout:
+                return False, "the check did not complete (the grader's proof that it did never came back)"
+            return r.status == "ok", r.message
 
         tampered = ""
         for step in steps:
@@ -213,19 +226,10 @@ def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_facto
                 outcome["run"] = kernel.dead_reason
                 break
             if step.kind == "check":
-                ok, message = (False, tampered) if tampered else guarded("prove")
-                if not ok:
-                    result = (False, "the grader could not restore the checks' helpers before this check: "
-                                     + (message or "the kernel did not run the grader's code as sent")[-600:])
-                else:
-                    token = secrets.token_hex(16)
-                    r = kernel.run(step.source + f"\nprint({token!r})")
-                    if r.status == "ok" and token in r.stdout:
-                        result = (True, "")
-                    elif r.status == "ok":
-                        result = (False, "the check did not complete (its completion token never came back)")
-                    else:
-                        result = (False, r.message)
+                # the guard restores what checks rely on, runs the check in a copy of the namespace, and proves
+                # it completed with nothing it relies on changed meanwhile
+                ok, message = (False, tampered) if tampered else guarded("check", step.id, step.source)
+                result = (True, "") if ok else (False, message[-2000:] or "the check did not complete")
                 outcome["checks"].setdefault(step.id, []).append(result)
                 continue
             if step.kind == "exercise" and not tampered:
@@ -238,10 +242,8 @@ def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_facto
                 continue
             if step.kind == "exercise":
                 ok, message = guarded("restore_names", sorted(step.names))
-            elif step.names:
+            else:                                    # the guard notes the names and data this cell left
                 ok, message = guarded("remember", sorted(step.names))
-            else:
-                ok = True
             if not ok:
                 tampered = (f"after cell {step.index} the kernel stopped running the grader's code as sent "
                             f"({message[-300:] or 'no proof came back'})")
@@ -260,6 +262,8 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
     start = time.perf_counter()
     report = empty_report(submission.name, fingerprint=fingerprint)
     try:
+        if submission.is_symlink() or not submission.is_file():   # a link could name any file the grader can read
+            raise ValueError("not a regular file (a symbolic link or something else): hand in the notebook itself")
         submission_nb = read(submission)
     except Exception as err:                                 # noqa: BLE001
         submission_nb, load_error = None, f"not a readable notebook: {type(err).__name__}: {err}"
@@ -485,10 +489,10 @@ def _cell(value) -> str:
 def submission_files(target: Path) -> list[Path]:
     """A file, or every visible regular file of a folder (not only notebooks: anything a student handed in gets a
     row), sorted."""
-    if target.is_file():
+    if target.is_file() or target.is_symlink():
         return [target]
-    if target.is_dir():
-        return sorted(p for p in target.iterdir() if p.is_file() and not p.name.startswith("."))
+    if target.is_dir():                    # links get a row too (graded 0: a link is not a notebook handed in)
+        return sorted(p for p in target.iterdir() if (p.is_file() or p.is_symlink()) and not p.name.startswith("."))
     raise FileNotFoundError(f"{target} does not exist")
 
 
@@ -509,7 +513,8 @@ def grading_digest(instructor_dir: Path, parameters: dict | None, limits: Limits
 def fingerprint(submission: Path, grading: bytes) -> str:
     """A submission's bytes with `grading_digest`: a submission whose fingerprint matches its report's is not
     graded again."""
-    return hashlib.sha256(grading + submission.read_bytes()).hexdigest()
+    content = ("link:" + os.readlink(submission)).encode() if submission.is_symlink() else submission.read_bytes()
+    return hashlib.sha256(grading + content).hexdigest()
 
 
 def grade_all(target: Path, instructor_dir: Path, out_dir: Path, jobs: int = 1, cell_timeout: int = 120,

@@ -136,6 +136,18 @@ class SandboxedKernel:
         status_file = sockets / "status.json"
         if status_file.is_file():                         # read before any submitted code has run
             self.protections = json.loads(status_file.read_text())
+        # The socket folder is a view of the grader's disk: once the kernel has bound its sockets, it may no longer
+        # create files there (a submission could otherwise fill the grader's disk outside its size-limited scratch)
+        closed = "socket folder closed to the kernel's writes"
+        if uid is not None:
+            for path in [sockets, *sockets.iterdir()]:
+                os.chown(path, 0, 0, follow_symlinks=False)
+            os.chmod(sockets, 0o755)
+            if isinstance(self.protections, dict):
+                self.protections.setdefault("on", []).append(closed)
+        elif isinstance(self.protections, dict):
+            self.protections.setdefault("off", {})[closed] = ("the kernel runs as the grader's own user (no root "
+                                                              "to give it another), so it owns that folder")
         self.deadline = time.monotonic() + self.limits.total_seconds
 
     def _drain(self) -> None:
