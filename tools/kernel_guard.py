@@ -256,6 +256,7 @@ def install(module_names):
         return found
 
     _scalars = (type(None), bool, int, float, str)
+    _containers = (set, frozenset, dict, list, tuple)
     _callable, _map, _id = callable, map, id
 
     def benign(module_name, key, old, new):
@@ -270,8 +271,9 @@ def install(module_names):
             return False
         if old is None and (_startswith(key, "_") or _isinstance(new, _scalars)):
             return True                                     # state initialised on first use (tempfile.tempdir)
-        if _startswith(key, "_") and _isinstance(old, _scalars) and _isinstance(new, _scalars):
-            return True                                     # a private flag or counter
+        if _startswith(key, "_") and (_isinstance(old, _scalars) and _isinstance(new, _scalars)
+                                      or _type(old) is _type(new) and _type(old) in _containers):
+            return True                                     # a private flag, counter or registry
         return wrapped_by_library(new, old)
 
     def restore():
