@@ -104,8 +104,9 @@ def install(module_names):
     _getframe, _get_ident, _frozenset, _str, _open = sys._getframe, threading.get_ident, frozenset, str, open
     _RuntimeError, _startswith = RuntimeError, str.startswith
     _compile, _exec, _repr, _bytes, _bytearray, _zip = compile, exec, repr, bytes, bytearray, zip
-    writable = tuple(p.rstrip("/") + "/" for p in {os.getcwd(), os.path.expanduser("~"), "/tmp", "/dev/shm",
-                                                     os.environ.get("TMPDIR", "/tmp")} if p and p != "/")
+    # The library folders: in the sandbox they are read-only views (wherever they lie: a clone under /tmp keeps its
+    # virtual environment there), so a file under them is the library's own; without the sandbox the report says
+    # that protection was off.
     library = set()
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         path = sysconfig.get_paths().get(key)
@@ -114,7 +115,7 @@ def install(module_names):
             library.add(path.rstrip("/") + "/")
     if "course_utils" in modules and _getattr(modules["course_utils"], "__file__", None):
         library.add(os.path.dirname(modules["course_utils"].__file__).rstrip("/") + "/")
-    library = tuple(p for p in library if not _startswith(p, writable))
+    library = tuple(library)
     trusted_cells = {"workbook_guard"}         # cells the grader ran (compiled with no submission code on the stack)
     untrusted_cells = set()                    # cells compiled while an exercise cell ran
     state = {"exercise": False}
@@ -130,7 +131,7 @@ def install(module_names):
         known = library_files.get(filename)
         if known is None:                      # /usr/lib/python3/../../../tmp/x.py is not a library file
             path = _normpath(filename)
-            known = library_files[filename] = _startswith(path, library) and not _startswith(path, writable)
+            known = library_files[filename] = _startswith(path, library)
         return known
 
     def trusted(filename):
