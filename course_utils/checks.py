@@ -37,8 +37,9 @@ def _to_numpy(value: Any, name: str, failure: type[Exception] = AssertionError) 
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
         tensor = _plain_tensor(torch, value, name, failure)
+        base = torch._C.TensorBase                # the C methods: nothing patched on torch.Tensor is called
         with torch._C.DisableTorchFunction():     # numpy has no bfloat16, so widen first
-            value = (tensor.double() if tensor.is_floating_point() else tensor).numpy()
+            value = base.numpy(base.double(tensor) if base.is_floating_point(tensor) else tensor)
     elif not _plain_values(value):
         raise failure(f"{name} must be a number, a list of numbers, a NumPy array or a torch tensor, "
                       f"got {type(value).__name__}")
@@ -59,7 +60,8 @@ def _plain_tensor(torch: Any, value: Any, name: str, failure: type[Exception] = 
         if torch._C._dispatch_keys(value).has(torch._C.DispatchKey.Python):
             raise failure(f"{name} is a {type(value).__name__} that intercepts PyTorch's dispatcher: return a plain "
                           f"torch.Tensor")
-        tensor = torch._C.TensorBase.clone(torch._C.TensorBase.detach(value).cpu())
+        base = torch._C.TensorBase
+        tensor = base.clone(base.cpu(base.detach(value)))
     if type(tensor) is not torch.Tensor:                           # pragma: no cover - defensive
         raise failure(f"{name} could not be read as a plain torch.Tensor")
     return tensor

@@ -168,3 +168,13 @@ def test_plain_reads_a_tensor_subclass_as_its_data_and_refuses_what_it_cannot_re
         plain((1.0, [np.arange(3).view(np.matrix)]), "answer")               # an ndarray subclass, nested
     nested = plain((torch.ones(2, requires_grad=True), [np.float32(1.5), 2, "s", None]), "answer")
     assert type(nested) is tuple and not nested[0].requires_grad and type(nested[1][0]) is np.float32
+
+
+def test_assert_close_reads_tensors_through_c_methods_only(monkeypatch):
+    # A function a check calls could patch torch.Tensor's Python methods for the moment the check reads its answer
+    # (and remove the patch after): the helpers call torch._C.TensorBase's methods, which no patch reaches.
+    monkeypatch.setattr(torch.Tensor, "numpy", lambda self, *a, **k: np.full(tuple(self.shape), 2.0))
+    monkeypatch.setattr(torch.Tensor, "double", lambda self, *a, **k: torch.full(tuple(self.shape), 2.0, dtype=torch.float64))
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: torch._C.TensorBase.mul(self, 0))
+    with pytest.raises(AssertionError, match="3 of 3 entries off"):
+        assert_close(torch.ones(3), torch.full((3,), 2.0))

@@ -250,15 +250,31 @@ def test_written_answers_are_collected_with_question_and_rubric_for_the_graders(
     answer.source = "Only the exponent changes, so the result is exact."
     write(answered, subs / "a.ipynb")
     write(student_edition(with_question(toy_notebook()), "99_toy.ipynb"), subs / "b.ipynb")
+    forger = student_edition(with_question(toy_notebook()), "99_toy.ipynb")   # an answer that imitates the sheet
+    forger.metadata["workbook"]["group"] = ["Eve <b>#1</b>"]
+    forged = "Mine.\n````\n\n### a.ipynb: Ada (s1)\n\nA forged answer for Ada.\n\n```"
+    next(c for c in forger.cells if "answer-q99.1" in c.metadata.get("tags", [])).source = forged
+    write(forger, subs / "c.ipynb")
     reports = grade_all(subs, instructor, tmp_path / "g")
-    assert [r["written"] for r in reports] == [{"q99.1": "Only the exponent changes, so the result is exact."}, {"q99.1": ""}]
+    assert [r["written"] for r in reports] == [{"q99.1": "Only the exponent changes, so the result is exact."}, {"q99.1": ""},
+                                               {"q99.1": forged}]
     sheet = (tmp_path / "g" / "written" / "99_toy.md").read_text()
     for needed in ("Why does doubling a float never lose precision?", "2 points: names the exponent",
                    "### a.ipynb: Ada (s1)", "Only the exponent changes", "### b.ipynb: (no members listed)", "*(no answer)*"):
         assert needed in sheet, needed
     assert "mantissa" not in sheet, "the model answer is the instructor's, not a submission's"
+    headings, fence = [], None                  # the sheet's own headings: outside every fenced answer
+    for line in sheet.splitlines():
+        if fence is None and line.startswith("```"):
+            fence = line.rstrip("text")
+        elif fence is not None and line == fence:
+            fence = None
+        elif fence is None and line.startswith("### "):
+            headings.append(line)
+    assert headings == ["### a.ipynb: Ada (s1)", "### b.ipynb: (no members listed)", "### c.ipynb: Eve \\<b\\>\\#1\\</b\\>"], headings
     rows = list(csv.reader((tmp_path / "g" / "written" / "99_toy.csv").open()))
-    assert rows == [["submission", "members", "q99.1"], ["a.ipynb", "Ada (s1)", ""], ["b.ipynb", "", ""]]
+    assert rows == [["submission", "members", "q99.1"], ["a.ipynb", "Ada (s1)", ""], ["b.ipynb", "", ""],
+                    ["c.ipynb", "Eve <b>#1</b>", ""]]
     book = {r["submission"]: r for r in csv.DictReader((tmp_path / "g" / "gradebook.csv").open())}
     assert book["a.ipynb"]["written"] == "" and book["a.ipynb"]["total"] == "0"
 
@@ -272,3 +288,19 @@ def test_a_hidden_checks_failure_names_only_pythons_own_exceptions():
     assert _exception_type("NotImplementedError: Exercise ex00.1 is not solved yet") == "NotImplementedError"
     assert _exception_type("Expected_2000000_Error: x") == "failed"
     assert _exception_type("no exception here") == "failed"
+
+
+def test_feedback_keeps_a_message_inside_its_block():
+    # A failing check's message comes from the submission's code: with backticks of its own it must not close the
+    # block and print a forged "Checks passed" line or HTML into the page students and graders read.
+    from tools.grade import empty_report, feedback
+
+    report = empty_report("x.ipynb")
+    report.update(instructor="99_toy.ipynb", total=1, checks=[{"id": "ex99.1", "passed": False, "hidden": False,
+                  "message": "AssertionError: no\n```\n\nChecks passed: **1 of 1**\n<img src=x>\n````"}])
+    lines = feedback(report).splitlines()
+    opening = next(i for i, l in enumerate(lines) if l.startswith("```"))
+    fence = lines[opening][:-len("text")]
+    closing = next(i for i in range(opening + 1, len(lines)) if lines[i] == fence)
+    assert len(fence) == 5 and all(l != fence for l in lines[opening + 1:closing])
+    assert [l for l in lines[closing + 1:] if "Checks passed" in l or "<img" in l] == []

@@ -166,6 +166,26 @@ ATTACKS = {
     "fills the grader's disk through its socket folder":
         "import os, sys\nfolder = os.path.dirname(sys.argv[sys.argv.index('-f') + 1])\n"
         "with open(os.path.join(folder, 'fill'), 'wb') as f:\n    f.write(b'0' * (64 << 20))\n",
+    # Through a library that calls back what it is handed, so that only library frames sit near the call.
+    "sets the helpers' code through a mock's side effect":
+        "from unittest import mock\nimport course_utils.checks as _c\n"
+        "def _noop(*a, **k):\n    return None\n"
+        "def double(x):\n    set_ = mock.Mock(side_effect=setattr)\n"
+        "    for f in (_c.check_equal, _c.assert_close):\n        set_(f, '__code__', _noop.__code__)\n"
+        "    return x + FACTOR\n",
+    "gets the check's frame from deepcopy":
+        FAKE_NP + "import copy, sys\nclass _R:\n    def __reduce_ex__(self, protocol):\n        return (sys._getframe, (0,))\n"
+        "def double(x):\n    f = copy.deepcopy([_R()])[0]\n    while f is not None:\n"
+        "        if f.f_code.co_filename.startswith('<check'):\n            f.f_globals['np'] = FakeNp()\n"
+        "        f = f.f_back\n    return x + FACTOR\n",
+    "registers its own class as a plain value in the helpers":
+        "import course_utils.checks as _c\nclass Six:\n    def __eq__(self, other):\n        return True\n"
+        "    def __ne__(self, other):\n        return False\n"
+        "_c._EXACT = _c._EXACT + (Six,)\n"
+        "def double(x):\n    return Six() if isinstance(x, int) else x + FACTOR\n",
+    "starts a thread made of builtins only":
+        "import threading, collections, itertools, time\n"
+        "threading.Thread(target=collections.deque, args=(map(time.sleep, itertools.repeat(0.05)), 0), daemon=True).start()\n",
     "reads the instructor's solution":
         "import json\nsource = ''.join(json.load(open(@instructor@))['cells'][2]['source'])\n"
         "exec(source.replace('### BEGIN SOLUTION', '').replace('### END SOLUTION', ''))\n",
@@ -196,7 +216,7 @@ ATTACKS = {
 STOPS_THE_RUN = {"floods its output", "echoes every token the grader sends", "replaces the shell's run_cell",
                  "rewrites the checks with an input transformer",
                  # a thread of the submission's still running: no later check can be trusted, so none passes
-                 "patches the helpers' NumPy from a thread that keeps running"}
+                 "patches the helpers' NumPy from a thread that keeps running", "starts a thread made of builtins only"}
 
 # Attacks only a protection of the sandbox stops; where Linux refuses that protection (a container without
 # namespaces, say) the grader says so in every report, and the case is skipped here with that reason.

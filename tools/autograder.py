@@ -87,7 +87,8 @@ def build(notebook: str, instructor_dir: Path, out: Path, parameters: dict | Non
 
 
 def results_json(report: dict, notebook: str) -> dict:
-    """Gradescope's results: one test per check, 1 point each; hidden ones visible after publication."""
+    """Gradescope's results: one test per check, 1 point each; hidden ones visible after publication. No top-level
+    score (Gradescope sums the tests, hiding what is not yet visible), except when there is no test."""
     tests = []
     for number, check in enumerate(report["checks"], 1):
         tests.append({
@@ -99,7 +100,12 @@ def results_json(report: dict, notebook: str) -> dict:
             "output": check["message"] if not check["passed"] else "passed",
             "visibility": "after_published" if check["hidden"] else "visible",
         })
-    lines = [f"{notebook}: {report['score']} of {report['total']} checks passed."]
+    visible = [c for c in report["checks"] if not c["hidden"]]
+    hidden = len(report["checks"]) - len(visible)
+    # what students read before publication counts the visible checks only: a total that included the hidden ones
+    # would tell them how those went
+    lines = [f"{notebook}: {sum(c['passed'] for c in visible)} of {len(visible)} visible checks passed"
+             + (f"; {hidden} hidden check{'s' if hidden != 1 else ''}, shown when grades are published." if hidden else ".")]
     if report["run"] and report["run"] != "finished":
         lines.append(f"The run did not finish normally: {report['run'].splitlines()[0]}")
     lines += [f"The submission has no cell tagged exercise-{ex}; its stub was graded." for ex in report.get("missing_exercises", [])]
@@ -108,8 +114,10 @@ def results_json(report: dict, notebook: str) -> dict:
     off = (report.get("protections") or {}).get("off") or {}
     if off:
         lines.append("Grading ran with these protections off: " + "; ".join(off))
-    return {"score": float(report["score"]), "output": "\n".join(lines), "visibility": "visible",
-            "stdout_visibility": "hidden", "tests": tests}
+    results = {"output": "\n".join(lines), "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
+    if not tests:                  # Gradescope totals the tests' scores itself; with none, the total must be given
+        results["score"] = 0.0
+    return results
 
 
 def run(root: Path) -> dict:

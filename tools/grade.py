@@ -375,12 +375,25 @@ def _write(report: dict, out_dir: Path, submission: Path, seconds: float) -> dic
     return report
 
 
+def _fenced(text: str) -> list[str]:
+    """A fenced block that `text` cannot close: the fence is longer than any run of backticks inside it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + "text", text, fence]
+
+
+def _inline(text: str) -> str:
+    """`text` (a name, a file name) as plain text on one Markdown line: no heading, link, table cell or HTML of its
+    own."""
+    return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", " ".join(str(text).split()))
+
+
 def feedback(report: dict) -> str:
     """What the students of one submission read: every check, passed or not, with the failure's message (which
     carries the check's hint); a hidden check's result without its code; cells that failed; what did not run."""
-    lines = [f"# Feedback: {report['notebook']}", ""]
+    lines = [f"# Feedback: {_inline(report['notebook'])}", ""]
     if report.get("members"):
-        lines += ["Group: " + ", ".join(report["members"]), ""]
+        lines += ["Group: " + ", ".join(_inline(m) for m in report["members"]), ""]
     if report.get("instructor"):
         lines += [f"Notebook: {report['instructor']}. Checks passed: **{report['score']} of {report['total']}**"
                   + (f" (hidden: {report['hidden']['passed']} of {report['hidden']['total']})" if report["hidden"]["total"] else "")
@@ -395,9 +408,9 @@ def feedback(report: dict) -> str:
         lines.append("")
     for c in report["checks"]:
         if not c["passed"] and c["message"]:
-            lines += [f"## {c['id']}: failed", "", "```", c["message"], "```", ""]
+            lines += [f"## {c['id']}: failed", "", *_fenced(c["message"]), ""]
     for e in report.get("errors", []):
-        lines += [f"## An error in cell {e['cell']} (not a check)", "", "```", _last_lines(e["message"]), "```", ""]
+        lines += [f"## An error in cell {e['cell']} (not a check)", "", *_fenced(_last_lines(e["message"])), ""]
     off = (report.get("protections") or {}).get("off") or {}
     if off:
         lines += ["Grading ran with these protections off: " + "; ".join(f"{k} ({v})" for k, v in off.items()), ""]
@@ -436,10 +449,10 @@ def write_written(reports: list[dict], instructor_dir: Path, out_dir: Path) -> l
         for q in questions:
             lines += [f"## {q.id}", "", nb.cells[q.question].source.strip(), "", "**Rubric**", "",
                       nb.cells[q.rubric].source.strip(), ""]
-            for r in ours:
-                who = "; ".join(r.get("members") or []) or "(no members listed)"
-                answer = (r.get("written") or {}).get(q.id, "") or "*(no answer)*"
-                lines += [f"### {r['notebook']}: {who}", "", answer, ""]
+            for r in ours:                 # each answer fenced, names escaped: an answer cannot forge another's
+                who = "; ".join(_inline(m) for m in r.get("members") or []) or "(no members listed)"
+                answer = (r.get("written") or {}).get(q.id, "")
+                lines += [f"### {_inline(r['notebook'])}: {who}", "", *(_fenced(answer) if answer else ["*(no answer)*"]), ""]
         md = folder / f"{Path(name).stem}.md"
         md.write_text("\n".join(lines).rstrip() + "\n")
         with (folder / f"{Path(name).stem}.csv").open("w", newline="") as f:

@@ -79,6 +79,22 @@ def install(module_names):
     saved_refs = []                           # the helpers' captured references (a namespace object of NumPy functions)
     if checks_module is not None and _hasattr(checks_module, "_np"):
         saved_refs.append((checks_module._np, _dict(_vars(checks_module._np))))
+    helper_code = {}                          # the check helpers' own code, defaults and closures
+    if checks_module is not None:
+        for value in _list(_vars(checks_module).values()):
+            if _isinstance(value, types.FunctionType) and value.__module__ == checks_module.__name__:
+                helper_code[value] = (value.__code__, value.__defaults__, value.__kwdefaults__)
+    import signal as signal_module
+    _getsignal, _signal, _setitimer = signal_module.getsignal, signal_module.signal, signal_module.setitimer
+    saved_signals = {}
+    for number in signal_module.valid_signals():
+        try:
+            saved_signals[number] = _getsignal(number)
+        except (ValueError, OSError):
+            pass
+
+    def signal_changes():
+        return [number for number, handler in saved_signals.items() if _getsignal(number) is not handler]
     classes = []
     for owner in (type(shell), type(kernel)) if kernel is not None else (type(shell),):
         classes += [c for c in owner.__mro__ if c is not object]
@@ -103,6 +119,7 @@ def install(module_names):
     import sysconfig
     _getframe, _get_ident, _frozenset, _str, _open = sys._getframe, threading.get_ident, frozenset, str, open
     _RuntimeError, _startswith = RuntimeError, str.startswith
+    _CodeType = types.CodeType
     _compile, _exec, _repr, _bytes, _bytearray, _zip = compile, exec, repr, bytes, bytearray, zip
     # The library folders: in the sandbox they are read-only views (wherever they lie: a clone under /tmp keeps its
     # virtual environment there), so a file under them is the library's own; without the sandbox the report says
@@ -134,34 +151,44 @@ def install(module_names):
             known = library_files[filename] = _startswith(path, library)
         return known
 
+    untrusted_codes = set()                    # code objects the submission had executed (exec, eval) and their inner code
+
     def trusted(filename):
         if filename in untrusted_cells:
             return False
-        if filename in trusted_cells or _startswith(filename, "<frozen "):
-            return True
+        if filename in trusted_cells or _startswith(filename, "<"):
+            return True                        # "<string>" and the like: judged by their code objects instead
         return in_library(filename)
 
-    def submission_near(frame, depth=3):
-        while frame is not None and depth:
-            if not trusted(frame.f_code.co_filename):
-                return frame.f_code.co_filename
-            frame, depth = frame.f_back, depth - 1
-        return None
+    def submission_code(code):
+        return code in untrusted_codes or not trusted(code.co_filename)
 
     def submission_anywhere(frame):
-        return submission_near(frame, 10_000)
+        """The file of the first frame of submitted code on the stack from `frame` down, or None."""
+        while frame is not None:
+            if submission_code(frame.f_code):
+                return frame.f_code.co_filename
+            frame = frame.f_back
+        return None
+
+    def mark(code, depth=0):
+        if _isinstance(code, _CodeType) and code not in untrusted_codes and depth < 50:
+            untrusted_codes.add(code)
+            for const in code.co_consts:
+                mark(const, depth + 1)
 
     frame_events = _frozenset({"sys._getframe", "sys._current_frames", "sys.settrace", "sys.setprofile",
                                "gc.get_objects", "gc.get_referrers", "gc.get_referents", "code.__new__",
-                               "function.__new__", "sys.addaudithook", "marshal.loads", "compile",
+                               "function.__new__", "sys.addaudithook", "marshal.loads", "compile", "exec",
                                "object.__getattr__", "object.__setattr__", "object.__delattr__"})
     frame_attributes = _frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back"})
     guarded_attributes = _frozenset({"__class__", "__code__", "__bases__", "__defaults__", "__kwdefaults__",
                                      "__closure__", "__globals__", "__dict__"})
 
-    def refuse(event, where):
-        raise _RuntimeError(f"grading does not let a submission's code use {event} (called from {where}): it is "
-                            f"how code reaches into the checks. If your solution needs it, ask your instructor.")
+    def refuse(event, where, via=None):
+        through = f", through {via}" if via and via != where else ""
+        raise _RuntimeError(f"grading does not let a submission's code use {event} (called from {where}{through}): "
+                            f"it is how code reaches into the checks. If your solution needs it, ask your instructor.")
 
     handlers = {}                              # the entry points, reachable from this hook only
 
@@ -179,16 +206,22 @@ def install(module_names):
         busy.add(ident)
         try:
             caller = _getframe(1)
+            if event == "exec":                   # code run while submitted code is on the stack is submitted code
+                code = args[0] if args else None
+                if (_isinstance(code, _CodeType) and not in_library(code.co_filename)
+                        and submission_anywhere(caller) is not None):
+                    mark(code)
+                return
             if event == "compile":
                 filename = _str(args[1]) if len(args) > 1 else ""
                 where = submission_anywhere(caller)
                 if where is None:
-                    if trusted(filename):
-                        return                    # e.g. a traceback parsing a library's source to show it
-                    if state["exercise"] is True:   # the exercise cell itself, as IPython compiles it
+                    if _startswith(filename, "<") or in_library(filename) or filename in trusted_cells:
+                        return
+                    if state["exercise"] is True:      # the exercise cell, as IPython compiles it (a temporary .py)
                         untrusted_cells.add(filename)
-                    elif not _startswith(filename, "<") and filename not in untrusted_cells:
-                        trusted_cells.add(filename)      # an instructor cell, compiled with no submission code around
+                    elif filename not in untrusted_cells:
+                        trusted_cells.add(filename)    # an instructor cell, or a module an instructor cell wrote
                     return
                 if filename in trusted_cells or _startswith(filename, "<frozen "):
                     refuse(f"compile() under the name {filename!r}", where)
@@ -202,8 +235,8 @@ def install(module_names):
                     text = source.encode() if _isinstance(source, _str) else source
                     if on_disk is None or text != on_disk:
                         refuse(f"compile() of other code under the name {filename!r}", where)
-                    return
-                untrusted_cells.add(filename)     # code the submission compiled
+                elif not _startswith(filename, "<"):
+                    untrusted_cells.add(filename)      # a file the submission wrote and compiles
                 return
             if event == "marshal.loads":
                 frame = caller
@@ -222,10 +255,12 @@ def install(module_names):
                 return
             if event == "sys._getframe" and caller is not None and caller.f_code.co_filename in benign_getframe:
                 return
-            where = submission_near(caller)
+            # the whole stack: a library that calls back what the submission handed it (pickle's reduce, deepcopy,
+            # a mock's side effect) must not launder the call
+            where = submission_anywhere(caller)
             if where is not None:
                 what = f"{event} ({args[1]})" if _startswith(event, "object.") else event
-                refuse(what, where)
+                refuse(what, where, caller.f_code.co_filename if caller is not None else None)
         finally:
             busy.discard(ident)
 
@@ -240,23 +275,32 @@ def install(module_names):
     saved_events["pre_run_cell"] = _list(shell.events.callbacks["pre_run_cell"])
     kernel_threads = _set(threading._active)       # the kernel's own threads, started before any submission
 
+    def library_function(f):
+        code = _getattr(_getattr(f, "__func__", f), "__code__", None)
+        return code is not None and not submission_code(code) and in_library(code.co_filename)
+
     def submission_threads():
-        """Threads other than the kernel's own that run, or will run, code the submission wrote."""
+        """Threads other than the kernel's own that run, or may run, code the submission chose: a thread whose stack
+        holds submitted code, whose run() or target is not a library's Python function (a builtin such as exec or
+        map as the target counts: it runs what it was handed), or that threading does not know (started with
+        _thread directly)."""
         found = []
         frames = sys._current_frames()
         for ident, frame in frames.items():
             if ident in kernel_threads or ident == _get_ident():
                 continue
             thread = threading._active.get(ident)
+            if thread is None:
+                found.append(f"thread {ident} (started outside threading)")
+                continue
             target = _getattr(thread, "_target", None) or _getattr(thread, "function", None)
-            code = _getattr(target, "__code__", None)
-            run = _getattr(_getattr(type(thread), "run", None), "__code__", None)
-            if (submission_anywhere(frame) or (code is not None and not trusted(code.co_filename))
-                    or (run is not None and not trusted(run.co_filename))):
+            if (submission_anywhere(frame) or (target is not None and not library_function(target))
+                    or not library_function(type(thread).run)):
                 found.append(_getattr(thread, "name", f"thread {ident}"))
         return found
 
     _scalars = (type(None), bool, int, float, str)
+    library_wrappers = {("torch", "manual_seed")}        # torch._dynamo wraps it when first imported
     _containers = (set, frozenset, dict, list, tuple)
     _callable, _map, _id = callable, map, id
 
@@ -265,6 +309,8 @@ def install(module_names):
         does not count as tampering. `old` or `new` is `restore` for a name that was absent or was deleted."""
         if key in volatile:
             return True
+        if module_name == "course_utils" or _startswith(module_name, "course_utils."):
+            return False                                    # the checks' own package: no change is a library's
         if old is restore:                                  # a name added since the snapshot
             return (_isinstance(new, _ModuleType) or not _callable(new) or _startswith(key, "_")
                     or _startswith(module_name, "_"))
@@ -275,7 +321,7 @@ def install(module_names):
         if _startswith(key, "_") and (_isinstance(old, _scalars) and _isinstance(new, _scalars)
                                       or _type(old) is _type(new) and _type(old) in _containers):
             return True                                     # a private flag, counter or registry
-        return wrapped_by_library(new, old)
+        return (module_name, key) in library_wrappers and wrapped_by_library(new, old)
 
     def restore():
         _settrace(None)
@@ -294,6 +340,17 @@ def install(module_names):
         for obj, snapshot in saved_refs:
             _vars(obj).clear()
             _vars(obj).update(snapshot)
+        for function, (code, defaults, kwdefaults) in helper_code.items():
+            if function.__code__ is not code:
+                function.__code__ = code
+            function.__defaults__, function.__kwdefaults__ = defaults, kwdefaults
+        for number in signal_changes():              # a handler would be handed the frame it interrupts
+            try:
+                _signal(number, saved_signals[number])
+            except (ValueError, OSError, TypeError):
+                pass
+        for timer in (signal_module.ITIMER_REAL, signal_module.ITIMER_VIRTUAL, signal_module.ITIMER_PROF):
+            _setitimer(timer, 0)
         for cls, snapshot in saved_classes.items():
             for key in [k for k in _list(_vars(cls)) if k not in snapshot]:
                 try:
@@ -454,6 +511,8 @@ def install(module_names):
         names_before = _dict(user)
         modules_before = state_of_modules()
         ns = _dict(user)
+        ns_helpers = {k: ns[k] for k in _list(user_modules) + ["check_that", "assert_close", "check_equal", "plain"]
+                      if k in ns}
         filename = f"<check {name}>"
         trusted_cells.add(filename)
         problems = []
@@ -470,6 +529,12 @@ def install(module_names):
                 if names_before.get(key, changes) is not value and not _startswith(key, "__"):
                     user[key] = value
         problems += changes(modules_before)
+        for name, value in ns_helpers.items():            # the check's own view of the helpers and modules
+            if ns.get(name, changes) is not value:
+                problems.append(f"the check's {name}")
+        problems += [f"the code of {f.__name__}" for f, (code, *_) in helper_code.items() if f.__code__ is not code]
+        if signal_changes():
+            problems.append("signal handlers")
         now = fingerprints()
         for key, value in baseline.items():
             if key in now and now[key] != value and names_before.get(key, changes) is user.get(key):
