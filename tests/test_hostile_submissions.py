@@ -186,6 +186,13 @@ ATTACKS = {
     "starts a thread made of builtins only":
         "import threading, collections, itertools, time\n"
         "threading.Thread(target=collections.deque, args=(map(time.sleep, itertools.repeat(0.05)), 0), daemon=True).start()\n",
+    "catches the check's frame in a signal handler":
+        FAKE_NP + "import signal\n"
+        "def _handler(signum, frame):\n    while frame is not None:\n"
+        "        if frame.f_code.co_filename.startswith('<check'):\n            frame.f_globals['np'] = FakeNp()\n"
+        "        frame = frame.f_back\n"
+        "def double(x):\n    signal.signal(signal.SIGUSR1, _handler)\n    signal.raise_signal(signal.SIGUSR1)\n"
+        "    signal.signal(signal.SIGUSR1, signal.SIG_DFL)\n    return x + FACTOR\n",
     "reads the instructor's solution":
         "import json\nsource = ''.join(json.load(open(@instructor@))['cells'][2]['source'])\n"
         "exec(source.replace('### BEGIN SOLUTION', '').replace('### END SOLUTION', ''))\n",

@@ -74,6 +74,21 @@ def install(module_names):
                 if _isinstance(m, _ModuleType) and name not in skip and name not in ("__main__", "__mp_main__")
                 and _vars(m) is not shell.user_ns}
 
+    # A signal handler is handed the frame it interrupts (no audit event covers signal.signal): submitted code may
+    # not install one. The wrappers go in before the snapshot, so restoring the modules keeps them.
+    import _signal as signal_c
+    import signal as signal_module
+
+    def no_handlers_for_submissions(original):
+        def signal(signalnum, handler):
+            where = submission_anywhere(_getframe(1))
+            if where is not None:
+                refuse("signal.signal (a handler is handed the frame it interrupts)", where)
+            return original(signalnum, handler)
+        return signal
+
+    signal_module.signal = no_handlers_for_submissions(signal_module.signal)
+    signal_c.signal = no_handlers_for_submissions(signal_c.signal)
     saved_modules = module_snapshots()
     checks_module = modules.get("course_utils.checks")
     saved_refs = []                           # the helpers' captured references (a namespace object of NumPy functions)
@@ -84,7 +99,6 @@ def install(module_names):
         for value in _list(_vars(checks_module).values()):
             if _isinstance(value, types.FunctionType) and value.__module__ == checks_module.__name__:
                 helper_code[value] = (value.__code__, value.__defaults__, value.__kwdefaults__)
-    import signal as signal_module
     _getsignal, _signal, _setitimer = signal_module.getsignal, signal_module.signal, signal_module.setitimer
     saved_signals = {}
     for number in signal_module.valid_signals():
@@ -206,6 +220,8 @@ def install(module_names):
         busy.add(ident)
         try:
             caller = _getframe(1)
+            if caller is not None and caller.f_code.co_filename == "workbook_guard":
+                return                                  # the guard's own calls (its wrappers look at the stack)
             if event == "exec":                   # code run while submitted code is on the stack is submitted code
                 code = args[0] if args else None
                 if (_isinstance(code, _CodeType) and not in_library(code.co_filename)
