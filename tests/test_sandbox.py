@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tools.notebooks import ROOT
-from tools.sandbox import default_spec
+from tools.sandbox import default_spec, remove_cgroup
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is Linux's")
 
@@ -31,11 +31,16 @@ def sandboxed(tmp_path, script, **settings):
     root.mkdir()
     os.chmod(tmp_path, 0o711)
     os.chmod(sockets, 0o777)
-    spec = default_spec(readonly=[str(ROOT / "course_utils")], socket_dir=str(sockets), root_dir=str(root),
-                        status_file=str(sockets / "status.json"), **settings)
+    if os.geteuid() == 0:
+        settings.setdefault("cgroup", f"workbook-test-{os.getpid()}-{tmp_path.name}")
+    settings.setdefault("readonly", [str(ROOT / "course_utils")])
+    spec = default_spec(socket_dir=str(sockets), root_dir=str(root), status_file=str(sockets / "status.json"), **settings)
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    done = subprocess.run([sys.executable, "-m", "tools.sandbox", str(tmp_path / "spec.json"), "--", "/bin/sh", "-c", script],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    try:
+        done = subprocess.run([sys.executable, "-m", "tools.sandbox", str(tmp_path / "spec.json"), "--", "/bin/sh", "-c", script],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    finally:
+        remove_cgroup(spec["cgroup"])
     return done, json.loads((sockets / "status.json").read_text())
 
 
@@ -66,3 +71,24 @@ def test_without_namespaces_the_rest_still_applies_and_the_status_says_so(tmp_pa
     assert status["off"]["namespaces: pid, network"] == "turned off by the sandbox settings"
     assert any(k.startswith("private root") for k in status["off"])
     assert any(p.startswith("unprivileged user of its own") for p in status["on"])
+
+
+def test_all_its_processes_together_stay_within_the_sandbox_memory(tmp_path):
+    # Each process is limited on its own (address space), so forking multiplies what a program may take; the
+    # sandbox's cgroup bounds them all together: 4 children touching 400 MB each do not all fit in 1 GiB.
+    if os.geteuid() != 0:
+        pytest.skip("a cgroup of its own needs a root grader")
+    program = ("import os, time\nkids = []\nfor _ in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
+               "        block = bytearray(400 << 20)\n        for i in range(0, len(block), 4096):\n            block[i] = 1\n"
+               "        time.sleep(1)\n        os._exit(0)\n    kids.append(pid)\n"
+               "print(sorted(os.waitstatus_to_exitcode(os.waitpid(k, 0)[1]) for k in kids))\n")
+    (tmp_path / "fork.py").write_text(program)
+    os.chmod(tmp_path / "fork.py", 0o644)
+    done, status = sandboxed(tmp_path, f"{sys.executable} {tmp_path}/fork.py", readonly=[str(ROOT / "course_utils"), str(tmp_path / "fork.py")],
+                             memory_bytes=3 << 30, sandbox_memory_bytes=1 << 30)
+    whole = "memory and processes limited for the whole sandbox (cgroup)"
+    if whole in status["off"]:
+        pytest.skip(f"no cgroup here: {status['off'][whole]}")
+    assert whole in status["on"], status
+    codes = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else None
+    assert codes is not None and -9 in codes, (done.stdout, done.stderr)     # the cgroup's OOM killer stopped some

@@ -27,7 +27,7 @@ from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
 from .notebooks import ROOT
-from .sandbox import SANDBOX_UIDS, default_spec
+from .sandbox import SANDBOX_UIDS, default_spec, remove_cgroup
 
 
 class KernelGone(RuntimeError):
@@ -104,7 +104,9 @@ class SandboxedKernel:
         write_connection_file(str(connection), transport="ipc", ip=str(sockets / "kernel"),
                               key=secrets.token_hex(32).encode())
         uid = secrets.choice(SANDBOX_UIDS) if os.geteuid() == 0 else None
+        self._cgroup = f"workbook-grade-{secrets.token_hex(6)}" if os.geteuid() == 0 else None
         spec = default_spec(**{**self.limits.sandbox, "uid": uid, "readonly": self.readonly, "socket_dir": str(sockets),
+                               "cgroup": self._cgroup,
                                "status_file": str(sockets / "status.json"), "root_dir": str(root),
                                "pythonpath": [str(ROOT)]})
         (self._base / "spec.json").write_text(json.dumps(spec))
@@ -177,6 +179,7 @@ class SandboxedKernel:
             self._context.destroy(linger=0)
             self._context = None
         self.kill("closed")
+        remove_cgroup(getattr(self, "_cgroup", None))
         if self._base is not None:
             shutil.rmtree(self._base, ignore_errors=True)
 

@@ -33,6 +33,7 @@ import socket
 import struct
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
@@ -68,6 +69,8 @@ def default_spec(**overrides) -> dict:
         "memory_bytes": 6 << 30,          # address space of each process (torch reserves more than it touches)
         "cpu_seconds": 3600,              # CPU time of each process
         "processes": 256,                 # processes and threads it may add to those its user already runs
+        "sandbox_memory_bytes": 6 << 30,  # memory of all its processes together, tmpfs pages included (a cgroup)
+        "cgroup": None,                   # when root: the name of the cgroup the sandbox runs in (the grader removes it)
         "file_bytes": 256 << 20,          # largest file it may write
         "open_files": 1024,
         "scratch_bytes": 1 << 30,         # its home and working folder (a tmpfs)
@@ -107,6 +110,56 @@ class _Status:
             return False
         self.on.append(name)
         return True
+
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def _cgroup_dirs(name: str) -> list[tuple[str, dict]]:
+    """Where the cgroup `name` lives and what to write there: cgroup v1's memory and pids hierarchies, or v2's
+    unified one."""
+    v1 = [os.path.join(CGROUP_ROOT, c) for c in ("memory", "pids")]
+    if all(os.path.isfile(os.path.join(d, "cgroup.procs")) for d in v1):
+        return [(os.path.join(v1[0], name), {"memory.limit_in_bytes": "memory"}),
+                (os.path.join(v1[1], name), {"pids.max": "pids"})]
+    controllers = os.path.join(CGROUP_ROOT, "cgroup.controllers")
+    if os.path.isfile(controllers) and {"memory", "pids"} <= set(Path(controllers).read_text().split()):
+        return [(os.path.join(CGROUP_ROOT, name), {"memory.max": "memory", "memory.swap.max": "swap", "pids.max": "pids"})]
+    raise OSError("no cgroup memory and pids controllers this process can use")
+
+
+def _join_cgroup(spec: dict) -> None:
+    """Put this process (and so everything the sandbox starts) in a cgroup of its own, limited in memory (resident
+    and tmpfs pages, all processes together) and in the number of processes and threads."""
+    if not spec["cgroup"]:
+        raise OSError("no cgroup name given")
+    values = {"memory": int(spec["sandbox_memory_bytes"]), "pids": int(spec["processes"]), "swap": 0}
+    for path, files in _cgroup_dirs(spec["cgroup"]):
+        os.makedirs(path, exist_ok=True)
+        for file, key in files.items():
+            target = Path(path, file)
+            if target.exists():
+                target.write_text(str(values[key]))
+        Path(path, "cgroup.procs").write_text(str(os.getpid()))
+
+
+def remove_cgroup(name: str | None, wait: float = 5.0) -> None:
+    """Remove the cgroup once its processes are gone (the grader calls this after killing the sandbox)."""
+    if not name:
+        return
+    try:
+        paths = [path for path, _ in _cgroup_dirs(name)]
+    except OSError:
+        return
+    deadline = time.monotonic() + wait
+    for path in paths:
+        while os.path.isdir(path):
+            try:
+                os.rmdir(path)
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
 
 
 def _write_ids(uid: int, gid: int) -> None:
@@ -235,6 +288,11 @@ def run(spec: dict, argv: list[str]) -> None:
     uid, gid = os.getuid(), os.getgid()
     run_as = int(spec["uid"]) if spec["uid"] is not None else random.choice(SANDBOX_UIDS)
     already = processes_of(run_as if root_user else uid)     # counted while the whole /proc is still visible
+    whole = "memory and processes limited for the whole sandbox (cgroup)"
+    if root_user:
+        status.attempt(whole, lambda: _join_cgroup(spec))
+    else:
+        status.off[whole] = "not root: no cgroup to create (each process is still limited on its own)"
     flags = CLONE_NEWPID | CLONE_NEWNET | (0 if root_user else CLONE_NEWUSER)
     def isolate():
         if not spec["namespaces"]:
