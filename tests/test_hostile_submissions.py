@@ -71,6 +71,24 @@ if _keys:
 print('keys found:', len(_keys))
 """
 
+# A payload run by a finalizer when the guard's restore() removes the attribute that kept its trigger alive: from
+# there no submitted frame is on the stack; it empties the check the guard is about to run and replaces the guard's
+# check entry point with one that runs nothing (red-team round 3 scored 3/3 with it).
+FINALIZER_PAYLOAD = r"""
+import sys, ctypes
+f = sys._getframe()
+while f is not None:
+    if f.f_code.co_filename == 'workbook_guard' and f.f_code.co_name == 'check':
+        f.f_locals['source'] = 'pass'
+        ctypes.pythonapi.PyFrame_LocalsToFast.argtypes = [ctypes.py_object, ctypes.c_int]
+        ctypes.pythonapi.PyFrame_LocalsToFast(f, 0)
+    if f.f_code.co_filename == 'workbook_guard' and f.f_code.co_name == 'audit':
+        call = f.f_locals['handlers']['call']
+        cells = dict(zip(call.__code__.co_freevars, (c.cell_contents for c in call.__closure__)))
+        cells['entries']['check'] = lambda name, source: None
+    f = f.f_back
+"""
+
 ATTACKS = {
     "rebinds the check helpers":
         "check_that = lambda *a, **k: None\nassert_close = lambda *a, **k: None\n",
@@ -193,6 +211,9 @@ ATTACKS = {
         "        frame = frame.f_back\n"
         "def double(x):\n    signal.signal(signal.SIGUSR1, _handler)\n    signal.raise_signal(signal.SIGUSR1)\n"
         "    signal.signal(signal.SIGUSR1, signal.SIG_DFL)\n    return x + FACTOR\n",
+    "runs code from a finalizer the guard's own restore sets off":
+        f"import functools, weakref, numpy\n_trigger = functools.partial(print)\n"
+        f"weakref.finalize(_trigger, exec, {FINALIZER_PAYLOAD!r})\nnumpy.workbook_trigger = _trigger\ndel _trigger\n",
     "reads the instructor's solution":
         "import json\nsource = ''.join(json.load(open(@instructor@))['cells'][2]['source'])\n"
         "exec(source.replace('### BEGIN SOLUTION', '').replace('### END SOLUTION', ''))\n",

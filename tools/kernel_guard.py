@@ -94,6 +94,28 @@ def install(module_names):
     saved_refs = []                           # the helpers' captured references (a namespace object of NumPy functions)
     if checks_module is not None and _hasattr(checks_module, "_np"):
         saved_refs.append((checks_module._np, _dict(_vars(checks_module._np))))
+    hook_registries = []                      # torch's global hooks (every optimizer step, every module call)
+    for name, (module, snapshot) in _list(saved_modules.items()):
+        if name.startswith(("torch", "numpy")):
+            for key, value in snapshot.items():
+                if "hook" in key.lower() and _isinstance(value, (dict, list)):
+                    hook_registries.append((f"{name}.{key}", value, _list(value.items()) if _isinstance(value, dict) else _list(value)))
+    torch_c = _getattr(modules.get("torch"), "_C", None)
+
+    def registry_changes():
+        found = []
+        for label, registry, contents in hook_registries:
+            now = _list(registry.items()) if _isinstance(registry, dict) else _list(registry)
+            flat = lambda items: [x for item in items for x in (item if _isinstance(registry, dict) else (item,))]
+            if _len(now) != _len(contents) or any(a is not b for a, b in _zip(flat(now), flat(contents))):
+                found.append(label)               # (identity only: a hook's own __eq__ is never asked)
+        return found
+
+    def mode_depths():
+        if torch_c is None:
+            return 0, 0
+        return torch_c._len_torch_function_stack(), torch_c._len_torch_dispatch_stack()
+
     helper_code = {}                          # the check helpers' own code, defaults and closures
     if checks_module is not None:
         for value in _list(_vars(checks_module).values()):
@@ -134,6 +156,7 @@ def install(module_names):
     _getframe, _get_ident, _frozenset, _str, _open = sys._getframe, threading.get_ident, frozenset, str, open
     _RuntimeError, _startswith = RuntimeError, str.startswith
     _CodeType = types.CodeType
+    import gc as _gc
     _compile, _exec, _repr, _bytes, _bytearray, _zip = compile, exec, repr, bytes, bytearray, zip
     # The library folders: in the sandbox they are read-only views (wherever they lie: a clone under /tmp keeps its
     # virtual environment there), so a file under them is the library's own; without the sandbox the report says
@@ -149,7 +172,7 @@ def install(module_names):
     library = tuple(library)
     trusted_cells = {"workbook_guard"}         # cells the grader ran (compiled with no submission code on the stack)
     untrusted_cells = set()                    # cells compiled while an exercise cell ran
-    state = {"exercise": False}
+    state = {"exercise": False, "guard": False, "checking": False}
     busy = set()
     # callers of sys._getframe that only read a module name from the frame and never hand it on
     benign_getframe = _frozenset(os.path.join(p, name) for p in library
@@ -191,6 +214,11 @@ def install(module_names):
             for const in code.co_consts:
                 mark(const, depth + 1)
 
+    # library code that calls what it was handed, not code of its own: exec reached through it during a check (a
+    # finalizer, a deep copy, a pickle's reduce) runs what a submission chose
+    callback_files = tuple("/" + f for f in ("weakref.py", "_weakrefset.py", "threading.py", "sched.py", "copy.py",
+                                              "copyreg.py", "pickle.py", "functools.py", "contextlib.py", "unittest/mock.py",
+                                              "concurrent/futures/thread.py", "asyncio/events.py", "codecs.py"))
     frame_events = _frozenset({"sys._getframe", "sys._current_frames", "sys.settrace", "sys.setprofile",
                                "gc.get_objects", "gc.get_referrers", "gc.get_referents", "code.__new__",
                                "function.__new__", "sys.addaudithook", "marshal.loads", "compile", "exec",
@@ -224,9 +252,14 @@ def install(module_names):
                 return                                  # the guard's own calls (its wrappers look at the stack)
             if event == "exec":                   # code run while submitted code is on the stack is submitted code
                 code = args[0] if args else None
+                invoker = caller.f_code.co_filename if caller is not None else ""
+                handed = (invoker == "workbook_guard" or _startswith(invoker, "<check ")
+                          or (in_library(invoker) and _normpath(invoker).endswith(callback_files)))
                 if (_isinstance(code, _CodeType) and not in_library(code.co_filename)
-                        and submission_anywhere(caller) is not None):
-                    mark(code)
+                        and not _startswith(code.co_filename, "<check ")
+                        and (submission_anywhere(caller) is not None
+                             or (state["guard"] or state["checking"]) and handed)):
+                    mark(code)   # in a check, code a callback runs (a finalizer calling exec) is the submission's too
                 return
             if event == "compile":
                 filename = _str(args[1]) if len(args) > 1 else ""
@@ -339,6 +372,9 @@ def install(module_names):
             return True                                     # a private flag, counter or registry
         return (module_name, key) in library_wrappers and wrapped_by_library(new, old)
 
+    graveyard = []                             # what the guard takes out of modules and namespaces: kept alive, so
+                                               # that no finalizer or __del__ of a submission's runs inside the guard
+
     def restore():
         _settrace(None)
         _setprofile(None)
@@ -348,16 +384,30 @@ def install(module_names):
             now = _vars(module)
             for key, value in snapshot.items():
                 if now.get(key, restore) is not value and not benign(name, key, value, now.get(key, restore)):
+                    graveyard.append(now.get(key))
                     now[key] = value
             for key in [k for k, v in now.items() if k not in snapshot and not benign(name, k, restore, v)]:
-                del now[key]
+                graveyard.append(now.pop(key))
             if sys.modules.get(name) is not module:
                 sys.modules[name] = module
         for obj, snapshot in saved_refs:
+            graveyard.append(_dict(_vars(obj)))
             _vars(obj).clear()
             _vars(obj).update(snapshot)
+        for label, registry, contents in hook_registries:
+            graveyard.append(_list(registry.items()) if _isinstance(registry, dict) else _list(registry))
+            registry.clear()
+            if _isinstance(registry, dict):
+                registry.update(contents)
+            else:
+                registry.extend(contents)
+        while torch_c is not None and torch_c._len_torch_function_stack():   # a mode sees every torch call
+            graveyard.append(torch_c._pop_torch_function_stack())
+        while torch_c is not None and torch_c._len_torch_dispatch_stack():
+            graveyard.append(torch_c._pop_torch_dispatch_stack())
         for function, (code, defaults, kwdefaults) in helper_code.items():
             if function.__code__ is not code:
+                graveyard.append(function.__code__)
                 function.__code__ = code
             function.__defaults__, function.__kwdefaults__ = defaults, kwdefaults
         for number in signal_changes():              # a handler would be handed the frame it interrupts
@@ -401,12 +451,13 @@ def install(module_names):
                     user[name] = _getattr(checks_module, name)
         for alias, real in user_modules.items():      # module aliases (np, torch, cu, F...) back to the real modules
             if user.get(alias) is not real:
+                graveyard.append(user.get(alias))
                 user[alias] = real
         for name in [k for k in user if k in builtin_names and not k.startswith("_")]:
             if name in instructor_shadows:            # a name that shadows a builtin the checks call (len, all...)
                 user[name] = instructor_shadows[name]
             else:
-                del user[name]
+                graveyard.append(user.pop(name))
 
     def remember(names):
         """After an instructor cell: `names` are the names it binds (the grader read them from its source); those
@@ -467,9 +518,10 @@ def install(module_names):
         user = shell.user_ns
         for key, value in namespace.items():
             if key not in allowed and not _startswith(key, "_") and user.get(key, namespace) is not value:
+                graveyard.append(user.get(key))
                 user[key] = value
         for key in [k for k in user if k not in namespace and k in builtin_names and k not in allowed]:
-            del user[key]
+            graveyard.append(user.pop(key))
         owned.update(k for k in user if k not in namespace or k in allowed)
 
     def remember_and_rebase(names):
@@ -532,9 +584,11 @@ def install(module_names):
         filename = f"<check {name}>"
         trusted_cells.add(filename)
         problems = []
+        state["guard"], state["checking"] = False, True
         try:
             _exec(_compile(source, filename, "exec"), ns)
         finally:
+            state["guard"], state["checking"] = True, False
             for key, value in names_before.items():   # the notebook's names, which its own functions look up
                 if key not in owned and not _startswith(key, "_") and user.get(key, changes) is not value:
                     problems.append(f"the notebook's name {key}")
@@ -551,6 +605,9 @@ def install(module_names):
         problems += [f"the code of {f.__name__}" for f, (code, *_) in helper_code.items() if f.__code__ is not code]
         if signal_changes():
             problems.append("signal handlers")
+        problems += registry_changes()
+        if mode_depths() != (0, 0):
+            problems.append("a torch function or dispatch mode left on")
         now = fingerprints()
         for key, value in baseline.items():
             if key in now and now[key] != value and names_before.get(key, changes) is user.get(key):
@@ -579,7 +636,15 @@ def install(module_names):
                 block = _new(secret, f"source\0{nonce}\0{start}".encode(), _sha256).digest()
                 plain_bytes += _bytes(a ^ b for a, b in _zip(data[start:start + 32], block))
             args = (name, plain_bytes.decode())
-        entries[entry](*args)
+        collecting = _gc.isenabled()
+        _gc.disable()                          # no collection (and no finalizer) in the middle of the guard
+        state["guard"] = True
+        try:
+            entries[entry](*args)
+        finally:
+            state["guard"] = False
+            if collecting:
+                _gc.enable()
         _print(_new(secret, f"{entry}\0{nonce}\0{digest(args)}".encode(), _sha256).hexdigest())
 
     entries = {"prove": restore, "remember": remember_and_rebase, "snapshot": snapshot,
