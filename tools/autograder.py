@@ -109,7 +109,8 @@ def results_json(report: dict, notebook: str) -> dict:
     if report["run"] and report["run"] != "finished":
         lines.append(f"The run did not finish normally: {report['run'].splitlines()[0]}")
     lines += [f"The submission has no cell tagged exercise-{ex}; its stub was graded." for ex in report.get("missing_exercises", [])]
-    lines += [f"Error in cell {e['cell']} (not a check): {e['message'].strip().splitlines()[-1] if e['message'].strip() else ''}"
+    lines += [f"Error in cell {e['cell']} (not a check): " + ("(withheld: after a hidden check)" if e.get("after_hidden") else
+                                                              (e['message'].strip().splitlines()[-1] if e['message'].strip() else ''))
               for e in report.get("errors", [])[:10]]
     off = (report.get("protections") or {}).get("off") or {}
     if off:

@@ -173,7 +173,12 @@ def plan(submission_nb, instructor_nb, exercises: list) -> tuple[list[Step], lis
     return steps, missing
 
 
-def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_factory=SandboxedKernel) -> dict:
+WITHHELD = ("(its text is withheld from the feedback: it came after a hidden check, and code of the submission's "
+            "that ran in that check could put what it saw there into an error)")
+
+
+def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_factory=SandboxedKernel,
+              hidden: frozenset = frozenset()) -> dict:
     """Run the plan in one sandboxed kernel; {"checks": {id: [(passed, message)]}, "errors": [...], "run": str,
     "protections": {...}}. A check counts only if the guard proved, just before it, that it restored what checks
     rely on; an exercise after which the guard cannot prove it bound the notebook's names back leaves every later
@@ -223,11 +228,13 @@ def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_facto
                 message = message.replace(sent[1], "<the check>")
             return r.status == "ok", message
 
-        tampered = ""
+        tampered, after_hidden = "", False
         for step in steps:
             if not kernel.alive():
                 outcome["run"] = kernel.dead_reason
                 break
+            if step.kind == "check" and step.id in hidden:
+                after_hidden = True
             if step.kind == "check":
                 # the guard restores what checks rely on, runs the check in a copy of the namespace, and proves
                 # it completed with nothing it relies on changed meanwhile
@@ -240,7 +247,7 @@ def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_facto
                 tampered = "" if ok else f"the kernel stopped running the grader's code as sent ({message[-300:] or 'no proof came back'})"
             r = kernel.run(step.source)
             if r.status != "ok":
-                outcome["errors"].append({"cell": step.index, "message": r.message[-600:]})
+                outcome["errors"].append({"cell": step.index, "message": r.message[-600:], "after_hidden": after_hidden})
             if tampered:
                 continue
             if step.kind == "exercise":
@@ -297,7 +304,7 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
         steps, report["missing_exercises"] = plan(submission_nb, instructor_nb, exercises)
         modules = set().union(*(imported_modules(s.source) for s in steps if s.kind == "setup"))
         limits = limits or Limits(cell_seconds=cell_timeout, total_seconds=total_timeout)
-        outcome = run_steps(steps, modules, limits)
+        outcome = run_steps(steps, modules, limits, hidden=frozenset(hidden))
         results, report["errors"], report["run"] = outcome["checks"], outcome["errors"], outcome["run"]
         report["protections"] = outcome["protections"]
     for cid in expected:
@@ -410,7 +417,8 @@ def feedback(report: dict) -> str:
         if not c["passed"] and c["message"]:
             lines += [f"## {c['id']}: failed", "", *_fenced(c["message"]), ""]
     for e in report.get("errors", []):
-        lines += [f"## An error in cell {e['cell']} (not a check)", "", *_fenced(_last_lines(e["message"])), ""]
+        text = WITHHELD if e.get("after_hidden") else _last_lines(e["message"])
+        lines += [f"## An error in cell {e['cell']} (not a check)", "", *_fenced(text), ""]
     off = (report.get("protections") or {}).get("off") or {}
     if off:
         lines += ["Grading ran with these protections off: " + "; ".join(f"{k} ({v})" for k, v in off.items()), ""]
