@@ -399,22 +399,32 @@ def test_nothing_a_submission_started_outlives_its_grading(graded):
     assert not list(graded["scratch"].iterdir()), "kernel folders were left behind"
 
 
+def grade_with_a_hidden_check(tmp_path, name, hidden_check, answer):
+    """Grade a submission whose exercise cell is `answer` against a toy instructor notebook: one exercise (double),
+    a visible check, the hidden check `hidden_check`, then an instructor cell that calls double again."""
+    from tests.nbfactory import code, notebook
+
+    instructor = notebook(
+        code("import numpy as np\nfrom course_utils import assert_close"),
+        code("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION", "exercise-ex97.1"),
+        code("assert_close(double(np.ones(2)), np.full(2, 2.0), name='double(ones)')", "check-ex97.1"),
+        code(hidden_check, "check-ex97.1.more", "hidden"),
+        code("print(double(1))"),
+    )
+    (tmp_path / "i").mkdir()
+    write(instructor, tmp_path / "i" / f"97_{name}.ipynb")
+    submission_nb = notebook(*[code(c.source, *c.metadata.get("tags", [])) for c in instructor.cells[1:]])
+    next(c for c in submission_nb.cells if "exercise-ex97.1" in c.metadata.get("tags", [])).source = answer
+    return grade(write(submission_nb, tmp_path / f"sub_97_{name}.ipynb"), tmp_path / "i", tmp_path / "out",
+                 limits=Limits(cell_seconds=10, total_seconds=60))
+
+
 def test_a_hidden_check_s_source_never_reaches_the_submission(tmp_path):
     # A submission's function, called by the checks and by a later cell, looks for a hidden check's text wherever
     # the kernel keeps sources (the line cache of tracebacks, IPython's input history and namespace) and raises it
     # in an error message, which the feedback shows. The hidden check's source travels encrypted and is never
     # cached, so nothing of it comes out.
-    from tests.nbfactory import code, notebook
-
     marker = "HIDDEN-" + uuid.uuid4().hex[:12]
-    instructor = notebook(
-        code("import numpy as np\nfrom course_utils import assert_close"),
-        code("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION", "exercise-ex97.1"),
-        code("assert_close(double(np.ones(2)), np.full(2, 2.0), name='double(ones)')", "check-ex97.1"),
-        code(f"# {marker}: the hidden-check-text\nassert_close(double(np.arange(3.0)), 2 * np.arange(3.0), name='x')",
-             "check-ex97.1.more", "hidden"),
-        code("print(double(1))"),
-    )
     leak = ("import linecache, sys\n"
             "def double(x):\n"
             "    ip = get_ipython()\n"
@@ -425,12 +435,8 @@ def test_a_hidden_check_s_source_never_reaches_the_submission(tmp_path):
             "    if found:\n"
             "        raise ValueError('LEAKED ' + found[0][:300])\n"
             "    return x + 2\n")
-    (tmp_path / "i").mkdir()
-    write(instructor, tmp_path / "i" / "97_hidden.ipynb")
-    submission_nb = notebook(*[code(c.source, *c.metadata.get("tags", [])) for c in instructor.cells[1:]])
-    next(c for c in submission_nb.cells if "exercise-ex97.1" in c.metadata.get("tags", [])).source = leak
-    report = grade(write(submission_nb, tmp_path / "leak_97_hidden.ipynb"), tmp_path / "i", tmp_path / "out",
-                   limits=Limits(cell_seconds=10, total_seconds=60))
+    report = grade_with_a_hidden_check(
+        tmp_path, "hidden", f"# {marker}: the hidden-check-text\nassert_close(double(np.arange(3.0)), 2 * np.arange(3.0), name='x')", leak)
     assert report["run"] == "finished" and report["score"] == 0, report
     for path in (tmp_path / "out").iterdir():
         assert marker not in path.read_text(errors="replace"), f"the hidden check's text reached {path.name}"
@@ -439,27 +445,14 @@ def test_a_hidden_check_s_source_never_reaches_the_submission(tmp_path):
 def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_error(tmp_path):
     # The submission's function records the arguments a hidden check gives it and raises them in the next
     # instructor cell that calls it: the feedback withholds the text of errors after a hidden check.
-    from tests.nbfactory import code, notebook
-
-    instructor = notebook(
-        code("import numpy as np\nfrom course_utils import assert_close"),
-        code("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION", "exercise-ex97.1"),
-        code("assert_close(double(np.ones(2)), np.full(2, 2.0), name='double(ones)')", "check-ex97.1"),
-        code("assert_close(double(np.arange(1234.0)), 2 * np.arange(1234.0), name='x')", "check-ex97.1.more", "hidden"),
-        code("print(double(1))"),
-    )
     spy = ("SEEN = []\n"
            "def double(x):\n"
            "    SEEN.append(repr(getattr(x, 'shape', x)))\n"
-           "    if x == 1 if isinstance(x, int) else False:\n"
+           "    if isinstance(x, int) and x == 1:\n"
            "        raise ValueError('SPIED ' + ' '.join(SEEN))\n"
            "    return x + 2\n")
-    (tmp_path / "i").mkdir()
-    write(instructor, tmp_path / "i" / "97_spy.ipynb")
-    submission_nb = notebook(*[code(c.source, *c.metadata.get("tags", [])) for c in instructor.cells[1:]])
-    next(c for c in submission_nb.cells if "exercise-ex97.1" in c.metadata.get("tags", [])).source = spy
-    report = grade(write(submission_nb, tmp_path / "spy_97_spy.ipynb"), tmp_path / "i", tmp_path / "out",
-                   limits=Limits(cell_seconds=10, total_seconds=60))
+    report = grade_with_a_hidden_check(
+        tmp_path, "spy", "assert_close(double(np.arange(1234.0)), 2 * np.arange(1234.0), name='x')", spy)
     assert report["score"] == 0 and any("SPIED" in e["message"] and "1234" in e["message"] for e in report["errors"]), report
-    feedback_text = (tmp_path / "out" / "spy_97_spy.md").read_text()
+    feedback_text = (tmp_path / "out" / "sub_97_spy.md").read_text()
     assert "1234" not in feedback_text and "withheld" in feedback_text, feedback_text
