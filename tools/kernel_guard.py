@@ -2,13 +2,14 @@
 check.
 
 `install(modules)` runs first (with globals of its own, not the notebook's): it snapshots what a check depends on
-(the builtins, the check helpers, the modules the notebook imports, sys hooks, the IPython shell's transformers,
-event callbacks, exception handlers and methods, the kernel's request handlers) and returns the grader's entry
-points. Each takes the grader's fresh nonce and, once done, prints a keyed hash of it: code that merely echoes
-what the grader sent cannot produce that. `prove` restores everything before a check, so whatever a submission
+(the builtins, the check helpers, every loaded module, sys hooks, the IPython shell's transformers, event
+callbacks, exception handlers and methods, the kernel's request handlers) and keeps the grader's entry points
+inside its audit hook, reached through `sys.audit('workbook.guard', nonce, entry, ...)`. Each, once done, prints a
+keyed hash of (entry, nonce, arguments): code that merely echoes what the grader sent cannot produce that.
+`prove` restores everything before a check, so whatever a submission
 rebound, patched or installed (a fake `check_that`, a patched `numpy.all`, an `AssertionError` that is not one, an
 input transformer that rewrites the checks, a custom exception handler, a trace function, a name that shadows a
-builtin) is undone before the check runs; `course_utils.checks` is re-executed from its read-only source.
+builtin) is undone before the check runs, the helpers' own code included.
 `snapshot` and `restore_names` bracket an exercise cell: the names the notebook had bound before it, other than the
 ones the exercise defines, are bound back after it.
 
@@ -44,7 +45,7 @@ def install(module_names):
     # the builtins the guard calls, as they are now (before any submitted code)
     _vars, _setattr, _getattr, _delattr, _hasattr = vars, setattr, getattr, delattr, hasattr
     _dict, _list, _set, _isinstance, _print = dict, list, set, isinstance, print
-    _ModuleType, _reload, _new = types.ModuleType, importlib.reload, hmac.new
+    _ModuleType, _new = types.ModuleType, hmac.new
     _sha256, _settrace, _setprofile = hashlib.sha256, sys.settrace, sys.setprofile
     _tsettrace, _tsetprofile = threading.settrace, threading.setprofile
     builtin_names = _set(_vars(builtins))
