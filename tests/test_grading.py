@@ -226,7 +226,7 @@ def test_hidden_checks_are_put_back_counted_and_kept_secret(tmp_path):
     checks = by_id(report)
     assert (report["score"], report["total"], report["hidden"]) == (2, 3, {"passed": 0, "total": 1})
     assert checks["ex99.1"]["passed"] and checks["ex99.1.b"]["passed"] and not checks["ex99.1.large"]["passed"]
-    assert checks["ex99.1.large"] == {"id": "ex99.1.large", "passed": False, "hidden": True,
+    assert checks["ex99.1.large"] == {"id": "ex99.1.large", "passed": False, "hidden": True, "after_hidden": False,
                                       "message": "a hidden check failed (AssertionError)"}
     assert "10**6" not in (tmp_path / "grades" / "carol.xml").read_text() + json.dumps(report)
     full = run(toy_with_hidden_check(), tmp_path, instructor, name="dave_99_toy.ipynb")

@@ -401,7 +401,8 @@ def test_nothing_a_submission_started_outlives_its_grading(graded):
 
 def grade_with_a_hidden_check(tmp_path, name, hidden_check, answer):
     """Grade a submission whose exercise cell is `answer` against a toy instructor notebook: one exercise (double),
-    a visible check, the hidden check `hidden_check`, then an instructor cell that calls double again."""
+    a visible check, the hidden check `hidden_check`, an instructor cell that calls double again, then a second
+    visible check."""
     from tests.nbfactory import code, notebook
 
     instructor = notebook(
@@ -410,6 +411,7 @@ def grade_with_a_hidden_check(tmp_path, name, hidden_check, answer):
         code("assert_close(double(np.ones(2)), np.full(2, 2.0), name='double(ones)')", "check-ex97.1"),
         code(hidden_check, "check-ex97.1.more", "hidden"),
         code("print(double(1))"),
+        code("assert_close(double(np.ones(3)), np.full(3, 2.0), name='double(ones(3))')", "check-ex97.1.after"),
     )
     (tmp_path / "i").mkdir()
     write(instructor, tmp_path / "i" / f"97_{name}.ipynb")
@@ -456,3 +458,84 @@ def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_error(tmp_path
     assert report["score"] == 0 and any("SPIED" in e["message"] and "1234" in e["message"] for e in report["errors"]), report
     feedback_text = (tmp_path / "out" / "sub_97_spy.md").read_text()
     assert "1234" not in feedback_text and "withheld" in feedback_text, feedback_text
+
+
+def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_check_s_message(tmp_path):
+    # The same spy, raising what it saw when a visible check that runs after the hidden one calls it (red-team round
+    # 4 read a hidden check's inputs this way in notebook 05): that check's message is kept for the instructors (the
+    # JSON) and withheld from the feedback and from Gradescope's output.
+    import json
+
+    from tools.autograder import results_json
+
+    spy = ("SEEN = []\n"
+           "def double(x):\n"
+           "    SEEN.append(repr(getattr(x, 'shape', x)))\n"
+           "    if getattr(x, 'shape', None) == (3,):\n"
+           "        raise ValueError('SPIED ' + ' '.join(SEEN))\n"
+           "    return x + 2\n")
+    report = grade_with_a_hidden_check(
+        tmp_path, "spy2", "assert_close(double(np.arange(1234.0)), 2 * np.arange(1234.0), name='x')", spy)
+    after = next(c for c in report["checks"] if c["id"] == "ex97.1.after")
+    assert not after["passed"] and after["after_hidden"] and "1234" in after["message"], after
+    assert "1234" in json.dumps(report), "the instructors' JSON keeps the message"
+    feedback_text = (tmp_path / "out" / "sub_97_spy2.md").read_text()
+    assert "1234" not in feedback_text and "withheld" in feedback_text, feedback_text
+    outputs = json.dumps(results_json(report, "97_spy2.ipynb"))
+    assert "1234" not in outputs and "withheld" in outputs, outputs
+
+
+def grade_torch_toy(tmp_path, name, answer):
+    """A toy instructor notebook whose check compares a from-scratch SGD step with torch.optim.SGD on tensors (as
+    notebook 01's do); the submission's exercise cell is `answer`."""
+    from tests.nbfactory import code, notebook
+
+    instructor = notebook(
+        code("import torch\nfrom course_utils import assert_close"),
+        code("def sgd_step(w, g, lr):\n    ### BEGIN SOLUTION\n    return w - lr * g\n    ### END SOLUTION", "exercise-ex96.1"),
+        code("w0, g0 = torch.tensor([1.0, 2.0]), torch.tensor([0.5, -1.0])\n"
+             "p = w0.clone().requires_grad_(True)\nopt = torch.optim.SGD([p], lr=0.1)\np.grad = g0.clone()\nopt.step()\n"
+             "assert_close(sgd_step(w0, g0, 0.1), p.detach(), name='sgd_step vs torch.optim.SGD')", "check-ex96.1"),
+    )
+    (tmp_path / "i").mkdir(exist_ok=True)
+    write(instructor, tmp_path / "i" / f"96_{name}.ipynb")
+    submission_nb = notebook(*[code(c.source, *c.metadata.get("tags", [])) for c in instructor.cells])
+    next(c for c in submission_nb.cells if "exercise-ex96.1" in c.metadata.get("tags", [])).source = answer
+    return grade(write(submission_nb, tmp_path / f"sub_96_{name}.ipynb"), tmp_path / "i", tmp_path / "out",
+                 limits=Limits(cell_seconds=30, total_seconds=120))
+
+
+WRONG_SGD = "def sgd_step(w, g, lr):\n    return w + lr * g\n"
+
+
+def test_a_patched_library_class_earns_nothing(tmp_path):
+    # Red-team round 4: the wrong rule also replaces torch.optim.SGD.step (a class attribute: no module changes), so
+    # the check's reference follows it. The guard restores every library class before a check and compares them after.
+    attack = WRONG_SGD + ("import torch\n"
+                          "def _step(self, closure=None):\n"
+                          "    with torch.no_grad():\n"
+                          "        for group in self.param_groups:\n"
+                          "            for q in group['params']:\n"
+                          "                q.add_(q.grad, alpha=group['lr'])\n"
+                          "_step.hooked = True\n"
+                          "torch.optim.SGD.step = _step\n")
+    report = grade_torch_toy(tmp_path, "classpatch", attack)
+    assert report["run"] == "finished" and report["score"] == 0, report["checks"]
+    solved = grade_torch_toy(tmp_path, "solved", "def sgd_step(w, g, lr):\n    return w - lr * g\n")
+    assert solved["score"] == 1, solved["checks"]
+
+
+def test_a_kernel_registered_in_the_dispatcher_earns_nothing(tmp_path):
+    # Red-team round 4: a kernel registered for aten::clone through the dispatcher's C entry point (C++ state, no
+    # module or class changes) makes every clone return zeros, the check's own copies included. The entry points
+    # refuse submitted code; a library's existing handle (torch keeps some in modules) is refused the same way.
+    direct = WRONG_SGD + ("import torch\n"
+                          "_lib = torch._C._dispatch_library('IMPL', 'aten', 'CPU', 'x.py', 1)\n"
+                          "_lib.impl('clone', torch._C.DispatchKey.CPU, lambda *a, **k: torch.zeros(2))\n")
+    handle = WRONG_SGD + ("import torch, torch._meta_registrations as _m\n"
+                          "_m._meta_lib_dont_use_me_use_register_meta.m.impl('clone', torch._C.DispatchKey.CPU,\n"
+                          "                                                  lambda *a, **k: torch.zeros(2))\n")
+    for name, attack in (("dispatch", direct), ("handle", handle)):
+        report = grade_torch_toy(tmp_path, name, attack)
+        assert report["run"] == "finished" and report["score"] == 0, (name, report["checks"], report["errors"])
+        assert any("registering kernels" in e["message"] for e in report["errors"]), (name, report["errors"])

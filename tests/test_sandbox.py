@@ -92,3 +92,44 @@ def test_all_its_processes_together_stay_within_the_sandbox_memory(tmp_path):
     assert whole in status["on"], status
     codes = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else None
     assert codes is not None and -9 in codes, (done.stdout, done.stderr)     # the cgroup's OOM killer stopped some
+
+
+NATIVE_PROBE = r"""
+import glob, importlib.machinery, importlib.util, os, shutil, sys
+ext = sorted(glob.glob(os.path.join(sys.base_prefix, "lib", "python3*", "lib-dynload", "_json*.so")))[0]
+def load(path):
+    try:
+        spec = importlib.util.spec_from_loader("_json", importlib.machinery.ExtensionFileLoader("_json", path))
+        importlib.util.module_from_spec(spec)
+        return "loaded"
+    except ImportError as err:
+        return "refused: " + str(err)[-60:]
+copy = os.path.join(os.environ["HOME"], "_json.so")
+shutil.copy(ext, copy)
+print("scratch", load(copy))
+try:
+    fd = os.memfd_create("ext")
+except OSError as err:
+    print("memfd refused: memfd_create:", err)
+else:
+    with open(ext, "rb") as f:
+        os.write(fd, f.read())
+    print("memfd", load(f"/proc/self/fd/{fd}"))
+"""
+
+
+def test_the_program_cannot_load_native_code_it_wrote(tmp_path):
+    # A copy of a standard extension module stands in for a compiled one: outside the sandbox both copies load
+    # (the control), inside neither the scratch folder's (noexec) nor a memory file's (memfd_create refused) does.
+    (tmp_path / "probe.py").write_text(NATIVE_PROBE)
+    os.chmod(tmp_path / "probe.py", 0o644)
+    control = subprocess.run([sys.executable, str(tmp_path / "probe.py")], capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, HOME=str(tmp_path)))
+    assert control.stdout.split() == ["scratch", "loaded", "memfd", "loaded"], control.stdout + control.stderr
+    done, status = sandboxed(tmp_path, f"{sys.executable} {tmp_path}/probe.py", readonly=[str(ROOT / "course_utils"), str(tmp_path / "probe.py")])
+    if any(k.startswith("namespaces") for k in status["off"]):
+        pytest.skip(f"Linux refuses this user namespaces here: {status['off']}")
+    assert not status["off"], status
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert lines.get("scratch", "").startswith("refused"), f"an extension module copied to the scratch folder loaded: {done.stdout}{done.stderr}"
+    assert lines.get("memfd", "").startswith("refused"), f"an extension module in a memfd loaded: {done.stdout}{done.stderr}"

@@ -97,7 +97,8 @@ def results_json(report: dict, notebook: str) -> dict:
             "score": 1.0 if check["passed"] else 0.0,
             "max_score": 1.0,
             "status": "passed" if check["passed"] else "failed",
-            "output": check["message"] if not check["passed"] else "passed",
+            "output": ("failed (the message is withheld: this check ran after a hidden check)" if check.get("after_hidden")
+                       else check["message"]) if not check["passed"] else "passed",
             "visibility": "after_published" if check["hidden"] else "visible",
         })
     visible = [c for c in report["checks"] if not c["hidden"]]

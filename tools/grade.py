@@ -174,7 +174,7 @@ def plan(submission_nb, instructor_nb, exercises: list) -> tuple[list[Step], lis
 
 
 WITHHELD = ("(its text is withheld from the feedback: it came after a hidden check, and code of the submission's "
-            "that ran in that check could put what it saw there into an error)")
+            "that ran in that check could put what it saw there into an error or a check's message)")
 
 
 def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_factory=SandboxedKernel,
@@ -239,7 +239,8 @@ def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_facto
                 # the guard restores what checks rely on, runs the check in a copy of the namespace, and proves
                 # it completed with nothing it relies on changed meanwhile
                 ok, message = (False, tampered) if tampered else guarded("check", step.id, step.source)
-                result = (True, "") if ok else (False, message[-2000:] or "the check did not complete")
+                result = (True, "", False) if ok else (False, message[-2000:] or "the check did not complete",
+                                                       after_hidden and step.id not in hidden)
                 outcome["checks"].setdefault(step.id, []).append(result)
                 continue
             if step.kind == "exercise" and not tampered:
@@ -314,14 +315,15 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
         elif not cells:
             passed, message = False, f"this check never ran ({report['run'].splitlines()[0] if report['run'] else 'no run'})"
         else:
-            passed = all(ok for ok, _ in cells)
-            message = "" if passed else next(m for ok, m in cells if not ok)
+            passed = all(cell[0] for cell in cells)
+            message, withheld = ("", False) if passed else next((m, w) for ok, m, w in cells if not ok)
         ex_id = _exercise_of(cid)
         if not passed and ex_id in report["missing_exercises"]:
             message = f"{message}\n(the submission has no cell tagged exercise-{ex_id}: its stub ran instead)"
         if cid in hidden:                                 # its code and messages stay the instructor's
             message = "" if passed else f"a hidden check failed ({_exception_type(message)})"
-        report["checks"].append({"id": cid, "passed": passed, "message": _last_lines(message), "hidden": cid in hidden})
+        report["checks"].append({"id": cid, "passed": passed, "message": _last_lines(message), "hidden": cid in hidden,
+                                 "after_hidden": bool(cells) and not passed and withheld})
     report["total"] = len(expected)
     report["score"] = sum(c["passed"] for c in report["checks"])
     report["hidden"] = {"passed": sum(c["passed"] for c in report["checks"] if c["hidden"]), "total": len(hidden)}
@@ -415,7 +417,7 @@ def feedback(report: dict) -> str:
         lines.append("")
     for c in report["checks"]:
         if not c["passed"] and c["message"]:
-            lines += [f"## {c['id']}: failed", "", *_fenced(c["message"]), ""]
+            lines += [f"## {c['id']}: failed", "", *_fenced(WITHHELD if c.get("after_hidden") else c["message"]), ""]
     for e in report.get("errors", []):
         text = WITHHELD if e.get("after_hidden") else _last_lines(e["message"])
         lines += [f"## An error in cell {e['cell']} (not a check)", "", *_fenced(text), ""]

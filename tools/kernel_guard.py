@@ -44,7 +44,14 @@ def install(module_names):
 
     # the builtins the guard calls, as they are now (before any submitted code)
     _vars, _setattr, _getattr, _delattr, _hasattr = vars, setattr, getattr, delattr, hasattr
-    _dict, _list, _set, _isinstance, _print = dict, list, set, isinstance, print
+    _dict, _list, _set, _print = dict, list, set, print
+    _type_of, _subclass, _len, _any = type, issubclass, len, any   # (audit() calls them: a replaced builtins.len
+                                                                    # would run inside the hook, where it is trusted)
+
+    def _isinstance(value, types_):
+        """isinstance by the object's real type: isinstance itself asks a value for its __class__, which a
+        submission's class may compute with code of its own (run inside the guard)."""
+        return _subclass(_type_of(value), types_)
     _ModuleType, _new = types.ModuleType, hmac.new
     _sha256, _settrace, _setprofile = hashlib.sha256, sys.settrace, sys.setprofile
     _tsettrace, _tsetprofile = threading.settrace, threading.setprofile
@@ -108,7 +115,7 @@ def install(module_names):
         for label, registry, contents in hook_registries:
             now = _list(registry.items()) if _isinstance(registry, dict) else _list(registry)
             flat = lambda items: [x for item in items for x in (item if _isinstance(registry, dict) else (item,))]
-            if _len(now) != _len(contents) or any(a is not b for a, b in _zip(flat(now), flat(contents))):
+            if _len(now) != _len(contents) or _any(a is not b for a, b in _zip(flat(now), flat(contents))):
                 found.append(label)               # (identity only: a hook's own __eq__ is never asked)
         return found
 
@@ -174,7 +181,7 @@ def install(module_names):
     trusted_cells = {"workbook_guard"}         # cells the grader ran (compiled with no submission code on the stack)
     untrusted_cells = set()                    # cells compiled while an exercise cell ran
     state = {"exercise": False, "guard": False, "checking": False}
-    busy = set()
+    busy = {}                                  # thread -> 1 while the audit hook runs in it (2: its own _getframe)
     # callers of sys._getframe that only read a module name from the frame and never hand it on
     benign_getframe = _frozenset(os.path.join(p, name) for p in library
                                  for name in ("collections/__init__.py", "typing.py", "enum.py"))
@@ -243,10 +250,28 @@ def install(module_names):
             return handlers["call"](*args)
         if event not in frame_events and not _startswith(event, "ctypes."):
             return
-        ident = _get_ident()
-        if ident in busy:
+        if event == "object.__getattr__" and (_len(args) < 2 or args[1] not in frame_attributes):
             return
-        busy.add(ident)
+        if event in ("object.__setattr__", "object.__delattr__") and (_len(args) < 2 or args[1] not in guarded_attributes):
+            return
+        ident = _get_ident()
+        depth = busy.get(ident, 0)
+        if depth >= 2:                     # the hook's own _getframe below, while it looks at a nested event
+            return
+        if depth == 1:
+            # An event raised while this hook runs: the hook's own calls (its _getframe) are fine; anything else is
+            # code the hook ended up calling (a library function whose module a submission patched, a str
+            # subclass's method) and must not get a free pass because the hook is busy.
+            busy[ident] = 2
+            try:
+                inner = _getframe(1)
+                where = inner.f_code.co_filename if inner is not None else "?"
+            finally:
+                busy[ident] = 1
+            if where == "workbook_guard":
+                return
+            refuse(f"{event} inside the grader's audit hook", where)
+        busy[ident] = 1
         try:
             caller = _getframe(1)
             if caller is not None and caller.f_code.co_filename == "workbook_guard":
@@ -263,7 +288,9 @@ def install(module_names):
                     mark(code)   # in a check, code a callback runs (a finalizer calling exec) is the submission's too
                 return
             if event == "compile":
-                filename = _str(args[1]) if len(args) > 1 else ""
+                filename = args[1] if _len(args) > 1 else ""
+                if _type_of(filename) is not _str:           # bytes or a str subclass (its methods are code)
+                    filename = _str.__str__(filename) if _subclass(_type_of(filename), _str) else _repr(filename)
                 where = submission_anywhere(caller)
                 if where is None:
                     if _startswith(filename, "<") or in_library(filename) or filename in trusted_cells:
@@ -282,7 +309,7 @@ def install(module_names):
                             on_disk = f.read()
                     except OSError:
                         on_disk = None
-                    text = source.encode() if _isinstance(source, _str) else source
+                    text = _str.encode(source) if _isinstance(source, _str) else _bytes(source)
                     if on_disk is None or text != on_disk:
                         refuse(f"compile() of other code under the name {filename!r}", where)
                 elif not _startswith(filename, "<"):
@@ -298,11 +325,6 @@ def install(module_names):
                                    submission_anywhere(caller) or path)
                         return
                     frame = frame.f_back
-            if event == "object.__getattr__" and (len(args) < 2 or args[1] not in frame_attributes):
-                return
-            if event in ("object.__setattr__", "object.__delattr__") and (len(args) < 2 or
-                                                                           args[1] not in guarded_attributes):
-                return
             if event == "sys._getframe" and caller is not None and caller.f_code.co_filename in benign_getframe:
                 return
             # the whole stack: a library that calls back what the submission handed it (pickle's reduce, deepcopy,
@@ -312,7 +334,7 @@ def install(module_names):
                 what = f"{event} ({args[1]})" if _startswith(event, "object.") else event
                 refuse(what, where, caller.f_code.co_filename if caller is not None else None)
         finally:
-            busy.discard(ident)
+            busy.pop(ident, None)
 
     sys.addaudithook(audit)
 
@@ -345,7 +367,7 @@ def install(module_names):
                 continue
             target = _getattr(thread, "_target", None) or _getattr(thread, "function", None)
             if (submission_anywhere(frame) or (target is not None and not library_function(target))
-                    or not library_function(type(thread).run)):
+                    or not library_function(_type_of(thread).run)):
                 found.append(_getattr(thread, "name", f"thread {ident}"))
         return found
 
@@ -372,6 +394,44 @@ def install(module_names):
                                       or _type(old) is _type(new) and _type(old) in _containers):
             return True                                     # a private flag, counter or registry
         return (module_name, key) in library_wrappers and wrapped_by_library(new, old)
+
+    _issubclass, _type_flags = issubclass, type.__dict__["__flags__"].__get__
+    _type_setattr, _type_delattr, _type_name = type.__setattr__, type.__delattr__, type.__dict__["__name__"].__get__
+    _own_dict = type.__dict__["__dict__"].__get__        # a class's own namespace, whatever its metaclass says
+    class_housekeeping = _frozenset({"__abstractmethods__", "_abc_impl", "__doc__", "__dict__", "__weakref__",
+                                     "__parameters__", "__annotations__"})
+
+    def benign_in_class(key, old, new):
+        """A change a library makes to one of its classes on its own: a private flag or cache, or its own wrapper
+        around a method (torch.optim wraps each optimizer class's step for its profiler on first use)."""
+        if key in class_housekeeping:
+            return True
+        if old is restore:
+            return _startswith(key, "_") and not _callable(new)
+        if new is restore:
+            return False
+        if _startswith(key, "_") and (_isinstance(old, _scalars) and _isinstance(new, _scalars)
+                                      or _type(old) is _type(new) and _type(old) in _containers):
+            return True
+        if _type(old) is property and _type(new) is property:   # an accessor a library registers lazily
+            return library_function(old.fget) and library_function(new.fget)   # (torch.compiler's CacheInfo)
+        return wrapped_by_library(new, old)
+
+    def classes_of(values):
+        """The classes among `values` whose attributes can be set (heap types): a library's optimizer, module,
+        scheduler... A check's reference calls their methods, so a patched method would make it agree."""
+        return [v for v in values if _issubclass(_type(v), type) and _type_flags(v) & (1 << 9)]
+
+    def save_classes(candidates):
+        for cls in classes_of(candidates):
+            if cls not in saved_classes:
+                saved_classes[cls] = _dict(_own_dict(cls))
+
+    def library_module_values(items):
+        for name, (module, snapshot) in items:
+            file = snapshot.get("__file__")
+            if _type(file) is _str and in_library(file):
+                yield from _list(snapshot.values())
 
     graveyard = []                             # what the guard takes out of modules and namespaces: kept alive, so
                                                # that no finalizer or __del__ of a submission's runs inside the guard
@@ -419,16 +479,29 @@ def install(module_names):
         for timer in (signal_module.ITIMER_REAL, signal_module.ITIMER_VIRTUAL, signal_module.ITIMER_PROF):
             _setitimer(timer, 0)
         for cls, snapshot in saved_classes.items():
-            for key in [k for k in _list(_vars(cls)) if k not in snapshot]:
+            now = _own_dict(cls)
+            for key in [k for k in _list(now) if k not in snapshot and not benign_in_class(k, restore, now[k])]:
+                graveyard.append(now[key])
                 try:
-                    _delattr(cls, key)
-                except (AttributeError, TypeError):
+                    _type_delattr(cls, key)
+                except TypeError:                    # a library metaclass with a __delattr__ of its own (pybind11)
+                    try:
+                        _delattr(cls, key)
+                    except (AttributeError, TypeError):
+                        pass
+                except AttributeError:
                     pass
             for key, value in snapshot.items():
-                if _vars(cls).get(key) is not value and key not in ("__dict__", "__weakref__", "__doc__"):
+                if now.get(key, restore) is not value and not benign_in_class(key, value, now.get(key, restore)):
+                    graveyard.append(now.get(key))
                     try:
-                        _setattr(cls, key, value)
-                    except (AttributeError, TypeError):
+                        _type_setattr(cls, key, value)
+                    except TypeError:
+                        try:
+                            _setattr(cls, key, value)
+                        except (AttributeError, TypeError):
+                            pass
+                    except AttributeError:
                         pass
         for key, value in saved_sys.items():
             _setattr(sys, key, value)
@@ -504,11 +577,28 @@ def install(module_names):
             found[key] = (_str(meta), _blake2b(data, digest_size=16).digest())
         return found
 
+    def exact_keys(names):
+        """Drop every key of the notebook's namespace that is not exactly a str: a str subclass's __hash__ or __eq__
+        would run the submission's code each time the guard looks a name up."""
+        for k in names:                                        # iterating the keys hashes nothing
+            if _type_of(k) is not _str:
+                break
+        else:
+            return
+        kept = [(k, v) for k, v in _list(names.items()) if _type_of(k) is _str]
+        graveyard.append(_list(names.items()))
+        names.clear()
+        names.update(kept)
+
     def snapshot():
         """Before an exercise cell: what every name is bound to, and what the notebook's data hold."""
+        exact_keys(shell.user_ns)
         namespace.clear()
         namespace.update(shell.user_ns)
-        saved_modules.update(module_snapshots(skip=saved_modules))
+        fresh = module_snapshots(skip=saved_modules)
+        saved_modules.update(fresh)
+        save_classes(library_module_values(fresh.items()))
+        save_classes(v for k, v in _list(shell.user_ns.items()) if k not in owned)   # the notebook's own classes
         baseline.clear()
         baseline.update(fingerprints())
         state["exercise"] = "armed"
@@ -517,6 +607,7 @@ def install(module_names):
         """After an exercise cell: every name that existed before it, except the ones the exercise defines, is
         bound again to what it was; new names stay (the submission's own helpers), unless they shadow a builtin."""
         user = shell.user_ns
+        exact_keys(user)
         for key, value in namespace.items():
             if key not in allowed and not _startswith(key, "_") and user.get(key, namespace) is not value:
                 graveyard.append(user.get(key))
@@ -526,14 +617,18 @@ def install(module_names):
         owned.update(k for k in user if k not in namespace or k in allowed)
 
     def remember_and_rebase(names):
+        exact_keys(shell.user_ns)
         remember(names)
-        saved_modules.update(module_snapshots(skip=saved_modules))   # modules an instructor cell imported
+        fresh = module_snapshots(skip=saved_modules)                 # modules an instructor cell imported
+        saved_modules.update(fresh)
+        save_classes(library_module_values(fresh.items()))
+        save_classes(v for k, v in _list(shell.user_ns.items()) if k not in owned)
         baseline.clear()                       # an instructor cell may change the notebook's data on purpose
         baseline.update(fingerprints())
 
     def state_of_modules():
         return ({name: _dict(_vars(m)) for name, (m, _) in saved_modules.items()},
-                {c: _dict(_vars(c)) for c in saved_classes},
+                {c: _dict(_own_dict(c)) for c in saved_classes},
                 [(obj, _dict(_vars(obj))) for obj, _ in saved_refs])
 
     def changes(before):
@@ -552,10 +647,11 @@ def install(module_names):
             if _list(_vars(obj)) != _list(old) or _list(_map(_id, _vars(obj).values())) != _list(_map(_id, old.values())):
                 found.append("the checks' captured NumPy functions")
         for cls, old in class_dicts.items():
-            now = _vars(cls)
+            now = _own_dict(cls)
             for key in _set(old) | _set(now):
-                if now.get(key, changes) is not old.get(key, changes):
-                    found.append(f"{cls.__name__}.{key}")
+                before, after = old.get(key, restore), now.get(key, restore)
+                if before is not after and not benign_in_class(key, before, after):
+                    found.append(f"{_type_name(cls)}.{key}")
         return found
 
     def wrapped_by_library(new, old):
@@ -571,6 +667,7 @@ def install(module_names):
     def check(name, source):
         """Run one check cell: restored, in its own copy of the namespace, and proved only if nothing it relies on
         changed while it ran."""
+        exact_keys(shell.user_ns)
         restore()
         running = submission_threads()
         if running:
@@ -607,6 +704,7 @@ def install(module_names):
         if signal_changes():
             problems.append("signal handlers")
         problems += registry_changes()
+        problems += dispatcher_changes()
         if mode_depths() != (0, 0):
             problems.append("a torch function or dispatch mode left on")
         now = fingerprints()
@@ -648,6 +746,41 @@ def install(module_names):
                 _gc.enable()
         _print(_new(secret, f"{entry}\0{nonce}\0{digest(args)}".encode(), _sha256).hexdigest())
 
+    # PyTorch's dispatcher: a kernel registered for an aten operator (torch._C._dispatch_library, or the handle of a
+    # library torch keeps) replaces that operator for every caller, the checks' references included, and lives in
+    # C++ where no module or class snapshot sees it. Its entry points refuse submitted code, and every check ends
+    # by comparing each aten operator's dispatch table with the one at install.
+    dispatch_tables = {}
+    if torch_c is not None and _hasattr(torch_c, "_dispatch_library"):
+        def no_registrations_from_submissions(original, what):
+            def registration(*args, **kwargs):
+                where = submission_anywhere(_getframe(1))
+                if where is not None:
+                    refuse(what, where)
+                return original(*args, **kwargs)
+            return registration
+
+        dispatch_module = _type(torch_c._dispatch_library("FRAGMENT", "workbook_guard", ""))
+        torch_c._dispatch_library = no_registrations_from_submissions(torch_c._dispatch_library,
+                                                                      "torch._C._dispatch_library (registering kernels)")
+        for method in ("impl", "impl_t_t", "impl_with_aoti_compile", "def_", "def_legacy", "def_name_t_t",
+                       "def_schema_t_t", "define", "fallback", "fallback_fallthrough",
+                       "register_ad_inplace_or_view_fallback", "reset"):
+            original = _own_dict(dispatch_module).get(method)
+            if original is not None:
+                _setattr(dispatch_module, method, no_registrations_from_submissions(
+                    original, f"the dispatcher's {method} (registering kernels)"))
+        dispatch_tables.update((op, torch_c._dispatch_dump_table(op)) for op in torch_c._dispatch_get_all_op_names()
+                               if _startswith(op, "aten::"))
+        saved_modules["torch._C"] = (torch_c, _dict(_vars(torch_c)))
+
+    def dispatcher_changes():
+        if not dispatch_tables:
+            return []
+        return [f"the PyTorch dispatcher's kernels for {op}" for op, table in dispatch_tables.items()
+                if torch_c._dispatch_dump_table(op) != table][:3]
+
+    save_classes(library_module_values(saved_modules.items()))   # every library class loaded now
     entries = {"prove": restore, "remember": remember_and_rebase, "snapshot": snapshot,
                "restore_names": restore_names, "check": check}
     handlers["call"] = call

@@ -8,7 +8,8 @@ unshares user (when not root), mount, network and PID namespaces and forks the n
       /usr, /lib, /etc..., the Python installation, the virtual environment, `course_utils` and `data` at their own
       paths) plus a size-limited scratch folder (its home and working folder) and the grader's socket folder;
       pivot_root then detaches the old root, so the instructor notebooks, hidden checks, other submissions, other
-      reports and the grader's files are not there to read or write;
+      reports and the grader's files are not there to read or write; everything it can write is mounted noexec, and
+      a seccomp filter refuses anonymous memory files (memfd), so it cannot load native code of its own;
     - mounts a /proc of its own (the PID namespace: no process outside the sandbox can be seen or signalled, and
       when the sandbox's first process ends every process the submission started ends with it);
     - brings the loopback interface up in an empty network namespace (no route out; torch.distributed on 127.0.0.1
@@ -37,7 +38,7 @@ import time
 from pathlib import Path
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE = 1, 38, 4
 NOBODY = 65534
@@ -179,6 +180,8 @@ def _bind(host: str, root: str, writable: bool = False) -> None:
     _mount(host, target, None, MS_BIND | MS_REC)
     if not writable:
         _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    elif os.path.isdir(host):                          # what the program can write, it cannot map as code
+        _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def _new_root(spec: dict) -> None:
@@ -186,10 +189,12 @@ def _new_root(spec: dict) -> None:
     _call("unshare", ctypes.c_int(CLONE_NEWNS))
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     root = spec["root_dir"]
-    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=755")
+    # Every place the program can write is mounted noexec: a file it writes there (a compiled extension module,
+    # say) cannot be mapped as code, so it cannot run native code of its own (which no audit hook would see).
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64m,mode=755")
     for d in ("/dev/shm", "/tmp", spec["scratch"]):       # first: the views below may lie inside /tmp
         os.makedirs(root + d, exist_ok=True)
-        _mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(spec['scratch_bytes'])},mode=1777")
+        _mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={int(spec['scratch_bytes'])},mode=1777")
     for d in SYSTEM_DIRS:
         if os.path.islink(d):
             os.symlink(os.readlink(d), root + d)
@@ -216,6 +221,37 @@ def _new_root(spec: dict) -> None:
     os.chdir("/")
     _call("umount2", b"/.old-root", ctypes.c_int(MNT_DETACH))
     os.rmdir("/.old-root")
+
+
+# memfd_create's number and the audit architecture seccomp sees, per machine
+MEMFD_CREATE = {"x86_64": (319, 0xC000003E), "aarch64": (279, 0xC00000B7)}
+
+
+def _no_memory_files() -> None:
+    """A seccomp filter that answers memfd_create with EPERM. An anonymous memory file lives on no mount, so noexec
+    does not cover it, and a library written into one could be loaded (vm.memfd_noexec only stops execve, not a
+    loader's executable mapping). Nothing the notebooks run needs one. Inherited by every child, kept across exec."""
+    machine = platform.machine()
+    if machine not in MEMFD_CREATE:
+        raise OSError(f"memfd_create's system call number on {machine} is not known here")
+    number, arch = MEMFD_CREATE[machine]
+    LD_ABS, JEQ, RET = 0x20, 0x15, 0x06                       # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
+    ALLOW, EPERM = 0x7FFF0000, 0x00050000 | 1                 # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    program = [(LD_ABS, 0, 0, 4),                             # the architecture
+               (JEQ, 0, 4, arch),                             # another one (a 32-bit call): allow
+               (LD_ABS, 0, 0, 0),                             # the system call's number
+               (JEQ, 1, 0, number),
+               (JEQ, 0, 1, number | 0x40000000),              # x32's numbering of the same call
+               (RET, 0, 0, EPERM),
+               (RET, 0, 0, ALLOW)]
+    filters = (ctypes.c_ubyte * (8 * len(program)))()
+    for i, (code, jt, jf, k) in enumerate(program):
+        struct.pack_into("HBBI", filters, 8 * i, code, jt, jf, k)
+    fprog = struct.pack("HxxxxxxP", len(program), ctypes.addressof(filters))
+    PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+    _call("prctl", ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    _call("prctl", ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.c_char_p(fprog), ctypes.c_ulong(0),
+          ctypes.c_ulong(0))
 
 
 def _drop_capabilities() -> None:
@@ -315,6 +351,7 @@ def run(spec: dict, argv: list[str]) -> None:
         status.off[private_root] = "no namespaces" if not isolated else "no root_dir"
     if isolated:
         status.attempt("network: loopback only", _loopback_up)
+    status.attempt("no anonymous memory files (memfd_create refused)", _no_memory_files)
     if not private:
         # no private root: a home of its own in the grader's folder for this run, never a shared path
         home = os.path.join(spec["root_dir"] or tempfile.mkdtemp(prefix="sandbox-home-"), "home")
