@@ -17,7 +17,8 @@ _HOME = {
     "PowerLawFit": "analysis", "fit_power_law": "analysis",
     "assert_close": "checks", "check_equal": "checks", "check_that": "checks", "plain": "checks",
     "Split": "data", "load_digits_split": "data",
-    "get_device": "device", "is_available": "device", "seed_everything": "device", "synchronize": "device",
+    "autocast_dtype": "device", "get_device": "device", "is_available": "device", "seed_everything": "device",
+    "synchronize": "device",
     "GPT": "gpt", "GPTConfig": "gpt",
     "OtherLoad": "hardware", "environment_info": "hardware", "environment_report": "hardware", "measure_matmul_flops": "hardware",
     "measure_memory_bandwidth": "hardware",
@@ -26,6 +27,7 @@ _HOME = {
     "labelled_axes": "plotting", "use_style": "plotting",
     "BPETokenizer": "text", "CharTokenizer": "text", "Corpus": "text", "load_corpus": "text",
     "BenchmarkResult": "timing", "benchmark": "timing", "benchmark_interleaved": "timing", "format_seconds": "timing",
+    "median_interval": "timing",
     "get_batch": "training", "load_checkpoint": "training", "save_checkpoint": "training", "train_lm": "training",
     "train_lm_wsd": "training",
 }

@@ -67,6 +67,23 @@ def synchronize(device: torch.device | str | None = None) -> None:
         torch.mps.synchronize()
 
 
+def autocast_dtype(device: torch.device | str) -> torch.dtype:
+    """The low-precision dtype `torch.autocast` should use on `device`: bfloat16 where the hardware computes in it
+    (CPUs, NVIDIA GPUs of compute capability 8.0 and later: A100, RTX 30xx, H100), float16 elsewhere (a T4 or V100,
+    Apple GPUs). `torch.cuda.is_bf16_supported()` is not the test: it also counts bfloat16 that a T4 only emulates,
+    several times slower than its float16 tensor cores. float16's narrow range needs loss scaling
+    (`torch.amp.GradScaler`); bfloat16 has float32's range and does not."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return torch.bfloat16
+    if device.type == "cuda":
+        major, _ = torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if major >= 8 else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    raise ValueError(f"no autocast dtype known for device type {device.type!r}: use one of {', '.join(KNOWN_DEVICES)}")
+
+
 def seed_everything(seed: int) -> int:
     """Seed Python's, NumPy's and torch's (CPU and CUDA) generators; returns the seed for logging."""
     if isinstance(seed, bool) or not isinstance(seed, Integral):

@@ -45,19 +45,27 @@ class Worker:
     backend: str
 
 
-def init_worker() -> Worker:
+def init_worker(device: str | None = None) -> Worker:
     """Called inside a torchrun worker: join the process group with the backend that fits the hardware.
 
-    Each worker gets its own CUDA GPU (NCCL) when the node has one per local process; otherwise every worker
-    runs on the CPU with gloo. Nothing else in a worker script needs to change between the two."""
+    With `device=None`, each worker gets its own CUDA GPU (NCCL) when the node has one per local process; otherwise
+    every worker runs on the CPU with gloo. Nothing else in a worker script needs to change between the two.
+    `device="cpu"` keeps the workers on the CPU whatever the node has, and `device="cuda"` requires a GPU per
+    local process: a comparison across world sizes passes the same one to every launch, so that a node with one GPU
+    does not time world size 1 on the GPU against 2 and 4 on the CPU."""
     import torch
     import torch.distributed as dist
 
+    if device not in (None, "cpu", "cuda"):
+        raise ValueError(f"device must be None (automatic), 'cpu' or 'cuda', got {device!r}")
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
         if var not in os.environ:
             raise RuntimeError(f"${var} is not set: start this script with torchrun (or course_utils.distributed.launch)")
     local_rank, local_world = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])
-    if torch.cuda.is_available() and torch.cuda.device_count() >= local_world:
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device == "cuda" and gpus < local_world:
+        raise RuntimeError(f"device='cuda' needs a GPU for each of the {local_world} local processes; this node has {gpus}")
+    if device != "cpu" and gpus >= local_world:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:

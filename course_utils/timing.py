@@ -1,6 +1,7 @@
 """Timing that tells the truth: warm up, synchronise the device, repeat, report the median."""
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -34,8 +35,39 @@ class BenchmarkResult:
     def mean(self) -> float:
         return statistics.fmean(self.samples)
 
+    def median_interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        """A distribution-free confidence interval for the median (see `median_interval`)."""
+        return median_interval(self.samples, confidence)
+
     def __str__(self) -> str:
         return f"{format_seconds(self.median)} median (min {format_seconds(self.min)}, max {format_seconds(self.max)}, n={len(self.samples)})"
+
+
+def median_interval(samples, confidence: float = 0.95) -> tuple[float, float]:
+    """Confidence interval for the median of the distribution the samples come from, from their order statistics.
+
+    Each sample falls below the true median with probability 1/2, so the number below it is Binomial(n, 1/2), and
+    [x_(j), x_(n+1-j)] (sorted, 1-based) covers the median with probability 1 - 2 P(Binomial < j), whatever the
+    distribution. j is the largest index keeping that at least `confidence`; with too few samples for any such j
+    (fewer than 6 at 95%) the interval is (-inf, inf)."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    xs = sorted(samples)
+    n = len(xs)
+    j, below = 0, 0.0                     # below = P(Binomial(n, 1/2) < j + 1)
+    while j < n // 2:
+        below += math.comb(n, j) / 2**n
+        if 1 - 2 * below < confidence:
+            break
+        j += 1
+    if j == 0:
+        return (-math.inf, math.inf)
+    return (xs[j - 1], xs[n - j])
+
+
+def _settled(samples, stable: float) -> bool:
+    lo, hi = median_interval(samples)
+    return (hi - lo) / 2 <= stable * statistics.median(samples)
 
 
 def format_seconds(seconds: float) -> str:
@@ -62,12 +94,16 @@ def benchmark(
     device: torch.device | str | None = None,
     max_seconds: float | None = None,
     min_repeat: int = 3,
+    stable: float | None = None,
 ) -> BenchmarkResult:
     """Call `fn()` `warmup` times untimed, then `repeat` times timed, synchronising `device` around each call.
 
     With `max_seconds`, timing stops early once the timed calls have taken that long in total, but never before
     `min_repeat` samples (or `repeat`, if smaller): a slow case (e.g. bfloat16 on a CPU without bfloat16 units)
-    then costs a few samples instead of `repeat`, and still has a spread."""
+    then costs a few samples instead of `repeat`, and still has a spread.
+    With `stable` (e.g. 0.02), timing also stops once the median is pinned down: once the 95% confidence interval of
+    the median (`median_interval`) is at most `stable` times the median on either side. A quiet machine then
+    needs few samples and a noisy one gets up to `repeat`."""
     if not callable(fn):
         raise TypeError(f"fn must be callable with no arguments, got {type(fn).__name__}")
     warmup = _check_count("warmup", warmup, 0)
@@ -75,6 +111,8 @@ def benchmark(
     min_repeat = _check_count("min_repeat", min_repeat, 1)
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+    if stable is not None and not stable > 0:
+        raise ValueError(f"stable must be positive (a fraction of the median, e.g. 0.02), got {stable}")
     for _ in range(warmup):
         fn()
     synchronize(device)
@@ -84,7 +122,8 @@ def benchmark(
         fn()
         synchronize(device)
         samples.append(time.perf_counter() - start)
-        if max_seconds is not None and len(samples) >= min_repeat and sum(samples) >= max_seconds:
+        if len(samples) >= min_repeat and ((max_seconds is not None and sum(samples) >= max_seconds)
+                                           or (stable is not None and _settled(samples, stable))):
             break
     return BenchmarkResult(tuple(samples))
 
@@ -95,11 +134,13 @@ def benchmark_interleaved(
     warmup: int = 1,
     repeat: int = 5,
     device: torch.device | str | None = None,
+    stable: float | None = None,
 ) -> dict[Hashable, BenchmarkResult]:
     """Time several functions in rounds: every round calls each of them once, in order (`warmup` rounds untimed).
 
     A machine whose speed drifts during a sweep (another tenant, a frequency change) then slows every case of the
-    sweep alike and shows up in each one's spread, instead of biasing whichever cases ran during the slow spell."""
+    sweep alike and shows up in each one's spread, instead of biasing whichever cases ran during the slow spell.
+    With `stable`, the rounds stop before `repeat` once every case's median is pinned down (see `benchmark`)."""
     if not isinstance(fns, Mapping) or not fns:
         raise TypeError(f"fns must be a non-empty mapping of name -> callable, got {fns!r}")
     for name, fn in fns.items():
@@ -107,6 +148,8 @@ def benchmark_interleaved(
             raise TypeError(f"fns[{name!r}] must be callable with no arguments, got {type(fn).__name__}")
     warmup = _check_count("warmup", warmup, 0)
     repeat = _check_count("repeat", repeat, 1)
+    if stable is not None and not stable > 0:
+        raise ValueError(f"stable must be positive (a fraction of the median, e.g. 0.02), got {stable}")
     samples: dict[Hashable, list[float]] = {name: [] for name in fns}
     for round_ in range(warmup + repeat):
         for name, fn in fns.items():
@@ -116,4 +159,6 @@ def benchmark_interleaved(
             synchronize(device)
             if round_ >= warmup:
                 samples[name].append(time.perf_counter() - start)
+        if stable is not None and round_ >= warmup and all(_settled(s, stable) for s in samples.values()):
+            break
     return {name: BenchmarkResult(tuple(s)) for name, s in samples.items()}

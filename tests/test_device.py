@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import course_utils as cu
 from course_utils import get_device, is_available, seed_everything, synchronize
 from course_utils.device import DEVICE_ENV_VAR
 
@@ -91,3 +92,20 @@ def test_seed_rejects_out_of_range(bad):
 
 def test_seed_accepts_numpy_integer():
     assert seed_everything(np.int64(7)) == 7
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16),
+                                                  ((8, 6), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_autocast_dtype_follows_the_gpus_capability_not_emulation(monkeypatch, capability, expected):
+    # A T4 (7.5) reports is_bf16_supported() True through emulation; it must still get float16.
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    got = cu.autocast_dtype("cuda")
+    assert got == expected, f"compute capability {capability}: expected {expected}, got {got}"
+
+
+def test_autocast_dtype_on_cpu_and_mps_and_bad_input():
+    assert cu.autocast_dtype("cpu") == torch.bfloat16
+    assert cu.autocast_dtype(torch.device("mps")) == torch.float16
+    with pytest.raises(ValueError, match="no autocast dtype known for device type 'meta'"):
+        cu.autocast_dtype("meta")

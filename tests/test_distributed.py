@@ -224,6 +224,39 @@ def test_init_worker_outside_torchrun_names_the_problem(monkeypatch):
         init_worker()
 
 
+def _fake_node(monkeypatch, gpus, local_world):
+    """A worker's environment on a node with `gpus` GPUs and `local_world` local processes; no real group."""
+    import torch
+    import torch.distributed as dist
+    env = {"RANK": "0", "WORLD_SIZE": str(local_world), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": str(local_world)}
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(dist, "get_world_size", lambda: local_world)
+
+
+@pytest.mark.parametrize("gpus, local_world, device, expected", [
+    (1, 1, None, "cuda"), (1, 2, None, "cpu"), (4, 4, None, "cuda"), (0, 1, None, "cpu"),
+    (1, 1, "cpu", "cpu"), (4, 2, "cpu", "cpu"), (2, 2, "cuda", "cuda")])
+def test_init_worker_picks_the_device_asked_for(monkeypatch, gpus, local_world, device, expected):
+    _fake_node(monkeypatch, gpus, local_world)
+    worker = init_worker(device)
+    assert worker.device.type == expected, f"{gpus} GPUs, {local_world} local processes, device={device!r}: got {worker.device}"
+    assert worker.backend == backend_for(expected)
+
+
+def test_init_worker_refuses_a_device_the_node_cannot_give(monkeypatch):
+    _fake_node(monkeypatch, 1, 2)
+    with pytest.raises(RuntimeError, match="GPU for each of the 2 local processes; this node has 1"):
+        init_worker("cuda")
+    with pytest.raises(ValueError, match="'cpu' or 'cuda', got 'gpu'"):
+        init_worker("gpu")
+
+
 def _record(folder, rank, time_ns, type_, message, attempt=0, dist_error=False):
     row = {"rank": rank, "local_rank": rank, "node": 0, "attempt": attempt, "pid": 100 + rank, "time_ns": time_ns,
            "type": type_, "message": message, "dist_error": dist_error, "traceback": f"tb {rank}"}

@@ -126,3 +126,58 @@ def test_interleaved_benchmark_rejects_bad_input(fns, error, message):
         benchmark_interleaved(fns)
     with pytest.raises(ValueError, match="repeat must be >= 1"):
         benchmark_interleaved({"a": lambda: None}, repeat=0)
+
+
+def test_median_interval_uses_the_binomial_order_statistics():
+    from scipy.stats import binom
+
+    from course_utils import median_interval
+
+    for n in range(6, 40):
+        xs = list(range(n, 0, -1))                       # unsorted on purpose: n, n-1, ..., 1
+        lo, hi = median_interval(xs)
+        j = int(lo)                                      # the j-th smallest of 1..n is j
+        assert hi == n + 1 - j, f"n={n}: the interval must be symmetric in rank, got [{lo}, {hi}]"
+        assert 1 - 2 * binom.cdf(j - 1, n, 0.5) >= 0.95, f"n={n}: [x_{j}, x_{n + 1 - j}] covers less than 95%"
+        assert 1 - 2 * binom.cdf(j, n, 0.5) < 0.95, f"n={n}: j={j} is not the largest index that keeps 95%"
+    assert median_interval([1.0] * 5) == (float("-inf"), float("inf"))   # 5 samples cannot give 95%
+    with pytest.raises(ValueError, match="confidence must lie strictly between 0 and 1"):
+        median_interval([1.0] * 10, confidence=1.0)
+
+
+def test_median_interval_covers_the_median_of_a_skewed_distribution():
+    # Timings are skewed (a long right tail): lognormal samples of 15; the true median is exp(0) = 1.
+    import numpy as np
+
+    from course_utils import median_interval
+
+    rng = np.random.default_rng(0)
+    covered = np.mean([lo <= 1.0 <= hi for lo, hi in (median_interval(rng.lognormal(0, 1, 15)) for _ in range(3000))])
+    assert 0.95 - 0.013 <= covered <= 0.99, f"coverage {covered:.3f}; the exact coverage for n=15 is 0.965"
+
+
+def test_stable_stops_once_the_median_is_pinned_down(monkeypatch):
+    import course_utils.timing as timing
+    from course_utils import benchmark_interleaved
+
+    now, calls = [0.0], [0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+
+    def steady():
+        now[0] += 1e-3
+
+    def noisy():                                         # 1 ms and 3 ms in turn: the median never settles to 2%
+        calls[0] += 1
+        now[0] += 1e-3 if calls[0] % 2 else 3e-3
+
+    assert len(benchmark(steady, warmup=0, repeat=50, stable=0.02).samples) == 6       # the first n with a 95% interval
+    assert len(benchmark(noisy, warmup=0, repeat=50, stable=0.02).samples) == 50       # repeat is the most
+    assert len(benchmark(noisy, warmup=0, repeat=50, stable=1.5).samples) == 6         # a loose target settles at once
+    results = benchmark_interleaved({"a": steady, "b": steady}, warmup=1, repeat=50, stable=0.02)
+    assert [len(r.samples) for r in results.values()] == [6, 6]
+    results = benchmark_interleaved({"a": steady, "b": noisy}, warmup=1, repeat=20, stable=0.02)
+    assert [len(r.samples) for r in results.values()] == [20, 20]                        # one unsettled case keeps all going
+    with pytest.raises(ValueError, match="stable must be positive"):
+        benchmark(steady, stable=0)
+    with pytest.raises(ValueError, match="stable must be positive"):
+        benchmark_interleaved({"a": steady}, stable=-1)
