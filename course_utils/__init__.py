@@ -21,6 +21,7 @@ _HOME = {
     "synchronize": "device",
     "GPT": "gpt", "GPTConfig": "gpt",
     "OtherLoad": "hardware", "environment_info": "hardware", "environment_report": "hardware", "measure_matmul_flops": "hardware",
+    "last_level_cache_bytes": "hardware",
     "measure_memory_bandwidth": "hardware",
     "track_peak_memory": "memory",
     "map_on_cores": "parallel",

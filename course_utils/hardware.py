@@ -51,6 +51,28 @@ def measure_memory_bandwidth(
     return 2.0 * src.numel() * 4 / result.median
 
 
+def last_level_cache_bytes(root: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """Size of the CPU's largest cache (Linux's sysfs: the highest `level` among `index*/`), or 0 where unknown.
+    Data larger than it come from memory; smaller data may stay in the cache and run at its speed instead."""
+    from pathlib import Path
+
+    best_level, size = 0, 0
+    for index in sorted(Path(root).glob("index*")):
+        try:
+            level = int((index / "level").read_text())
+            text = (index / "size").read_text().strip().upper()
+        except (OSError, ValueError):
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        try:
+            value = int(text.rstrip("KMG")) * scale
+        except ValueError:
+            continue
+        if level > best_level or (level == best_level and value > size):
+            best_level, size = level, value
+    return size
+
+
 def environment_info() -> dict[str, str]:
     """Hardware, threads, device and library versions, as an ordered mapping of strings."""
     import matplotlib

@@ -78,3 +78,18 @@ def test_other_load_subtracts_this_process_and_reports_steal(monkeypatch):
         pass
     assert (load.seconds, load.others, load.stolen) == pytest.approx((2.0, 0.75, 0.2))
     assert str(load) == "other processes 0.8 cores, stolen by the hypervisor 0.2 cores"
+
+
+def test_last_level_cache_is_the_highest_level_in_sysfs(tmp_path):
+    from course_utils import last_level_cache_bytes
+
+    for i, (level, size) in enumerate([("1", "32K"), ("1", "32K"), ("2", "512K"), ("3", "32768K")]):
+        (tmp_path / f"index{i}").mkdir()
+        (tmp_path / f"index{i}" / "level").write_text(level + "\n")
+        (tmp_path / f"index{i}" / "size").write_text(size + "\n")
+    assert last_level_cache_bytes(str(tmp_path)) == 32 << 20
+    (tmp_path / "index4").mkdir()                        # an unreadable entry is skipped, not guessed
+    (tmp_path / "index4" / "level").write_text("4\n")
+    (tmp_path / "index4" / "size").write_text("large\n")
+    assert last_level_cache_bytes(str(tmp_path)) == 32 << 20
+    assert last_level_cache_bytes(str(tmp_path / "missing")) == 0

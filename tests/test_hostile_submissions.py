@@ -539,3 +539,13 @@ def test_a_kernel_registered_in_the_dispatcher_earns_nothing(tmp_path):
         report = grade_torch_toy(tmp_path, name, attack)
         assert report["run"] == "finished" and report["score"] == 0, (name, report["checks"], report["errors"])
         assert any("registering kernels" in e["message"] for e in report["errors"]), (name, report["errors"])
+
+
+def test_a_check_does_not_run_with_the_thread_s_dispatch_keys_changed(tmp_path):
+    # Which kernels run depends on the thread's included and excluded dispatch keys (thread-local, so the check's
+    # thread too). A submission that changes them leaves the checks nothing to trust: the check fails, even with a
+    # right answer beside it.
+    tamper = ("import torch\ntorch._C._dispatch_tls_set_dispatch_key_excluded(torch._C.DispatchKey.Conjugate, True)\n"
+              "def sgd_step(w, g, lr):\n    return w - lr * g\n")
+    report = grade_torch_toy(tmp_path, "tls", tamper)
+    assert report["score"] == 0 and "dispatch keys" in report["checks"][0]["message"], report["checks"]

@@ -75,6 +75,14 @@ def install(module_names):
                 modules[extra] = importlib.import_module(extra)
             except Exception:
                 pass
+    # course_utils binds its public names lazily (PEP 562): the first use would add them to its module, a change
+    # the guard cannot tell from a submission's; binding them all now makes them part of the snapshot.
+    for name in _getattr(modules.get("course_utils"), "__all__", ()):
+        try:
+            _getattr(modules["course_utils"], name)
+        except Exception:
+            pass
+
     def module_snapshots(skip=()):
         """Every module loaded now (numpy's and torch's submodules too: np.all calls helpers that live there),
         except the notebook's own namespace."""
@@ -673,6 +681,9 @@ def install(module_names):
         if running:
             raise _RuntimeError(f"the submission started threads that are still running ({', '.join(running)}): "
                                 f"a check cannot run beside them")
+        if dispatcher_changes():
+            raise _RuntimeError("the submission changed which of PyTorch's dispatch keys this thread includes or "
+                                "excludes: a check cannot trust torch's operators")
         user = shell.user_ns
         names_before = _dict(user)
         modules_before = state_of_modules()
@@ -748,9 +759,11 @@ def install(module_names):
 
     # PyTorch's dispatcher: a kernel registered for an aten operator (torch._C._dispatch_library, or the handle of a
     # library torch keeps) replaces that operator for every caller, the checks' references included, and lives in
-    # C++ where no module or class snapshot sees it. Its entry points refuse submitted code, and every check ends
-    # by comparing each aten operator's dispatch table with the one at install.
-    dispatch_tables = {}
+    # C++ where no module or class snapshot sees it. Its entry points refuse submitted code anywhere on the stack.
+    # (Comparing the dispatch tables after each check was tried: torch registers kernels for aten operators lazily,
+    # on first use, so legitimate runs changed them.) The thread's included and excluded dispatch keys, which
+    # decide which kernels run, must be as they were at install.
+    dispatch_keys = None
     if torch_c is not None and _hasattr(torch_c, "_dispatch_library"):
         def no_registrations_from_submissions(original, what):
             def registration(*args, **kwargs):
@@ -770,15 +783,14 @@ def install(module_names):
             if original is not None:
                 _setattr(dispatch_module, method, no_registrations_from_submissions(
                     original, f"the dispatcher's {method} (registering kernels)"))
-        dispatch_tables.update((op, torch_c._dispatch_dump_table(op)) for op in torch_c._dispatch_get_all_op_names()
-                               if _startswith(op, "aten::"))
         saved_modules["torch._C"] = (torch_c, _dict(_vars(torch_c)))
+        _include, _exclude = torch_c._dispatch_tls_local_include_set, torch_c._dispatch_tls_local_exclude_set
+        dispatch_keys = (_repr(_include()), _repr(_exclude()))
 
     def dispatcher_changes():
-        if not dispatch_tables:
+        if dispatch_keys is None or (_repr(_include()), _repr(_exclude())) == dispatch_keys:
             return []
-        return [f"the PyTorch dispatcher's kernels for {op}" for op, table in dispatch_tables.items()
-                if torch_c._dispatch_dump_table(op) != table][:3]
+        return ["the thread's included or excluded dispatch keys"]
 
     save_classes(library_module_values(saved_modules.items()))   # every library class loaded now
     entries = {"prove": restore, "remember": remember_and_rebase, "snapshot": snapshot,
