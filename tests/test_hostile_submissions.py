@@ -485,11 +485,53 @@ def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_check_s_messag
     assert "1234" not in outputs and "withheld" in outputs, outputs
 
 
-def grade_torch_toy(tmp_path, name, answer):
+TORCH_TOY_ANSWERS = {}                                   # name -> exercise cell, graded together by torch_toy
+
+
+def torch_toy_answer(name):
+    def register(source):
+        TORCH_TOY_ANSWERS[name] = source
+        return source
+    return register
+
+
+WRONG_SGD = "def sgd_step(w, g, lr):\n    return w + lr * g\n"
+# Red-team round 4: the wrong rule also replaces torch.optim.SGD.step (a class attribute: no module changes), so
+# the check's reference follows it. The guard restores every library class before a check and compares them after.
+torch_toy_answer("classpatch")(WRONG_SGD + (
+    "import torch\n"
+    "def _step(self, closure=None):\n"
+    "    with torch.no_grad():\n"
+    "        for group in self.param_groups:\n"
+    "            for q in group['params']:\n"
+    "                q.add_(q.grad, alpha=group['lr'])\n"
+    "_step.hooked = True\n"
+    "torch.optim.SGD.step = _step\n"))
+# Red-team round 4: a kernel registered for aten::clone through the dispatcher's C entry point (C++ state, no module
+# or class changes) makes every clone return zeros, the check's own copies included; and the same through the
+# handle of a library torch keeps in a module.
+torch_toy_answer("dispatch")(WRONG_SGD + (
+    "import torch\n"
+    "_lib = torch._C._dispatch_library('IMPL', 'aten', 'CPU', 'x.py', 1)\n"
+    "_lib.impl('clone', torch._C.DispatchKey.CPU, lambda *a, **k: torch.zeros(2))\n"))
+torch_toy_answer("handle")(WRONG_SGD + (
+    "import torch, torch._meta_registrations as _m\n"
+    "_m._meta_lib_dont_use_me_use_register_meta.m.impl('clone', torch._C.DispatchKey.CPU,\n"
+    "                                                  lambda *a, **k: torch.zeros(2))\n"))
+# Which kernels run depends on the thread's included and excluded dispatch keys (thread-local, so the check's thread
+# too): a submission that changes them leaves the checks nothing to trust, even beside a right answer.
+torch_toy_answer("tls")("import torch\ntorch._C._dispatch_tls_set_dispatch_key_excluded(torch._C.DispatchKey.Conjugate, True)\n"
+                        "def sgd_step(w, g, lr):\n    return w - lr * g\n")
+torch_toy_answer("solved")("def sgd_step(w, g, lr):\n    return w - lr * g\n")
+
+
+@pytest.fixture(scope="module")
+def torch_toy(tmp_path_factory):
     """A toy instructor notebook whose check compares a from-scratch SGD step with torch.optim.SGD on tensors (as
-    notebook 01's do); the submission's exercise cell is `answer`."""
+    notebook 01's do); every answer above graded in it, two at a time."""
     from tests.nbfactory import code, notebook
 
+    base = tmp_path_factory.mktemp("torch-toy")
     instructor = notebook(
         code("import torch\nfrom course_utils import assert_close"),
         code("def sgd_step(w, g, lr):\n    ### BEGIN SOLUTION\n    return w - lr * g\n    ### END SOLUTION", "exercise-ex96.1"),
@@ -497,55 +539,30 @@ def grade_torch_toy(tmp_path, name, answer):
              "p = w0.clone().requires_grad_(True)\nopt = torch.optim.SGD([p], lr=0.1)\np.grad = g0.clone()\nopt.step()\n"
              "assert_close(sgd_step(w0, g0, 0.1), p.detach(), name='sgd_step vs torch.optim.SGD')", "check-ex96.1"),
     )
-    (tmp_path / "i").mkdir(exist_ok=True)
-    write(instructor, tmp_path / "i" / f"96_{name}.ipynb")
-    submission_nb = notebook(*[code(c.source, *c.metadata.get("tags", [])) for c in instructor.cells])
-    next(c for c in submission_nb.cells if "exercise-ex96.1" in c.metadata.get("tags", [])).source = answer
-    return grade(write(submission_nb, tmp_path / f"sub_96_{name}.ipynb"), tmp_path / "i", tmp_path / "out",
-                 limits=Limits(cell_seconds=30, total_seconds=120))
+    (base / "i").mkdir()
+    (base / "subs").mkdir()
+    write(instructor, base / "i" / "96_torch.ipynb")
+    for name, answer in TORCH_TOY_ANSWERS.items():
+        submission_nb = notebook(*[code(c.source, *c.metadata.get("tags", [])) for c in instructor.cells])
+        next(c for c in submission_nb.cells if "exercise-ex96.1" in c.metadata.get("tags", [])).source = answer
+        write(submission_nb, base / "subs" / f"{name}_96_torch.ipynb")
+    reports = grade_all(base / "subs", base / "i", base / "out", jobs=2, limits=Limits(cell_seconds=30, total_seconds=120))
+    return {Path(r["notebook"]).name.split("_96_")[0]: r for r in reports}
 
 
-WRONG_SGD = "def sgd_step(w, g, lr):\n    return w + lr * g\n"
-
-
-def test_a_patched_library_class_earns_nothing(tmp_path):
-    # Red-team round 4: the wrong rule also replaces torch.optim.SGD.step (a class attribute: no module changes), so
-    # the check's reference follows it. The guard restores every library class before a check and compares them after.
-    attack = WRONG_SGD + ("import torch\n"
-                          "def _step(self, closure=None):\n"
-                          "    with torch.no_grad():\n"
-                          "        for group in self.param_groups:\n"
-                          "            for q in group['params']:\n"
-                          "                q.add_(q.grad, alpha=group['lr'])\n"
-                          "_step.hooked = True\n"
-                          "torch.optim.SGD.step = _step\n")
-    report = grade_torch_toy(tmp_path, "classpatch", attack)
+def test_a_patched_library_class_earns_nothing(torch_toy):
+    report = torch_toy["classpatch"]
     assert report["run"] == "finished" and report["score"] == 0, report["checks"]
-    solved = grade_torch_toy(tmp_path, "solved", "def sgd_step(w, g, lr):\n    return w - lr * g\n")
-    assert solved["score"] == 1, solved["checks"]
+    assert torch_toy["solved"]["score"] == 1, torch_toy["solved"]["checks"]
 
 
-def test_a_kernel_registered_in_the_dispatcher_earns_nothing(tmp_path):
-    # Red-team round 4: a kernel registered for aten::clone through the dispatcher's C entry point (C++ state, no
-    # module or class changes) makes every clone return zeros, the check's own copies included. The entry points
-    # refuse submitted code; a library's existing handle (torch keeps some in modules) is refused the same way.
-    direct = WRONG_SGD + ("import torch\n"
-                          "_lib = torch._C._dispatch_library('IMPL', 'aten', 'CPU', 'x.py', 1)\n"
-                          "_lib.impl('clone', torch._C.DispatchKey.CPU, lambda *a, **k: torch.zeros(2))\n")
-    handle = WRONG_SGD + ("import torch, torch._meta_registrations as _m\n"
-                          "_m._meta_lib_dont_use_me_use_register_meta.m.impl('clone', torch._C.DispatchKey.CPU,\n"
-                          "                                                  lambda *a, **k: torch.zeros(2))\n")
-    for name, attack in (("dispatch", direct), ("handle", handle)):
-        report = grade_torch_toy(tmp_path, name, attack)
-        assert report["run"] == "finished" and report["score"] == 0, (name, report["checks"], report["errors"])
-        assert any("registering kernels" in e["message"] for e in report["errors"]), (name, report["errors"])
+@pytest.mark.parametrize("name", ["dispatch", "handle"])
+def test_a_kernel_registered_in_the_dispatcher_earns_nothing(torch_toy, name):
+    report = torch_toy[name]
+    assert report["run"] == "finished" and report["score"] == 0, (name, report["checks"], report["errors"])
+    assert any("registering kernels" in e["message"] for e in report["errors"]), (name, report["errors"])
 
 
-def test_a_check_does_not_run_with_the_thread_s_dispatch_keys_changed(tmp_path):
-    # Which kernels run depends on the thread's included and excluded dispatch keys (thread-local, so the check's
-    # thread too). A submission that changes them leaves the checks nothing to trust: the check fails, even with a
-    # right answer beside it.
-    tamper = ("import torch\ntorch._C._dispatch_tls_set_dispatch_key_excluded(torch._C.DispatchKey.Conjugate, True)\n"
-              "def sgd_step(w, g, lr):\n    return w - lr * g\n")
-    report = grade_torch_toy(tmp_path, "tls", tamper)
+def test_a_check_does_not_run_with_the_thread_s_dispatch_keys_changed(torch_toy):
+    report = torch_toy["tls"]
     assert report["score"] == 0 and "dispatch keys" in report["checks"][0]["message"], report["checks"]

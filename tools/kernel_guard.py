@@ -75,13 +75,15 @@ def install(module_names):
                 modules[extra] = importlib.import_module(extra)
             except Exception:
                 pass
-    # course_utils binds its public names lazily (PEP 562): the first use would add them to its module, a change
-    # the guard cannot tell from a submission's; binding them all now makes them part of the snapshot.
-    for name in _getattr(modules.get("course_utils"), "__all__", ()):
-        try:
-            _getattr(modules["course_utils"], name)
-        except Exception:
-            pass
+    # course_utils binds its public names lazily (PEP 562): the first use adds one to its module. Those whose home
+    # submodule is loaded are bound now (part of the snapshot); a later binding is recognised in benign().
+    cu_homes = _dict(_getattr(modules.get("course_utils"), "_HOME", None) or {})
+    for name, home in cu_homes.items():
+        if f"course_utils.{home}" in sys.modules:
+            try:
+                _getattr(modules["course_utils"], name)
+            except Exception:
+                pass
 
     def module_snapshots(skip=()):
         """Every module loaded now (numpy's and torch's submodules too: np.all calls helpers that live there),
@@ -389,6 +391,9 @@ def install(module_names):
         does not count as tampering. `old` or `new` is `restore` for a name that was absent or was deleted."""
         if key in volatile:
             return True
+        if module_name == "course_utils" and old is restore and key in cu_homes:
+            home = sys.modules.get(f"course_utils.{cu_homes[key]}")  # its lazy binding of a public name: exactly
+            return home is not None and _vars(home).get(key, restore) is new   # the object its home module holds
         if module_name == "course_utils" or _startswith(module_name, "course_utils."):
             return False                                    # the checks' own package: no change is a library's
         if old is restore:                                  # a name added since the snapshot
