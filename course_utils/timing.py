@@ -86,6 +86,11 @@ def _check_count(name: str, value: Any, lowest: int) -> int:
     return int(value)
 
 
+def _check_stable(stable: float | None) -> None:
+    if stable is not None and not stable > 0:
+        raise ValueError(f"stable must be positive (a fraction of the median, e.g. 0.02), got {stable}")
+
+
 def benchmark(
     fn: Callable[[], Any],
     *,
@@ -111,8 +116,7 @@ def benchmark(
     min_repeat = _check_count("min_repeat", min_repeat, 1)
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
-    if stable is not None and not stable > 0:
-        raise ValueError(f"stable must be positive (a fraction of the median, e.g. 0.02), got {stable}")
+    _check_stable(stable)
     for _ in range(warmup):
         fn()
     synchronize(device)
@@ -148,8 +152,7 @@ def benchmark_interleaved(
             raise TypeError(f"fns[{name!r}] must be callable with no arguments, got {type(fn).__name__}")
     warmup = _check_count("warmup", warmup, 0)
     repeat = _check_count("repeat", repeat, 1)
-    if stable is not None and not stable > 0:
-        raise ValueError(f"stable must be positive (a fraction of the median, e.g. 0.02), got {stable}")
+    _check_stable(stable)
     samples: dict[Hashable, list[float]] = {name: [] for name in fns}
     for round_ in range(warmup + repeat):
         for name, fn in fns.items():

@@ -45,13 +45,13 @@ def install(module_names):
     # the builtins the guard calls, as they are now (before any submitted code)
     _vars, _setattr, _getattr, _delattr, _hasattr = vars, setattr, getattr, delattr, hasattr
     _dict, _list, _set, _print = dict, list, set, print
-    _type_of, _subclass, _len, _any = type, issubclass, len, any   # (audit() calls them: a replaced builtins.len
-                                                                    # would run inside the hook, where it is trusted)
+    _type, _subclass, _len, _any = type, issubclass, len, any   # (audit() calls them: a replaced builtins.len
+                                                                 # would run inside the hook, where it is trusted)
 
     def _isinstance(value, types_):
         """isinstance by the object's real type: isinstance itself asks a value for its __class__, which a
         submission's class may compute with code of its own (run inside the guard)."""
-        return _subclass(_type_of(value), types_)
+        return _subclass(_type(value), types_)
     _ModuleType, _new = types.ModuleType, hmac.new
     _sha256, _settrace, _setprofile = hashlib.sha256, sys.settrace, sys.setprofile
     _tsettrace, _tsetprofile = threading.settrace, threading.setprofile
@@ -299,8 +299,8 @@ def install(module_names):
                 return
             if event == "compile":
                 filename = args[1] if _len(args) > 1 else ""
-                if _type_of(filename) is not _str:           # bytes or a str subclass (its methods are code)
-                    filename = _str.__str__(filename) if _subclass(_type_of(filename), _str) else _repr(filename)
+                if _type(filename) is not _str:           # bytes or a str subclass (its methods are code)
+                    filename = _str.__str__(filename) if _subclass(_type(filename), _str) else _repr(filename)
                 where = submission_anywhere(caller)
                 if where is None:
                     if _startswith(filename, "<") or in_library(filename) or filename in trusted_cells:
@@ -377,7 +377,7 @@ def install(module_names):
                 continue
             target = _getattr(thread, "_target", None) or _getattr(thread, "function", None)
             if (submission_anywhere(frame) or (target is not None and not library_function(target))
-                    or not library_function(_type_of(thread).run)):
+                    or not library_function(_type(thread).run)):
                 found.append(_getattr(thread, "name", f"thread {ident}"))
         return found
 
@@ -408,7 +408,7 @@ def install(module_names):
             return True                                     # a private flag, counter or registry
         return (module_name, key) in library_wrappers and wrapped_by_library(new, old)
 
-    _issubclass, _type_flags = issubclass, type.__dict__["__flags__"].__get__
+    _type_flags = type.__dict__["__flags__"].__get__
     _type_setattr, _type_delattr, _type_name = type.__setattr__, type.__delattr__, type.__dict__["__name__"].__get__
     _own_dict = type.__dict__["__dict__"].__get__        # a class's own namespace, whatever its metaclass says
     class_housekeeping = _frozenset({"__abstractmethods__", "_abc_impl", "__doc__", "__dict__", "__weakref__",
@@ -433,7 +433,7 @@ def install(module_names):
     def classes_of(values):
         """The classes among `values` whose attributes can be set (heap types): a library's optimizer, module,
         scheduler... A check's reference calls their methods, so a patched method would make it agree."""
-        return [v for v in values if _issubclass(_type(v), type) and _type_flags(v) & (1 << 9)]
+        return [v for v in values if _subclass(_type(v), type) and _type_flags(v) & (1 << 9)]
 
     def save_classes(candidates):
         for cls in classes_of(candidates):
@@ -560,7 +560,7 @@ def install(module_names):
 
     owned = set()                              # names the submission bound (its answers and helpers)
     baseline = {}                              # fingerprints of the notebook's arrays and tensors
-    _blake2b, _len, _type, _sorted = hashlib.blake2b, len, type, sorted
+    _blake2b, _sorted = hashlib.blake2b, sorted
 
     def fingerprints():
         """A hash of every array and tensor bound to a name of the notebook's own (not the submission's)."""
@@ -594,24 +594,29 @@ def install(module_names):
         """Drop every key of the notebook's namespace that is not exactly a str: a str subclass's __hash__ or __eq__
         would run the submission's code each time the guard looks a name up."""
         for k in names:                                        # iterating the keys hashes nothing
-            if _type_of(k) is not _str:
+            if _type(k) is not _str:
                 break
         else:
             return
-        kept = [(k, v) for k, v in _list(names.items()) if _type_of(k) is _str]
+        kept = [(k, v) for k, v in _list(names.items()) if _type(k) is _str]
         graveyard.append(_list(names.items()))
         names.clear()
         names.update(kept)
+
+    def save_new_modules_and_classes():
+        """Snapshots of the modules loaded since the last call, of their library classes, and of the classes the
+        notebook's own names hold."""
+        fresh = module_snapshots(skip=saved_modules)
+        saved_modules.update(fresh)
+        save_classes(library_module_values(fresh.items()))
+        save_classes(v for k, v in _list(shell.user_ns.items()) if k not in owned)
 
     def snapshot():
         """Before an exercise cell: what every name is bound to, and what the notebook's data hold."""
         exact_keys(shell.user_ns)
         namespace.clear()
         namespace.update(shell.user_ns)
-        fresh = module_snapshots(skip=saved_modules)
-        saved_modules.update(fresh)
-        save_classes(library_module_values(fresh.items()))
-        save_classes(v for k, v in _list(shell.user_ns.items()) if k not in owned)   # the notebook's own classes
+        save_new_modules_and_classes()
         baseline.clear()
         baseline.update(fingerprints())
         state["exercise"] = "armed"
@@ -632,10 +637,7 @@ def install(module_names):
     def remember_and_rebase(names):
         exact_keys(shell.user_ns)
         remember(names)
-        fresh = module_snapshots(skip=saved_modules)                 # modules an instructor cell imported
-        saved_modules.update(fresh)
-        save_classes(library_module_values(fresh.items()))
-        save_classes(v for k, v in _list(shell.user_ns.items()) if k not in owned)
+        save_new_modules_and_classes()                               # what an instructor cell imported or defined
         baseline.clear()                       # an instructor cell may change the notebook's data on purpose
         baseline.update(fingerprints())
 
