@@ -139,6 +139,21 @@ def test_overall_limit_kills_the_run_and_keeps_the_report(tmp_path, instructor_d
     assert not list(scratch.iterdir()), "the killed run left files behind"
 
 
+def test_a_temporary_folder_too_deep_for_the_kernels_sockets_is_named_not_a_silent_zero(tmp_path, instructor_dir,
+                                                                                         monkeypatch):
+    # The kernel talks over Unix sockets in its folder, whose paths may not exceed 107 bytes: under a deep TMPDIR
+    # the grade says so (and what to change) instead of failing inside ZMQ; nothing is left behind.
+    import tempfile
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    report = run(toy_notebook(), tmp_path, instructor_dir)
+    assert report["run"].startswith("the kernel did not start: the kernel's socket paths"), report["run"]
+    assert "over the 107 a Unix socket allows: point TMPDIR at a shorter folder" in report["run"], report["run"]
+    assert report["score"] == 0 and not list(deep.iterdir()), "a kernel folder was left behind"
+
+
 def test_unreadable_submission_and_unknown_notebook(tmp_path, instructor_dir):
     broken = tmp_path / "carol_99_toy.ipynb"
     broken.write_text("{ not json")

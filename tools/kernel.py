@@ -29,6 +29,8 @@ from jupyter_client.connect import write_connection_file
 from .notebooks import ROOT
 from .sandbox import SANDBOX_UIDS, default_spec, remove_cgroup
 
+MAX_SOCKET_PATH = 107                 # bytes in a Unix socket's path (sun_path holds 108 with its terminating NUL)
+
 
 class KernelGone(RuntimeError):
     """The kernel died, or was killed for going over a limit; `reason` says which."""
@@ -98,10 +100,14 @@ class SandboxedKernel:
         self._base = Path(tempfile.mkdtemp(prefix="grade-kernel-"))
         os.chmod(self._base, 0o711)                     # the kernel's user may pass through to its sockets, not list
         sockets, root = self._base / "ipc", self._base / "root"
+        longest = len(os.fsencode(sockets / "k-99"))      # ZMQ names its five sockets k-1 .. k-5
+        if longest > MAX_SOCKET_PATH:
+            raise ValueError(f"the kernel's socket paths under {self._base} would be {longest} bytes long, over the "
+                             f"{MAX_SOCKET_PATH} a Unix socket allows: point TMPDIR at a shorter folder")
         sockets.mkdir()
         root.mkdir()
         connection = sockets / "kernel.json"
-        write_connection_file(str(connection), transport="ipc", ip=str(sockets / "kernel"),
+        write_connection_file(str(connection), transport="ipc", ip=str(sockets / "k"),
                               key=secrets.token_hex(32).encode())
         uid = secrets.choice(SANDBOX_UIDS) if os.geteuid() == 0 else None
         self._cgroup = f"workbook-grade-{secrets.token_hex(6)}" if os.geteuid() == 0 else None
