@@ -1,4 +1,4 @@
-"""A pytest plugin for nbval runs: append one JSON line per executed cell (index, tags, outcome, message) to the
+"""A pytest plugin for nbval runs: append one JSON line per executed cell (index, tags, outcome, message, seconds) to the
 file named by $WORKBOOK_REPORT, flushed at once, so a run killed half-way still leaves what it did. Results are
 keyed on cell tags, never on nbval's item names (which changed between releases)."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _REPORT_PATH = os.environ.pop("WORKBOOK_REPORT", None)
 
 
-def _record(item, outcome: str, message: str) -> None:
+def _record(item, outcome: str, message: str, seconds: float) -> None:
     path = _REPORT_PATH
     cell = getattr(item, "cell", None)
     if not path or cell is None:
@@ -28,6 +28,7 @@ def _record(item, outcome: str, message: str) -> None:
         "tags": list(cell.get("metadata", {}).get("tags", [])),
         "outcome": outcome,
         "message": ANSI.sub("", message)[-MAX_MESSAGE:],
+        "seconds": round(seconds, 3),
     }
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
@@ -40,7 +41,7 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.when == "call" or (report.when == "setup" and not report.passed):
         message = "" if report.passed else str(report.longrepr)
-        _record(item, "skipped" if report.skipped else report.outcome, message)
+        _record(item, "skipped" if report.skipped else report.outcome, message, report.duration)
 
 
 def _patch_dead_kernel_wait() -> None:
