@@ -10,6 +10,7 @@ TORCH_INDEX_URL ?=
 NB              ?=
 CELL_TIMEOUT    ?= 600
 J               ?= 2
+TEST_WORKERS    ?= 2
 INSTRUCTOR      ?= notebooks
 
 BIN    := $(VENV)/bin
@@ -51,8 +52,13 @@ $(STAMP): requirements.txt pyproject.toml
 run: $(STAMP)
 	$(PY) -m tools.run_notebooks notebooks --out build/executed --summary build/run-summary.json
 
+# The unit tests run on TEST_WORKERS pytest-xdist workers, each test file whole on one worker (its module fixtures
+# run once, in its order; no test picks a TCP port another could take: tools.notebooks.ipc_kernel_manager,
+# course_utils.distributed.reserved_port); then the notebooks, one at a time, alone on the machine (their timings
+# are part of what they show).
 test: $(STAMP)
-	$(PY) -m pytest tests -ra --durations=15
+	$(PY) -m pytest tests -ra -m "not notebooks" -n $(TEST_WORKERS) --dist loadfile --durations=10
+	$(PY) -m pytest tests -ra -m notebooks --durations=10
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -ra -m "not notebooks"

@@ -8,9 +8,11 @@ kills the whole process tree, the failing worker's error in the exception, and r
 from __future__ import annotations
 
 import contextlib
+import getpass
 import inspect
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -22,6 +24,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NoReturn
+
+try:
+    import fcntl                     # POSIX: lock files that keep two launches off one port
+except ImportError:                  # Windows: the port still comes from below the ephemeral range
+    fcntl = None
 
 from .processes import kill_tree
 from .zygote import ZygoteUnavailable, zygote_for
@@ -279,11 +286,50 @@ def torchrun_command(script: str | Path, *args: str, nnodes: int, nproc_per_node
             "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}", f"--rdzv_id={job_id}", str(script), *map(str, args)]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now (for a loopback rendezvous)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _ephemeral_low() -> int:
+    """The lowest port the system hands out for bind(("", 0)) and outgoing connections (Linux: its configured
+    range; elsewhere the IANA range 49152-65535)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
+@contextlib.contextmanager
+def reserved_port(first: int | None = None):
+    """A TCP port on 127.0.0.1 for a loopback rendezvous, reserved until the `with` block ends.
+
+    A port found free by binding port 0 and closing can be handed to another process (a Jupyter kernel, another
+    rendezvous) before torchrun binds it. So the port comes from below the system's ephemeral range, which no
+    bind(("", 0)) or outgoing connection ever receives, and an exclusive lock file taken before the port is tried
+    keeps every other `reserved_port` on this machine off it until the block ends. `first`: the first port tried
+    (default: a random one in the range)."""
+    high = _ephemeral_low() - 1
+    low = max(1024, high - 8191)
+    if high < low:
+        raise RuntimeError(f"no port below the ephemeral range (it starts at {high + 1}) to reserve")
+    count = high - low + 1
+    start = random.SystemRandom().randrange(count) if first is None else (int(first) - low) % count
+    user = os.getuid() if hasattr(os, "getuid") else getpass.getuser()
+    locks = Path("/tmp" if Path("/tmp").is_dir() else tempfile.gettempdir()) / f"workbook-ports-{user}"
+    locks.mkdir(mode=0o700, exist_ok=True)
+    for k in range(count):
+        port = low + (start + k) % count
+        handle = open(locks / f"{port}.lock", "a+")
+        try:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)     # another launch holds it: next port
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))                        # something else listens there: next port
+        except OSError:
+            handle.close()
+            continue
+        try:
+            yield port
+        finally:
+            handle.close()                                         # closing releases the lock
+        return
+    raise RuntimeError(f"every port in {low}-{high} is in use or reserved")
 
 
 def launch_nodes(script: str | Path, nnodes: int, nproc_per_node: int, *args: str, timeout: float = 120.0,
@@ -291,11 +337,11 @@ def launch_nodes(script: str | Path, nnodes: int, nproc_per_node: int, *args: st
     """Start `nnodes` torchrun processes on this machine that rendezvous over loopback as separate "nodes",
     exactly as on a cluster (one `torchrun_command` per node); wait for all of them, at most `timeout` seconds."""
     script = _checked_launch(script, timeout)
-    endpoint = f"127.0.0.1:{free_port()}"
     job = f"workbook-{os.getpid()}-{time.monotonic_ns()}"
-    cmds = [_driven(torchrun_command(script, *args, nnodes=nnodes, nproc_per_node=nproc_per_node, node_rank=i,
-                                     endpoint=endpoint, job_id=job, python=sys.executable)) for i in range(nnodes)]
-    with _results_folder() as results_dir:
+    with reserved_port() as port, _results_folder() as results_dir:
+        cmds = [_driven(torchrun_command(script, *args, nnodes=nnodes, nproc_per_node=nproc_per_node, node_rank=i,
+                                         endpoint=f"127.0.0.1:{port}", job_id=job, python=sys.executable))
+                for i in range(nnodes)]
         outcomes = _run_all(cmds, _worker_env(results_dir, extra_env), timeout,
                             f"{script.name} on {nnodes} nodes x {nproc_per_node} processes")
         returncode = next((rc for rc, _ in outcomes if rc != 0), 0)

@@ -479,3 +479,25 @@ def test_torchruns_temporary_files_go_with_the_launch_and_workers_keep_tmpdir(tm
         launch(WORKER, 2, "fail", timeout=120, extra_env=env)
     left = [p.name for p in tmp_path.iterdir() if p.name != f"torchinductor_{getpass.getuser()}"]   # torch's cache
     assert not left, left
+
+
+def test_reserved_ports_lie_below_the_ephemeral_range_and_two_launches_never_share_one():
+    # launch_nodes' rendezvous port: outside the range bind(("", 0)) hands out (a Jupyter kernel's ports, torchrun's
+    # own stores), and locked for the launch, so a second launch tried on the same port moves on to another.
+    import socket
+
+    low = distributed._ephemeral_low()
+    with distributed.reserved_port() as first:
+        assert first < low, f"reserved port {first} lies in the ephemeral range starting at {low}"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", first))                         # free for the launch's own rendezvous
+        with distributed.reserved_port(first=first) as second:
+            assert second != first, "a second launch was given a port that is still reserved"
+            assert second < low
+    with distributed.reserved_port(first=first) as again:
+        assert again == first, "a port whose launch has ended was not released"
+    with socket.socket() as busy:                                # a port something listens on is skipped
+        busy.bind(("127.0.0.1", first))
+        busy.listen()
+        with distributed.reserved_port(first=first) as other:
+            assert other != first, "reserved a port another process listens on"

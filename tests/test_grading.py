@@ -1,6 +1,7 @@
 """The grader on small notebooks: full marks, zero marks, edited, deleted and invented checks, missing exercises,
 crashes and hangs (the attacks are in test_hostile_submissions.py)."""
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -112,7 +113,7 @@ def test_infinite_loop_hits_the_cell_timeout(tmp_path, instructor_dir):
     assert "Timeout of 1 seconds exceeded" in report["errors"][-1]["message"], report["errors"]   # the last cell
 
 
-def test_overall_limit_kills_the_run_and_keeps_the_report(tmp_path, instructor_dir, monkeypatch):
+def test_overall_limit_kills_the_run_and_keeps_the_report(tmp_path, instructor_dir, monkeypatch, request):
     import tempfile
 
     import psutil
@@ -120,8 +121,10 @@ def test_overall_limit_kills_the_run_and_keeps_the_report(tmp_path, instructor_d
     # The exercise cell waits forever: only the overall limit can end the run, and it ends before any check has
     # run. The kernel's folder is under this test's own temporary folder, so its processes (the sandbox's and the
     # kernel's command lines name it) can be looked for afterwards without knowing when each started.
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
+    import shutil
+
+    scratch = Path(tempfile.mkdtemp(prefix="overall-limit-"))        # short: the kernel's socket paths live in it
+    request.addfinalizer(lambda: shutil.rmtree(scratch, ignore_errors=True))
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     nb = toy_notebook()
     nb.cells[2].source += "\nimport threading\nthreading.Event().wait()"

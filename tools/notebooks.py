@@ -90,3 +90,12 @@ def budget_flag(seconds: float, budget: float) -> str:
     if seconds > BUDGET_TARGET * budget:
         return f"under budget but above {BUDGET_TARGET:.0%} of it"
     return ""
+
+
+def ipc_kernel_manager(kernel_name: str = "python3"):
+    """A Jupyter kernel manager whose kernel talks over Unix sockets instead of TCP ports. A kernel over TCP gets
+    ports found free by binding port 0 and closing, which another process may take before the kernel binds them;
+    Unix sockets have no such window (the tests run several at once)."""
+    from jupyter_client.manager import KernelManager
+
+    return KernelManager(kernel_name=kernel_name, transport="ipc")

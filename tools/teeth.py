@@ -25,7 +25,7 @@ from pathlib import Path
 import nbformat
 
 from .exercises import Exercise, find_exercises, replace_solutions, stub_lines, wrong_answer_source
-from .notebooks import read, with_parameters
+from .notebooks import ipc_kernel_manager, read, with_parameters
 
 PROBE_TAG = "teeth-probe"
 
@@ -201,7 +201,7 @@ def probe(path: Path, cell_timeout: int = 600, parameters: dict | None = None) -
     with tempfile.TemporaryDirectory(prefix="teeth-") as tmp:
         rows = Path(tmp) / "teeth.jsonl"
         probed = with_teeth(nb, rows)
-        NotebookClient(probed, timeout=cell_timeout, kernel_name="python3", allow_errors=True,
+        NotebookClient(probed, km=ipc_kernel_manager(), timeout=cell_timeout, kernel_name="python3", allow_errors=True,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
         errors = []
         original = 0
