@@ -70,7 +70,7 @@ def test_student_edition_of_a_cell_that_depends_on_the_exercise_fails_with_its_m
     student = student_edition(toy_notebook(), "99_toy.ipynb")
     from tools.notebooks import ipc_kernel_manager
 
-    client = NotebookClient(student, km=ipc_kernel_manager(), kernel_name="python3", timeout=60, allow_errors=True)
+    client = NotebookClient(student, km=ipc_kernel_manager(tmp_path), kernel_name="python3", timeout=60, allow_errors=True)
     client.execute()
     last = student.cells[-1].outputs[0]
     assert last.output_type == "error" and last.ename == "NotImplementedError" and "ex99.1" in last.evalue

@@ -201,7 +201,7 @@ def probe(path: Path, cell_timeout: int = 600, parameters: dict | None = None) -
     with tempfile.TemporaryDirectory(prefix="teeth-") as tmp:
         rows = Path(tmp) / "teeth.jsonl"
         probed = with_teeth(nb, rows)
-        NotebookClient(probed, km=ipc_kernel_manager(), timeout=cell_timeout, kernel_name="python3", allow_errors=True,
+        NotebookClient(probed, km=ipc_kernel_manager(tmp), timeout=cell_timeout, kernel_name="python3", allow_errors=True,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
         errors = []
         original = 0
