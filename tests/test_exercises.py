@@ -67,9 +67,9 @@ def test_solution_only_lines_ignores_lines_shared_with_public_cells():
 def test_student_edition_of_a_cell_that_depends_on_the_exercise_fails_with_its_message(tmp_path):
     from nbclient import NotebookClient
 
-    student = student_edition(toy_notebook(), "99_toy.ipynb")
     from tools.notebooks import ipc_kernel_manager
 
+    student = student_edition(toy_notebook(), "99_toy.ipynb")
     client = NotebookClient(student, km=ipc_kernel_manager(tmp_path), kernel_name="python3", timeout=60, allow_errors=True)
     client.execute()
     last = student.cells[-1].outputs[0]

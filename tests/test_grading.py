@@ -119,8 +119,9 @@ def test_overall_limit_kills_the_run_and_keeps_the_report(tmp_path, instructor_d
     import psutil
 
     # The exercise cell waits forever: only the overall limit can end the run, and it ends before any check has
-    # run. The kernel's folder is under this test's own temporary folder, so its processes (the sandbox's and the
-    # kernel's command lines name it) can be looked for afterwards without knowing when each started.
+    # run. The kernel's folder is under a scratch folder of this test's own (short, for the kernel's socket paths),
+    # so its processes (the sandbox's and the kernel's command lines name it) can be looked for afterwards without
+    # knowing when each started.
     import shutil
 
     scratch = Path(tempfile.mkdtemp(prefix="overall-limit-"))        # short: the kernel's socket paths live in it
