@@ -2,7 +2,8 @@
 
 On CUDA this is the caching allocator's own peak (torch.cuda.max_memory_allocated). On the CPU, where torch keeps
 no such statistic, a TorchDispatchMode sees every tensor an operation creates and a weak reference on its storage
-sees it freed, so `peak` is the largest number of bytes held at once by tensors created inside the block.
+sees it freed, so `peak` is the largest number of bytes held at once by tensors created inside the block (an
+output sharing an input's storage, such as a view of a tensor made before the block, adds nothing).
 """
 from __future__ import annotations
 
@@ -25,11 +26,15 @@ class _StorageTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # An output that shares an input's storage (a view, an in-place or out= result) allocated nothing: counting
+        # its storage would count a tensor made before the block as if the block had made it.
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                  if isinstance(t, torch.Tensor) and t.device.type != "meta"}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor) and t.device.type != "meta":
                 storage = t.untyped_storage()
                 key, nbytes = storage.data_ptr(), storage.nbytes()
-                if nbytes and key not in self.live:
+                if nbytes and key not in self.live and key not in inputs:
                     self.live[key] = nbytes
                     self.current += nbytes
                     self.peak = max(self.peak, self.current)

@@ -129,6 +129,23 @@ def test_track_peak_memory_sees_allocations_and_frees():
         track_peak_memory("mps")
 
 
+def test_track_peak_memory_does_not_count_tensors_from_before_the_block():
+    """A view or an in-place result of a tensor made before the block shares that tensor's storage: no new bytes.
+    (Counting the whole storage of every op's output made slicing a 1 MB tensor look like a 1 MB allocation.)"""
+    q = torch.randn(1, 4, 1024, 64)                        # 1 MiB, made before the block
+    with track_peak_memory("cpu") as mem:
+        s = q[:, :, 0:8] * 1.0                             # a slice (view) of q, then an 8 KiB result
+    assert mem.peak == s.numel() * 4 == 8192
+    layer, x = torch.nn.Linear(256, 256), torch.randn(4, 256)
+    with torch.no_grad(), track_peak_memory("cpu") as mem:
+        y = layer(x)                                       # the weight's transpose is a view, not a copy
+    assert mem.peak == y.numel() * 4 == 4096
+    with track_peak_memory("cpu") as mem:
+        q.mul_(2.0)                                        # in place, and into an existing tensor with out=
+        torch.add(q, 1.0, out=q)
+    assert mem.peak == 0
+
+
 def test_wsd_factor_warms_up_holds_and_decays_to_zero():
     assert [wsd_factor(s, 2, 6, 10) for s in range(10)] == [0.5, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25]
     for bad in ((0, 6, 10), (7, 6, 10), (2, 10, 10)):
