@@ -1,6 +1,7 @@
 """The grader on small notebooks: full marks, zero marks, edited, deleted and invented checks, missing exercises,
 crashes and hangs (the attacks are in test_hostile_submissions.py)."""
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -323,3 +324,23 @@ def test_feedback_keeps_a_message_inside_its_block():
     closing = next(i for i in range(opening + 1, len(lines)) if lines[i] == fence)
     assert len(fence) == 5 and all(l != fence for l in lines[opening + 1:closing])
     assert [l for l in lines[closing + 1:] if "Checks passed" in l or "<img" in l] == []
+
+
+def test_a_file_name_that_is_not_utf8_gets_its_report_and_the_class_its_gradebook(tmp_path, instructor_dir):
+    """A name the file system allows but UTF-8 does not (an uploaded b"bob\\xff.ipynb") once crashed the writing of
+    its report, and with it the whole class's gradebook."""
+    import csv
+
+    from tools.grade import grade_all
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    write(toy_notebook(), subs / "alice_99_toy.ipynb")
+    write(toy_notebook(), subs / os.fsdecode(b"bob\xff_99_toy.ipynb"))
+    reports = grade_all(subs, instructor_dir, tmp_path / "g", cell_timeout=30)
+    assert [r["score"] for r in reports] == [2, 2]
+    rows = list(csv.DictReader((tmp_path / "g" / "gradebook.csv").open()))
+    assert rows[0]["submission"] == "alice_99_toy.ipynb"
+    assert rows[1]["submission"].startswith("bob\\xff_99_toy.ipynb~") and rows[1]["total"] == "2"
+    bob = [p for p in (tmp_path / "g").glob("bob*")]
+    assert sorted(p.suffix for p in bob) == [".json", ".md", ".xml"] and all(p.name.isprintable() for p in bob)

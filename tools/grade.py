@@ -55,7 +55,7 @@ def instructor_for(submission: Path, nb, instructor_dir: Path) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise LookupError(f"{submission.name}: no instructor notebook in {instructor_dir} matches it (metadata workbook.notebook or file name)")
+    raise LookupError(f"{display_name(submission)}: no instructor notebook in {instructor_dir} matches it (metadata workbook.notebook or file name)")
 
 
 def _python_of(source: str) -> ast.Module | None:
@@ -271,7 +271,7 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
     `parameters` override the notebook's parameters cell (as papermill -p does), e.g. smaller sizes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    report = empty_report(submission.name, fingerprint=fingerprint)
+    report = empty_report(display_name(submission), fingerprint=fingerprint)
     try:
         if submission.is_symlink() or not submission.is_file():   # a link could name any file the grader can read
             raise ValueError("not a regular file (a symbolic link or something else): hand in the notebook itself")
@@ -353,10 +353,22 @@ def _last_lines(message: str, n: int = 12) -> str:
     return "\n".join(message.strip().splitlines()[-n:])
 
 
+def display_name(path: Path) -> str:
+    """A file name as text every report can hold: the name itself when it is valid UTF-8; otherwise its bytes with
+    the invalid ones written as \\xNN, plus a short hash of the raw name (so that two such names never meet)."""
+    raw = os.fsencode(path.name)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "backslashreplace") + "~" + hashlib.sha256(raw).hexdigest()[:8]
+
+
 def report_key(path: Path) -> str:
     """The name of a submission's report files: its stem for a notebook; a file that is not one keeps its whole
     name, marked, so that `alice.pdf` and `alice.ipynb` in one folder never share a report."""
-    return path.stem if path.suffix == ".ipynb" else f"{path.name}.not-a-notebook"
+    name = display_name(path)
+    return name[: -len(".ipynb")] if path.suffix == ".ipynb" and name.endswith(".ipynb") else (
+        Path(name).stem if path.suffix == ".ipynb" else f"{name}.not-a-notebook")
 
 
 def _xml_text(text: str) -> str:
@@ -377,10 +389,10 @@ def _write(report: dict, out_dir: Path, submission: Path, seconds: float) -> dic
         body = "" if c["passed"] else f"<failure message={_xml_attr(c['message'].splitlines()[-1] if c['message'] else 'failed')}>{_xml_text(c['message'])}</failure>"
         cases.append(f'  <testcase classname={_xml_attr(key)} name={_xml_attr(c["id"])}>{body}</testcase>')
     failures = report["total"] - report["score"]
-    xml = (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name={_xml_attr(submission.name)} tests="{report["total"]}" '
+    xml = (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name={_xml_attr(display_name(submission))} tests="{report["total"]}" '
            f'failures="{failures}" errors="0" time="{seconds:.1f}">\n' + "\n".join(cases) + "\n</testsuite>\n")
-    (out_dir / f"{key}.xml").write_text(xml)
-    (out_dir / f"{key}.md").write_text(feedback(report))
+    (out_dir / f"{key}.xml").write_text(xml, errors="backslashreplace")
+    (out_dir / f"{key}.md").write_text(feedback(report), errors="backslashreplace")
     return report
 
 
@@ -464,8 +476,8 @@ def write_written(reports: list[dict], instructor_dir: Path, out_dir: Path) -> l
                 answer = (r.get("written") or {}).get(q.id, "")
                 lines += [f"### {_inline(r['notebook'])}: {who}", "", *(_fenced(answer) if answer else ["*(no answer)*"]), ""]
         md = folder / f"{Path(name).stem}.md"
-        md.write_text("\n".join(lines).rstrip() + "\n")
-        with (folder / f"{Path(name).stem}.csv").open("w", newline="") as f:
+        md.write_text("\n".join(lines).rstrip() + "\n", errors="backslashreplace")
+        with (folder / f"{Path(name).stem}.csv").open("w", newline="", errors="backslashreplace") as f:
             writer = csv.writer(f)
             writer.writerow(["submission", "members"] + [q.id for q in questions])
             for r in ours:
@@ -571,13 +583,13 @@ def grade_all(target: Path, instructor_dir: Path, out_dir: Path, jobs: int = 1, 
                 return old
         if path.suffix != ".ipynb":
             start = time.perf_counter()
-            report = empty_report(path.name, "not a notebook (.ipynb): nothing was graded", fingerprint=digest)
+            report = empty_report(display_name(path), "not a notebook (.ipynb): nothing was graded", fingerprint=digest)
             return _write(report, out_dir, path, time.perf_counter() - start)
         try:
             return grade(path, instructor_dir, out_dir, cell_timeout, total_timeout, parameters, limits,
                          fingerprint=digest, expected=expected)
         except Exception as err:                             # noqa: BLE001: one submission never stops the class
-            report = empty_report(path.name, f"the grader failed on this submission: {type(err).__name__}: {err}",
+            report = empty_report(display_name(path), f"the grader failed on this submission: {type(err).__name__}: {err}",
                                   fingerprint=digest)
             return _write(report, out_dir, path, 0.0)
 
@@ -594,7 +606,7 @@ def write_gradebook(reports: list[dict], path: Path) -> None:
     import csv
 
     exercises = sorted({_exercise_of(c["id"]) for r in reports for c in r["checks"]})
-    with path.open("w", newline="") as f:
+    with path.open("w", newline="", errors="backslashreplace") as f:
         writer = csv.writer(f)
         writer.writerow(GRADEBOOK_FIXED[:3] + exercises + GRADEBOOK_FIXED[3:])
         for r in reports:
