@@ -89,6 +89,44 @@ while f is not None:
     f = f.f_back
 """
 
+# Walk the closures of the guard's wrappers that a submission can reach (no audit event covers __closure__ or
+# cell_contents) for the guard's sets of trusted and untrusted cells; mark this cell trusted, then look for the key
+# among the garbage collector's objects and forge the proofs with it (GUARD_HUNT's forger).
+GUARD_STATE_WALK = r"""
+import signal, gc, types
+def _walk():
+    found, seen, todo = [], set(), [signal.signal] + list(get_ipython().events.callbacks['pre_run_cell'])
+    while todo:
+        f = todo.pop()
+        if id(f) in seen:
+            continue
+        seen.add(id(f))
+        for cell in (getattr(f, '__closure__', None) or ()):
+            try:
+                v = cell.cell_contents
+            except ValueError:
+                continue
+            if isinstance(v, set):
+                found.append(v)
+            if callable(v):
+                todo.append(v)
+    return found
+_sets = _walk()
+_me = (lambda: 0).__code__.co_filename
+for _s in _sets:
+    _s.discard(_me)
+    if 'workbook_guard' in _s:
+        _s.add(_me)
+print('guard sets found:', len(_sets))
+_key = None
+try:
+    for _o in gc.get_objects():
+        if type(_o) is types.FunctionType and _o.__code__.co_name == 'call' and _o.__code__.co_filename == 'workbook_guard':
+            _key = dict(zip(_o.__code__.co_freevars, (c.cell_contents for c in _o.__closure__)))['secret']
+except RuntimeError as err:
+    print('refused:', err)
+""" + GUARD_HUNT.replace("_keys = _hunt()", "_keys = [_key] if _key else []")
+
 ATTACKS = {
     "rebinds the check helpers":
         "check_that = lambda *a, **k: None\nassert_close = lambda *a, **k: None\n",
@@ -224,6 +262,22 @@ ATTACKS = {
         "for folder in (@site@, @course_utils@):\n"
         "    open(folder + '/' + @planted@ + '.py', 'w').write('import builtins; builtins.planted = 1')\n"
         "open(@site@ + '/' + @planted@ + '.pth', 'w').write('import ' + @planted@)\n",
+    # Red-team round 5: keyword defaults and closure cells change in place, with no audit event and no module or
+    # class attribute rebound; the guard saves and restores them, and counts a change during a check.
+    "changes a check helper's keyword defaults in place":
+        "import course_utils.checks as _c\n_c.assert_close.__kwdefaults__['atol'] = float('inf')\n",
+    "changes numpy's keyword defaults in place":
+        "import numpy\nnumpy.all._implementation.__kwdefaults__['where'] = False\n"
+        "numpy.any._implementation.__kwdefaults__['where'] = False\n",
+    "changes them from inside the function a check calls":
+        "def double(x):\n    import numpy, course_utils.checks as _c\n"
+        "    numpy.all._implementation.__kwdefaults__['where'] = False\n"
+        "    _c.assert_close.__kwdefaults__['atol'] = float('inf')\n    return x + FACTOR\n",
+    # Red-team round 5: the guard's wrappers (signal.signal, its pre_run_cell callback) were closures over the sets
+    # that say which code is trusted; walking __closure__ (no audit event) to them, a cell made itself trusted, then
+    # took the key from the garbage collector's objects and forged every proof (3/3 with stubs).
+    "takes over the guard's state through its wrappers' closures":
+        GUARD_STATE_WALK,
     "loops forever at the top of its cell":
         "while True:\n    pass\n",
     "floods the machine with processes":
@@ -522,6 +576,23 @@ torch_toy_answer("handle")(WRONG_SGD + (
 # too): a submission that changes them leaves the checks nothing to trust, even beside a right answer.
 torch_toy_answer("tls")("import torch\ntorch._C._dispatch_tls_set_dispatch_key_excluded(torch._C.DispatchKey.Conjugate, True)\n"
                         "def sgd_step(w, g, lr):\n    return w - lr * g\n")
+# Red-team round 5: the class attribute torch.optim.SGD.step stays the same wrapper object; only the function in
+# the innermost cell of its chain of wrappers is swapped for the wrong rule, so the reference follows it.
+torch_toy_answer("cellswap")(WRONG_SGD + (
+    "import torch\n"
+    "def _step(self, closure=None):\n"
+    "    with torch.no_grad():\n"
+    "        for group in self.param_groups:\n"
+    "            for q in group['params']:\n"
+    "                q.add_(q.grad, alpha=group['lr'])\n"
+    "_f = torch.optim.SGD.step\n"
+    "while True:\n"
+    "    _cells = dict(zip(_f.__code__.co_freevars, _f.__closure__ or ()))\n"
+    "    _inner = _cells['func'].cell_contents\n"
+    "    if not (getattr(_inner, '__closure__', None) and 'func' in _inner.__code__.co_freevars):\n"
+    "        _cells['func'].cell_contents = _step\n"
+    "        break\n"
+    "    _f = _inner\n"))
 torch_toy_answer("solved")("def sgd_step(w, g, lr):\n    return w - lr * g\n")
 
 
@@ -550,9 +621,10 @@ def torch_toy(tmp_path_factory):
     return {Path(r["notebook"]).name.split("_96_")[0]: r for r in reports}
 
 
-def test_a_patched_library_class_earns_nothing(torch_toy):
-    report = torch_toy["classpatch"]
-    assert report["run"] == "finished" and report["score"] == 0, report["checks"]
+@pytest.mark.parametrize("name", ["classpatch", "cellswap"])
+def test_a_patched_library_class_earns_nothing(torch_toy, name):
+    report = torch_toy[name]
+    assert report["run"] == "finished" and report["score"] == 0, (name, report["checks"], report["errors"])
     assert torch_toy["solved"]["score"] == 1, torch_toy["solved"]["checks"]
 
 

@@ -97,12 +97,19 @@ def install(module_names):
     import _signal as signal_c
     import signal as signal_module
 
+    # The wrappers the guard puts where a submission can reach them (module attributes, IPython's callbacks) are
+    # closures over nothing but the original and sys.audit: the audit hook, which no Python code can reach, does
+    # the judging. (Closures over the guard's own state let a submission walk __closure__, which raises no audit
+    # event, to the sets that say which code is trusted: red-team round 5.) Their cells are restored with the
+    # library functions' (see function_internals).
+    _audit = sys.audit
+    guard_wrappers = []
+
     def no_handlers_for_submissions(original):
         def signal(signalnum, handler):
-            where = submission_anywhere(_getframe(1))
-            if where is not None:
-                refuse("signal.signal (a handler is handed the frame it interrupts)", where)
+            _audit("workbook.wrapper", "signal.signal (a handler is handed the frame it interrupts)")
             return original(signalnum, handler)
+        guard_wrappers.append(signal)
         return signal
 
     signal_module.signal = no_handlers_for_submissions(signal_module.signal)
@@ -138,7 +145,8 @@ def install(module_names):
     if checks_module is not None:
         for value in _list(_vars(checks_module).values()):
             if _isinstance(value, types.FunctionType) and value.__module__ == checks_module.__name__:
-                helper_code[value] = (value.__code__, value.__defaults__, value.__kwdefaults__)
+                helper_code[value] = (value.__code__, value.__defaults__, value.__kwdefaults__)   # (that dict's
+                # contents are saved and put back with every library function's: function_changes)
     _getsignal, _signal, _setitimer = signal_module.getsignal, signal_module.signal, signal_module.setitimer
     saved_signals = {}
     for number in signal_module.valid_signals():
@@ -258,6 +266,19 @@ def install(module_names):
             if where is not None:
                 refuse("the grader's entry points", where)
             return handlers["call"](*args)
+        if event == "workbook.wrapper":        # a guard wrapper was called: refused to submitted code on the stack
+            where = submission_anywhere(_getframe(1))
+            if where is not None:
+                refuse(args[0] if _len(args) and _type(args[0]) is _str else "a guarded function", where)
+            return
+        if event == "workbook.next_cell":      # IPython's pre_run_cell, through the guard's callback only
+            caller = _getframe(1)
+            where = submission_anywhere(caller)
+            if where is not None:
+                refuse("the grader's cell tracking", where)
+            if caller is not None and caller.f_code is next_cell_code:
+                state["exercise"] = True if state["exercise"] == "armed" else False
+            return
         if event not in frame_events and not _startswith(event, "ctypes."):
             return
         if event == "object.__getattr__" and (_len(args) < 2 or args[1] not in frame_attributes):
@@ -350,8 +371,11 @@ def install(module_names):
 
     def next_cell(*_):
         """IPython's pre_run_cell: the cell after `snapshot` is the exercise (its compiles are the submission's),
-        the one after that is the grader's again."""
-        state["exercise"] = True if state["exercise"] == "armed" else False
+        the one after that is the grader's again (the audit hook keeps that state)."""
+        _audit("workbook.next_cell")
+
+    next_cell_code = next_cell.__code__
+    guard_wrappers.append(next_cell)
 
     shell.events.register("pre_run_cell", next_cell)
     saved_events["pre_run_cell"] = _list(shell.events.callbacks["pre_run_cell"])
@@ -446,6 +470,87 @@ def install(module_names):
             if _type(file) is _str and in_library(file):
                 yield from _list(snapshot.values())
 
+    # Functions keep state a module or class snapshot does not see: the dict of their keyword defaults and the
+    # cells of their closures, both changeable in place without an audit event (red-team round 5: numpy.all's
+    # `where` default set to False, assert_close's `atol` to inf, the function inside torch.optim.SGD.step's wrapper
+    # swapped). Reassigning __kwdefaults__ or __defaults__ is refused to submissions by the audit hook; these
+    # entries hold the objects themselves, so restoring and comparing them reads no attribute.
+    _FunctionType, _tuple = types.FunctionType, tuple
+    kwdefault_entries = []                     # (function, its kwdefaults dict, that dict's items at snapshot time)
+    cell_entries = []                          # (function, a closure cell, its contents at snapshot time)
+    internals_seen = set()
+
+    def cell_value(cell):
+        try:
+            return cell.cell_contents
+        except ValueError:
+            return restore                     # an empty cell
+
+    numpy_dispatcher = _type(_getattr(modules.get("numpy"), "all", None))   # numpy's C wrapper of a Python function
+
+    def save_functions(values, depth=0):
+        for value in values:
+            kind = _type(value)
+            if kind is staticmethod or kind is classmethod:
+                value = value.__func__
+            elif kind is numpy_dispatcher and numpy_dispatcher is not _type(None):
+                value = _getattr(value, "_implementation", None)
+            elif kind is property:
+                save_functions((value.fget, value.fset, value.fdel), depth)
+                continue
+            if _type(value) is not _FunctionType or _id(value) in internals_seen:
+                continue
+            code = value.__code__
+            if submission_code(code) or not (in_library(code.co_filename) or code.co_filename in trusted_cells):
+                continue
+            internals_seen.add(_id(value))
+            graveyard.append(value)            # (kept alive: an id in internals_seen must never be reused)
+            kw = value.__kwdefaults__
+            if kw is not None:
+                kwdefault_entries.append((value, kw, _tuple(kw.items())))
+            cells = value.__closure__
+            if cells is not None:
+                inner = []
+                for cell in cells:
+                    content = cell_value(cell)
+                    cell_entries.append((value, cell, content))
+                    inner.append(content)
+                if depth < 4:                  # a wrapper's wrapped function, and its wrapped function...
+                    save_functions(inner, depth + 1)
+
+    def benign_cell(old, new):
+        """A closure's own state that a library changes on its own (a lazily set flag, cache or counter)."""
+        if old is None or old is restore:
+            return not _callable(new)
+        if _isinstance(old, _scalars) and _isinstance(new, _scalars):
+            return True
+        if _type(old) is _type(new) and _type(old) in _containers:
+            return True
+        return wrapped_by_library(new, old)
+
+    def function_changes(put_back):
+        """The library functions whose keyword defaults or closure cells changed since they were saved, by name;
+        with put_back, also set them back."""
+        found = []
+        for function, kw, items in kwdefault_entries:
+            if _len(kw) != _len(items) or _any(kw.get(k, restore) is not v for k, v in items):
+                found.append(f"the keyword defaults of {function.__qualname__}")
+                if put_back:
+                    graveyard.append(_dict(kw))
+                    kw.clear()
+                    kw.update(items)
+        for function, cell, content in cell_entries:
+            now = cell_value(cell)
+            if now is not content and not benign_cell(content, now):
+                found.append(f"the closure of {function.__qualname__}")
+                if put_back:
+                    graveyard.append(now)
+                    if content is restore:
+                        del cell.cell_contents
+                    else:
+                        cell.cell_contents = content
+        return found
+
     graveyard = []                             # what the guard takes out of modules and namespaces: kept alive, so
                                                # that no finalizer or __del__ of a submission's runs inside the guard
 
@@ -483,7 +588,11 @@ def install(module_names):
             if function.__code__ is not code:
                 graveyard.append(function.__code__)
                 function.__code__ = code
-            function.__defaults__, function.__kwdefaults__ = defaults, kwdefaults
+            if function.__defaults__ is not defaults:
+                function.__defaults__ = defaults
+            if function.__kwdefaults__ is not kwdefaults:
+                function.__kwdefaults__ = kwdefaults
+        function_changes(put_back=True)
         for number in signal_changes():              # a handler would be handed the frame it interrupts
             try:
                 _signal(number, saved_signals[number])
@@ -608,8 +717,22 @@ def install(module_names):
         notebook's own names hold."""
         fresh = module_snapshots(skip=saved_modules)
         saved_modules.update(fresh)
+        known = _set(saved_classes)
         save_classes(library_module_values(fresh.items()))
         save_classes(v for k, v in _list(shell.user_ns.items()) if k not in owned)
+        save_functions(library_module_values(fresh.items()))
+        save_functions(v for c, d in _list(saved_classes.items()) if c not in known for v in _list(d.values()))
+        save_functions(v for k, v in _list(shell.user_ns.items()) if k not in owned)
+
+    def save_replacements():
+        """The functions a library put in place of its own since the snapshot (torch.optim's profiler wrapper
+        around an optimizer's step, on first use): their internals are saved too."""
+        for name, (module, snap) in _list(saved_modules.items()):
+            now = _vars(module)
+            save_functions(v for k, v in _list(now.items()) if snap.get(k, restore) is not v)
+        for cls, snap in _list(saved_classes.items()):
+            now = _own_dict(cls)
+            save_functions(v for k, v in _list(now.items()) if snap.get(k, restore) is not v)
 
     def snapshot():
         """Before an exercise cell: what every name is bound to, and what the notebook's data hold."""
@@ -617,6 +740,7 @@ def install(module_names):
         namespace.clear()
         namespace.update(shell.user_ns)
         save_new_modules_and_classes()
+        save_replacements()
         baseline.clear()
         baseline.update(fingerprints())
         state["exercise"] = "armed"
@@ -715,6 +839,7 @@ def install(module_names):
                 if names_before.get(key, changes) is not value and not _startswith(key, "__"):
                     user[key] = value
         problems += changes(modules_before)
+        problems += function_changes(put_back=False)
         for name, value in ns_helpers.items():            # the check's own view of the helpers and modules
             if ns.get(name, changes) is not value:
                 problems.append(f"the check's {name}")
@@ -774,10 +899,9 @@ def install(module_names):
     if torch_c is not None and _hasattr(torch_c, "_dispatch_library"):
         def no_registrations_from_submissions(original, what):
             def registration(*args, **kwargs):
-                where = submission_anywhere(_getframe(1))
-                if where is not None:
-                    refuse(what, where)
+                _audit("workbook.wrapper", what)
                 return original(*args, **kwargs)
+            guard_wrappers.append(registration)
             return registration
 
         dispatch_module = _type(torch_c._dispatch_library("FRAGMENT", "workbook_guard", ""))
@@ -800,6 +924,9 @@ def install(module_names):
         return ["the thread's included or excluded dispatch keys"]
 
     save_classes(library_module_values(saved_modules.items()))   # every library class loaded now
+    save_functions(library_module_values(saved_modules.items()))  # and the internals of every library function
+    save_functions(v for d in _list(saved_classes.values()) for v in _list(d.values()))
+    save_functions(guard_wrappers)
     entries = {"prove": restore, "remember": remember_and_rebase, "snapshot": snapshot,
                "restore_names": restore_names, "check": check}
     handlers["call"] = call
