@@ -111,9 +111,13 @@ class OtherLoad:
 
         with cu.OtherLoad() as load:
             ...timed work...
-        print(load)          # 'other processes 0.9 cores, stolen 0.0 cores'"""
+        print(load)          # 'other processes 0.9 cores, stolen 0.0 cores'
 
-    def __init__(self):
+    With `own_children=True`, child processes this process started and waited for in the block (a measurement's
+    own workers) count as its own time, not as other processes'."""
+
+    def __init__(self, own_children: bool = False):
+        self.own_children = own_children
         self.others: float | None = None
         self.stolen: float | None = None
         self.seconds: float | None = None
@@ -141,6 +145,8 @@ class OtherLoad:
         tick = os.sysconf("SC_CLK_TCK")
         busy = (stat1[0] - stat0[0]) / tick
         own = (own1.user - own0.user) + (own1.system - own0.system)
+        if self.own_children:
+            own += (own1.children_user - own0.children_user) + (own1.children_system - own0.children_system)
         self.others = max(0.0, busy - own) / elapsed
         self.stolen = (stat1[1] - stat0[1]) / tick / elapsed
 

@@ -67,17 +67,21 @@ def test_other_load_subtracts_this_process_and_reports_steal(monkeypatch):
 
     import course_utils.hardware as hw
 
-    stats = iter([(1000, 50), (1300, 90)])
-    times = iter([namedtuple("T", "user system")(10.0, 1.0), namedtuple("T", "user system")(11.0, 1.5)])
-    clock = iter([100.0, 102.0])
-    monkeypatch.setattr(hw.OtherLoad, "_stat", staticmethod(lambda: next(stats)))
-    monkeypatch.setattr(hw.os, "times", lambda: next(times))
-    monkeypatch.setattr(hw.time, "perf_counter", lambda: next(clock))
+    # Waited-for children used 0.5 s more: other processes' time unless own_children says they were this
+    # measurement's own workers.
+    T = namedtuple("T", "user system children_user children_system")
     monkeypatch.setattr(hw.os, "sysconf", lambda name: 100)
-    with hw.OtherLoad() as load:
-        pass
-    assert (load.seconds, load.others, load.stolen) == pytest.approx((2.0, 0.75, 0.2))
-    assert str(load) == "other processes 0.8 cores, stolen by the hypervisor 0.2 cores"
+    for own_children, others in ((False, 0.75), (True, 0.5)):
+        stats = iter([(1000, 50), (1300, 90)])
+        times = iter([T(10.0, 1.0, 3.0, 0.0), T(11.0, 1.5, 3.4, 0.1)])
+        clock = iter([100.0, 102.0])
+        monkeypatch.setattr(hw.OtherLoad, "_stat", staticmethod(lambda: next(stats)))
+        monkeypatch.setattr(hw.os, "times", lambda: next(times))
+        monkeypatch.setattr(hw.time, "perf_counter", lambda: next(clock))
+        with hw.OtherLoad(own_children=own_children) as load:
+            pass
+        assert (load.seconds, load.others, load.stolen) == pytest.approx((2.0, others, 0.2)), own_children
+    assert str(load) == "other processes 0.5 cores, stolen by the hypervisor 0.2 cores"
 
 
 def test_last_level_cache_is_the_highest_level_in_sysfs(tmp_path):
