@@ -550,15 +550,17 @@ def torch_toy_answer(name):
 
 
 WRONG_SGD = "def sgd_step(w, g, lr):\n    return w + lr * g\n"
-# Red-team round 4: the wrong rule also replaces torch.optim.SGD.step (a class attribute: no module changes), so
-# the check's reference follows it. The guard restores every library class before a check and compares them after.
-torch_toy_answer("classpatch")(WRONG_SGD + (
+# An optimizer step with the same wrong rule, for attacks that make torch.optim.SGD follow it.
+WRONG_STEP_METHOD = (
     "import torch\n"
     "def _step(self, closure=None):\n"
     "    with torch.no_grad():\n"
     "        for group in self.param_groups:\n"
     "            for q in group['params']:\n"
-    "                q.add_(q.grad, alpha=group['lr'])\n"
+    "                q.add_(q.grad, alpha=group['lr'])\n")
+# Red-team round 4: the wrong rule also replaces torch.optim.SGD.step (a class attribute: no module changes), so
+# the check's reference follows it. The guard restores every library class before a check and compares them after.
+torch_toy_answer("classpatch")(WRONG_SGD + WRONG_STEP_METHOD + (
     "_step.hooked = True\n"
     "torch.optim.SGD.step = _step\n"))
 # Red-team round 4: a kernel registered for aten::clone through the dispatcher's C entry point (C++ state, no module
@@ -578,13 +580,7 @@ torch_toy_answer("tls")("import torch\ntorch._C._dispatch_tls_set_dispatch_key_e
                         "def sgd_step(w, g, lr):\n    return w - lr * g\n")
 # Red-team round 5: the class attribute torch.optim.SGD.step stays the same wrapper object; only the function in
 # the innermost cell of its chain of wrappers is swapped for the wrong rule, so the reference follows it.
-torch_toy_answer("cellswap")(WRONG_SGD + (
-    "import torch\n"
-    "def _step(self, closure=None):\n"
-    "    with torch.no_grad():\n"
-    "        for group in self.param_groups:\n"
-    "            for q in group['params']:\n"
-    "                q.add_(q.grad, alpha=group['lr'])\n"
+torch_toy_answer("cellswap")(WRONG_SGD + WRONG_STEP_METHOD + (
     "_f = torch.optim.SGD.step\n"
     "while True:\n"
     "    _cells = dict(zip(_f.__code__.co_freevars, _f.__closure__ or ()))\n"
