@@ -353,22 +353,24 @@ def _last_lines(message: str, n: int = 12) -> str:
     return "\n".join(message.strip().splitlines()[-n:])
 
 
-def display_name(path: Path) -> str:
-    """A file name as text every report can hold: the name itself when it is valid UTF-8; otherwise its bytes with
-    the invalid ones written as \\xNN, plus a short hash of the raw name (so that two such names never meet)."""
-    raw = os.fsencode(path.name)
+def _text(name: str) -> str:
+    """A file name (or part of one) as text every report can hold: itself when it is valid UTF-8; otherwise its
+    bytes with the invalid ones written as \\xNN, plus a short hash of the raw bytes (so two such names never meet)."""
+    raw = os.fsencode(name)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("utf-8", "backslashreplace") + "~" + hashlib.sha256(raw).hexdigest()[:8]
 
 
+def display_name(path: Path) -> str:
+    return _text(path.name)
+
+
 def report_key(path: Path) -> str:
     """The name of a submission's report files: its stem for a notebook; a file that is not one keeps its whole
     name, marked, so that `alice.pdf` and `alice.ipynb` in one folder never share a report."""
-    name = display_name(path)
-    return name[: -len(".ipynb")] if path.suffix == ".ipynb" and name.endswith(".ipynb") else (
-        Path(name).stem if path.suffix == ".ipynb" else f"{name}.not-a-notebook")
+    return _text(path.stem) if path.suffix == ".ipynb" else f"{display_name(path)}.not-a-notebook"
 
 
 def _xml_text(text: str) -> str:

@@ -486,14 +486,14 @@ def install(module_names):
         except ValueError:
             return restore                     # an empty cell
 
-    numpy_dispatcher = _type(_getattr(modules.get("numpy"), "all", None))   # numpy's C wrapper of a Python function
+    numpy_dispatcher = _type(modules["numpy"].all) if "numpy" in modules else None   # numpy's C wrapper of a function
 
     def save_functions(values, depth=0):
         for value in values:
             kind = _type(value)
             if kind is staticmethod or kind is classmethod:
                 value = value.__func__
-            elif kind is numpy_dispatcher and numpy_dispatcher is not _type(None):
+            elif kind is numpy_dispatcher:
                 value = _getattr(value, "_implementation", None)
             elif kind is property:
                 save_functions((value.fget, value.fset, value.fdel), depth)
