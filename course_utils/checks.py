@@ -19,7 +19,7 @@ def _plain_values(value: Any, depth: int = 0) -> bool:
     """True for numbers, NumPy arrays and scalars, and lists or tuples of them: values NumPy converts without
     calling any code of theirs (an arbitrary object's __array__, __float__ or __len__ would run during the check)."""
     kind = type(value)
-    if kind in _PLAIN or kind is _np.ndarray or isinstance(value, _np.generic):
+    if kind in _PLAIN or kind is _np.ndarray or kind in _NUMPY_SCALARS:
         return True
     torch = sys.modules.get("torch")
     if torch is not None and depth and kind in (torch.Tensor, torch.nn.Parameter):
@@ -82,7 +82,7 @@ def plain(value: Any, name: str = "result") -> Any:
         if value.dtype == object:
             raise AssertionError(f"{name} is a NumPy array of Python objects; return numbers")
         return value.copy()
-    if isinstance(value, _np.generic) and kind.__module__ == "numpy":
+    if kind in _NUMPY_SCALARS:                # NumPy's own scalar types only: a subclass can claim __module__ "numpy"
         return kind(value)
     if kind in (tuple, list):
         return kind(plain(v, f"{name}[{i}]") for i, v in enumerate(value))
@@ -152,6 +152,10 @@ def check_that(condition: bool, claim: str, *, expected: Any = None, got: Any = 
 
 
 _EXACT = (bool, int, float, complex, str, bytes, type(None))
+# NumPy's own scalar classes (float64, int32, bool_...), by identity: a subclass of one (whatever it says its
+# __module__ is) has methods of its own that a check would call.
+_NUMPY_SCALARS = frozenset(t for t in vars(np).values() if isinstance(t, type) and issubclass(t, _np.generic)
+                           and t.__module__ == "numpy")
 
 
 def _exactly_plain(value: Any, depth: int = 0) -> bool:

@@ -170,6 +170,28 @@ def test_plain_reads_a_tensor_subclass_as_its_data_and_refuses_what_it_cannot_re
     assert type(nested) is tuple and not nested[0].requires_grad and type(nested[1][0]) is np.float32
 
 
+class _NumpyLookalike(np.float64):
+    """A student's subclass of a NumPy scalar that says it is NumPy's: its arithmetic is its own (red-team round 6:
+    6 * N_opt * D_opt came out as whatever __rmul__ chose)."""
+    __module__ = "numpy"
+
+    def __rmul__(self, other):
+        return np.float64(1e18)
+
+
+def test_plain_refuses_a_numpy_scalar_subclass_that_claims_to_be_numpy_s():
+    from course_utils import plain
+
+    fake = _NumpyLookalike(1.0)
+    assert 6 * fake == 1e18                                                  # what the check would compute with it
+    with pytest.raises(AssertionError, match="got _NumpyLookalike"):
+        plain(fake, "D_opt")
+    with pytest.raises(AssertionError, match="must be a number, a list of numbers"):
+        assert_close(fake, 1.0)
+    for value in (np.float64(2.5), np.float32(1), np.int64(3), np.bool_(True), np.arange(3.0).sum(), np.complex128(1j)):
+        assert type(plain(value)) is type(value) and plain(value) == value    # NumPy's own scalars pass as before
+
+
 def test_assert_close_reads_tensors_through_c_methods_only(monkeypatch):
     # A function a check calls could patch torch.Tensor's Python methods for the moment the check reads its answer
     # (and remove the patch after): the helpers call torch._C.TensorBase's methods, which no patch reaches.

@@ -634,3 +634,93 @@ def test_a_kernel_registered_in_the_dispatcher_earns_nothing(torch_toy, name):
 def test_a_check_does_not_run_with_the_thread_s_dispatch_keys_changed(torch_toy):
     report = torch_toy["tls"]
     assert report["score"] == 0 and "dispatch keys" in report["checks"][0]["message"], report["checks"]
+
+
+# Red-team round 6: code and data that the grader's own cells load after an exercise ran. A toy whose checks import
+# a module an instructor cell wrote, import standard-library modules that nothing imported yet, and compare with
+# data an instructor cell unpickles. Every attack answers double() wrongly (3x) and goes after one check's source of
+# truth; against the round-5 guard each earned that check.
+IMPORTS_TOY = (
+    ("import numpy as np, sys, pathlib, pickle, tempfile\nfrom course_utils import assert_close\n"
+     "WORKDIR = pathlib.Path(tempfile.mkdtemp(prefix='toy96-'))\nsys.path.insert(0, str(WORKDIR))", ()),
+    ("(WORKDIR / 'reference96.py').write_text('def twice(x):\\n    return 2 * x\\n')\n"
+     "(WORKDIR / 'data96.pkl').write_bytes(pickle.dumps(2 * np.arange(3.0)))", ()),
+    ("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION", ("exercise-ex96.1",)),
+    ("import reference96\nassert_close(double(np.arange(3.0)), reference96.twice(np.arange(3.0)), name='vs the module')",
+     ("check-ex96.1",)),
+    ("import tabnanny\nassert_close(double(np.arange(3.0)), np.arange(3.0) * getattr(tabnanny, 'FACTOR', 2), name='vs tabnanny')",
+     ("check-ex96.1.path",)),
+    ("import pyclbr\nassert_close(double(np.arange(3.0)), np.arange(3.0) * getattr(pyclbr, 'FACTOR', 2), name='vs pyclbr')",
+     ("check-ex96.1.modules",)),
+    ("import json.tool\nassert_close(double(np.arange(3.0)), np.arange(3.0) * getattr(json.tool, 'FACTOR', 2), name='vs json.tool')",
+     ("check-ex96.1.package",)),
+    ("LOADED = pickle.loads((WORKDIR / 'data96.pkl').read_bytes())", ()),
+    ("assert_close(double(np.arange(3.0)), LOADED, name='vs the data file')", ("check-ex96.1.data",)),
+)
+WRONG_TRIPLE = "def double(x):\n    return 3 * x\n"
+IMPORT_ATTACKS = {
+    "changes a module file the grader wrote, which a check imports":
+        "(WORKDIR / 'reference96.py').write_text('def twice(x):\\n    return 3 * x\\n')\n",
+    "puts a folder with its own module first on sys.path":
+        "import tempfile, pathlib\n_d = pathlib.Path(tempfile.mkdtemp())\n(_d / 'tabnanny.py').write_text('FACTOR = 3\\n')\n"
+        "sys.path.insert(0, str(_d))\n",
+    "puts a folder with its own module first on a package's __path__":
+        "import tempfile, pathlib, json\n_d = pathlib.Path(tempfile.mkdtemp())\n(_d / 'tool.py').write_text('FACTOR = 3\\n')\n"
+        "json.__path__.insert(0, str(_d))\n",
+    "puts a module object of its own in sys.modules":
+        "import types\n_m = types.ModuleType('pyclbr')\n_m.FACTOR = 3\nsys.modules['pyclbr'] = _m\n",
+    "puts a module with a function of its own in sys.modules":
+        "import types\n_m = types.ModuleType('pyclbr')\ndef __getattr__(name):\n    return 3\n_m.__getattr__ = __getattr__\n"
+        "sys.modules['pyclbr'] = _m\n",
+    "rewrites a data file the grader unpickles into a pickle that evaluates code":
+        "class _Eval:\n    def __reduce__(self):\n        return (eval, ('__import__(\"numpy\").arange(3.0) * 3',))\n"
+        "(WORKDIR / 'data96.pkl').write_bytes(pickle.dumps(_Eval()))\n",
+    "forks a process that outlives its cell":
+        "import os\n_pid = os.fork()\nif _pid == 0:\n    os._exit(0)\n",
+    "starts a process with subprocess":
+        "import subprocess\nsubprocess.Popen(['sleep', '30'])\n",
+}
+
+
+@pytest.fixture(scope="module")
+def imports_toy(tmp_path_factory):
+    from tests.nbfactory import code, notebook
+
+    base = tmp_path_factory.mktemp("imports")
+    (base / "i").mkdir()
+    (base / "subs").mkdir()
+    instructor = notebook(*[code(source, *tags) for source, tags in IMPORTS_TOY])
+    write(instructor, base / "i" / "96_imports.ipynb")
+
+    def submission(answer):
+        nb = notebook(*[code(source, *tags) for source, tags in IMPORTS_TOY])
+        next(c for c in nb.cells if "exercise-ex96.1" in c.metadata.get("tags", [])).source = answer
+        return nb
+
+    write(submission(IMPORTS_TOY[2][0]), base / "subs" / "a_victim_96_imports.ipynb")
+    names = ["victim"]
+    for i, (name, attack) in enumerate(IMPORT_ATTACKS.items()):
+        write(submission(WRONG_TRIPLE + attack), base / "subs" / f"b{i:02d}_96_imports.ipynb")
+        names.append(name)
+    reports = grade_all(base / "subs", base / "i", base / "out", jobs=2, limits=Limits(cell_seconds=20, total_seconds=90))
+    return dict(zip(names, reports))
+
+
+def test_the_toy_s_own_module_data_and_imports_give_a_correct_answer_full_marks(imports_toy):
+    # the module an instructor cell wrote is imported by a check after the exercise ran: trusted, as it holds what
+    # the grader wrote (a digest taken after that cell); the plain pickle of data is unpickled
+    report = imports_toy["victim"]
+    assert (report["score"], report["total"]) == (5, 5), (report["checks"], report["errors"])
+
+
+@pytest.mark.parametrize("attack", list(IMPORT_ATTACKS))
+def test_code_or_data_the_grader_loads_after_an_exercise_is_not_the_submission_s(imports_toy, attack):
+    report = imports_toy[attack]
+    assert report["total"] == 5 and report["score"] == 0, (attack, [(c["id"], c["passed"]) for c in report["checks"]])
+    messages = " ".join(e["message"] for e in report["errors"]) + " ".join(c["message"] for c in report["checks"])
+    expected = {"changes a module file the grader wrote, which a check imports": "did not write as it is now",
+                "rewrites a data file the grader unpickles into a pickle that evaluates code": "does not unpickle",
+                "forks a process that outlives its cell": "starting a process",
+                "starts a process with subprocess": "starting a process"}.get(attack)
+    if expected:                           # stopped by the rule that names it, not by a side effect
+        assert expected in messages, messages[-2000:]

@@ -37,10 +37,12 @@ def install(module_names):
     import hashlib
     import hmac
     import importlib
+    import importlib.machinery
     import secrets
     import sys
     import threading
     import types
+    import functools
 
     # the builtins the guard calls, as they are now (before any submitted code)
     _vars, _setattr, _getattr, _delattr, _hasattr = vars, setattr, getattr, delattr, hasattr
@@ -198,7 +200,13 @@ def install(module_names):
     library = tuple(library)
     trusted_cells = {"workbook_guard"}         # cells the grader ran (compiled with no submission code on the stack)
     untrusted_cells = set()                    # cells compiled while an exercise cell ran
-    state = {"exercise": False, "guard": False, "checking": False}
+    state = {"exercise": False, "guard": False, "checking": False, "any_exercise": False}
+    # Module files an instructor cell (or a check) wrote, e.g. notebook 05's %%writefile {WORK}/common.py, and the
+    # digests of what they held after it: once an exercise has run, importing such a file is trusted only while it
+    # holds what the grader's own cells wrote, and any other file outside the libraries is the submission's
+    # (red-team round 6: an exercise appended code to common.py, and a check's import of it ran as trusted code).
+    written, written_pending = {}, set()
+    _abspath = os.path.abspath
     busy = {}                                  # thread -> 1 while the audit hook runs in it (2: its own _getframe)
     # callers of sys._getframe that only read a module name from the frame and never hand it on
     benign_getframe = _frozenset(os.path.join(p, name) for p in library
@@ -250,6 +258,21 @@ def install(module_names):
                                "function.__new__", "sys.addaudithook", "marshal.loads", "compile", "exec",
                                "object.__getattr__", "object.__setattr__", "object.__delattr__"})
     frame_attributes = _frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back"})
+    # Processes a submission starts outlive its cell unseen (a forked watcher rewrote a file the grader's code read
+    # later: red-team round 6), so submitted code may not start any.
+    process_events = _frozenset({"os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system",
+                                 "subprocess.Popen", "os.startfile", "pty.spawn"})
+    # What an unpickled stream may name: never a function that runs code or reaches the system (a pickle that
+    # calls eval or os.system runs whatever it carries, wherever the grader's code unpickles it).
+    unpickle_refused_builtins = _frozenset({"eval", "exec", "compile", "getattr", "setattr", "delattr", "__import__",
+                                            "open", "globals", "locals", "vars", "breakpoint", "input", "help"})
+    unpickle_refused_modules = ("os", "posix", "nt", "subprocess", "sys", "importlib", "runpy", "code", "codeop",
+                                "ctypes", "gc", "inspect", "marshal", "types", "pickle", "_pickle", "shutil", "pty",
+                                "socket", "signal", "multiprocessing", "threading", "_thread", "io", "_io",
+                                "pathlib", "tempfile", "operator", "functools", "IPython", "ipykernel", "zmq",
+                                "jupyter_client", "pdb", "timeit", "webbrowser", "torch.hub", "torch.utils.cpp_extension",
+                                "numpy.f2py", "builtins.open", "__main__", "_posixsubprocess", "resource")
+    other_events = _frozenset({"open", "pickle.find_class"}) | process_events
     guarded_attributes = _frozenset({"__class__", "__code__", "__bases__", "__defaults__", "__kwdefaults__",
                                      "__closure__", "__globals__", "__dict__"})
 
@@ -279,7 +302,18 @@ def install(module_names):
             if caller is not None and caller.f_code is next_cell_code:
                 state["exercise"] = True if state["exercise"] == "armed" else False
             return
-        if event not in frame_events and not _startswith(event, "ctypes."):
+        if event not in frame_events and event not in other_events and not _startswith(event, "ctypes."):
+            return
+        if event == "open" and not (_len(args) > 1 and _type(args[1]) is _str and _type(args[0]) is _str
+                                    and ("w" in args[1] or "a" in args[1] or "x" in args[1] or "+" in args[1])):
+            return                             # reading a file, or opening a descriptor: nothing to note
+        if event == "pickle.find_class":
+            module_name, name = (args + ("", ""))[:2]
+            if (_type(module_name) is not _str or _type(name) is not _str
+                    or (module_name in ("builtins", "__builtin__") and name in unpickle_refused_builtins)
+                    or _any(module_name == m or _startswith(module_name, m + ".") for m in unpickle_refused_modules)):
+                raise _RuntimeError(f"grading does not unpickle {module_name!r}.{name!r}: a pickle that names it "
+                                    f"can run code of its own")
             return
         if event == "object.__getattr__" and (_len(args) < 2 or args[1] not in frame_attributes):
             return
@@ -318,11 +352,35 @@ def install(module_names):
                              or (state["guard"] or state["checking"]) and handed)):
                     mark(code)   # in a check, code a callback runs (a finalizer calling exec) is the submission's too
                 return
+            if event == "open":                    # a file written by the grader's cells, or by the submission
+                if _str.endswith(args[0], ".py") and state["exercise"] is not True and submission_anywhere(caller) is None:
+                    written_pending.add(_abspath(args[0]))
+                return
+            if event in process_events:
+                where = submission_anywhere(caller)
+                if where is not None:
+                    refuse(f"{event} (starting a process)", where)
+                return
             if event == "compile":
                 filename = args[1] if _len(args) > 1 else ""
                 if _type(filename) is not _str:           # bytes or a str subclass (its methods are code)
                     filename = _str.__str__(filename) if _subclass(_type(filename), _str) else _repr(filename)
                 where = submission_anywhere(caller)
+                if where is None and not _startswith(filename, "<") and not in_library(filename) and (
+                        caller is not None and _startswith(caller.f_code.co_filename, "<frozen importlib")):
+                    # a module file being imported: trusted before any exercise ran, and after only while it holds
+                    # what the grader's cells wrote to it
+                    source = args[0]
+                    data = _str.encode(source) if _isinstance(source, _str) else _bytes(source)
+                    if not state["any_exercise"] or _sha256(data).digest() in written.get(_abspath(filename), ()):
+                        if filename not in untrusted_cells:
+                            trusted_cells.add(filename)
+                        return
+                    trusted_cells.discard(filename)
+                    untrusted_cells.add(filename)
+                    raise _RuntimeError(f"the grader's code imports {filename}, a module file outside the libraries that "
+                                        f"the grader's own cells did not write as it is now: the submission may have "
+                                        f"written or changed it, so it is not imported")
                 if where is None:
                     if _startswith(filename, "<") or in_library(filename) or filename in trusted_cells:
                         return
@@ -380,6 +438,77 @@ def install(module_names):
     shell.events.register("pre_run_cell", next_cell)
     saved_events["pre_run_cell"] = _list(shell.events.callbacks["pre_run_cell"])
     kernel_threads = _set(threading._active)       # the kernel's own threads, started before any submission
+
+    _partial = functools.partial
+
+    def submission_made(value):
+        """A function, class or partial whose code is the submission's."""
+        kind = _type(value)
+        if kind is _partial:
+            return submission_made(value.func)
+        if kind is types.FunctionType:
+            return submission_code(value.__code__)
+        if _subclass(kind, type):
+            return _any(_type(v) is types.FunctionType and submission_code(v.__code__) for v in _list(_own_dict(value).values()))
+        return False
+
+    _ModuleSpec = importlib.machinery.ModuleSpec
+    exercise_modules = set()                   # names that entered sys.modules while an exercise cell ran
+    modules_before = set()
+
+    def planted(name, module):
+        """A module object the submission made (or filled with its own code) and put in sys.modules: a check that
+        imports that name would get the submission's code or data (red-team round 6: a fake
+        sklearn.kernel_approximation). One that entered while an exercise ran must also come from a library file."""
+        if not _isinstance(module, _ModuleType):
+            return submission_made(_type(module))
+        names = _vars(module)
+        if name in exercise_modules:
+            spec = names.get("__spec__")
+            origin = spec.origin if _type(spec) is _ModuleSpec else None
+            if not (_type(origin) is _str and (origin in ("built-in", "frozen") or in_library(origin))):
+                return True
+        return _any(submission_made(v) for v in _list(names.values()))
+
+    def drop_planted_modules():
+        found = []
+        if _any(_type(k) is not _str for k in _list(sys.modules)):
+            exact_keys(sys.modules)            # (a str subclass's __hash__ would be the submission's code)
+            found.append("a key that is not a str")
+        for name, module in _list(sys.modules.items()):
+            if name not in saved_modules and name not in ("__main__", "__mp_main__") and planted(name, module):
+                graveyard.append(sys.modules.pop(name))
+                found.append(name)
+        return found
+
+    # The import path: sys.path's entries and every package's __path__, by their contents (a list changed in place
+    # stays the same object, so a module snapshot does not see it: red-team round 6 put a folder of its own at the
+    # front of sklearn.__path__). Saved after each of the grader's cells, put back before each check.
+    path_lists, saved_sys_path = [], [None]
+
+    def save_path_lists():
+        path_lists.clear()
+        if _type(sys.path) is _list:
+            saved_sys_path[0] = sys.path
+            path_lists.append((sys.path, _tuple(sys.path)))
+        for name, (module, snap) in _list(saved_modules.items()):
+            value = snap.get("__path__")
+            if _type(value) is _list:
+                path_lists.append((value, _tuple(value)))
+
+    def path_changes(put_back):
+        found = []
+        if saved_sys_path[0] is not None and sys.path is not saved_sys_path[0]:
+            found.append("sys.path")
+            if put_back:
+                graveyard.append(sys.path)
+                sys.path = saved_sys_path[0]
+        for lst, contents in path_lists:     # by identity: an entry's own __eq__ (a str subclass) is never called
+            if _len(lst) != _len(contents) or _any(a is not b for a, b in _zip(lst, contents)):
+                found.append("the import path (sys.path or a package's __path__)")
+                if put_back:
+                    lst[:] = contents
+        return found
 
     def library_function(f):
         code = _getattr(_getattr(f, "__func__", f), "__code__", None)
@@ -629,6 +758,8 @@ def install(module_names):
             _setattr(sys, key, value)
         sys.meta_path[:] = saved_meta_path
         sys.path_hooks[:] = saved_path_hooks
+        path_changes(put_back=True)
+        drop_planted_modules()
         for attr, items in saved_lists.items():
             _getattr(shell, attr)[:] = items
         for event in _list(shell.events.callbacks):
@@ -716,6 +847,8 @@ def install(module_names):
         """Snapshots of the modules loaded since the last call, of their library classes, and of the classes the
         notebook's own names hold."""
         fresh = module_snapshots(skip=saved_modules)
+        for name in [n for n, (m, _) in fresh.items() if planted(n, m)]:
+            del fresh[name]                    # the submission's: never saved as a library's (drop_planted_modules)
         saved_modules.update(fresh)
         known = _set(saved_classes)
         save_classes(library_module_values(fresh.items()))
@@ -734,8 +867,23 @@ def install(module_names):
             now = _own_dict(cls)
             save_functions(v for k, v in _list(now.items()) if snap.get(k, restore) is not v)
 
+    def record_written():
+        """The files the grader's last cell wrote: what they hold now is theirs (see `written`)."""
+        for path in _list(written_pending):
+            try:
+                with _open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            written[path] = _frozenset(written.get(path, ())) | {_sha256(data).digest()}
+        written_pending.clear()
+
     def snapshot():
         """Before an exercise cell: what every name is bound to, and what the notebook's data hold."""
+        record_written()
+        state["any_exercise"] = True
+        modules_before.clear()
+        modules_before.update(k for k in _list(sys.modules) if _type(k) is _str)
         exact_keys(shell.user_ns)
         namespace.clear()
         namespace.update(shell.user_ns)
@@ -749,6 +897,7 @@ def install(module_names):
         """After an exercise cell: every name that existed before it, except the ones the exercise defines, is
         bound again to what it was; new names stay (the submission's own helpers), unless they shadow a builtin."""
         user = shell.user_ns
+        exercise_modules.update(k for k in _list(sys.modules) if _type(k) is _str and k not in modules_before)
         exact_keys(user)
         for key, value in namespace.items():
             if key not in allowed and not _startswith(key, "_") and user.get(key, namespace) is not value:
@@ -759,9 +908,11 @@ def install(module_names):
         owned.update(k for k in user if k not in namespace or k in allowed)
 
     def remember_and_rebase(names):
+        record_written()
         exact_keys(shell.user_ns)
         remember(names)
         save_new_modules_and_classes()                               # what an instructor cell imported or defined
+        save_path_lists()
         baseline.clear()                       # an instructor cell may change the notebook's data on purpose
         baseline.update(fingerprints())
 
@@ -840,6 +991,8 @@ def install(module_names):
                     user[key] = value
         problems += changes(modules_before)
         problems += function_changes(put_back=False)
+        problems += path_changes(put_back=False)
+        problems += [f"sys.modules['{n}'] (a module of its own)" for n in drop_planted_modules()]
         for name, value in ns_helpers.items():            # the check's own view of the helpers and modules
             if ns.get(name, changes) is not value:
                 problems.append(f"the check's {name}")
@@ -862,6 +1015,7 @@ def install(module_names):
                                 + ", ".join(_sorted(_set(problems))[:12]))
         baseline.clear()
         baseline.update(fingerprints())
+        record_written()
 
     def digest(payload):
         return _sha256(_repr(payload).encode()).hexdigest()
@@ -927,6 +1081,7 @@ def install(module_names):
     save_functions(library_module_values(saved_modules.items()))  # and the internals of every library function
     save_functions(v for d in _list(saved_classes.values()) for v in _list(d.values()))
     save_functions(guard_wrappers)
+    save_path_lists()
     entries = {"prove": restore, "remember": remember_and_rebase, "snapshot": snapshot,
                "restore_names": restore_names, "check": check}
     handlers["call"] = call
