@@ -171,15 +171,18 @@ def train_lm(model, train_data: torch.Tensor, val_data: torch.Tensor, *, steps: 
              eval_iters: int = 10, grad_clip: float = 1.0, device: torch.device | str = "cpu",
              generator: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None,
              checkpoint_path: str | Path | None = None, progress: bool = True, desc: str = "training",
-             decay: bool = True) -> TrainHistory:
+             decay: bool = True, lr_floor: float = 0.1) -> TrainHistory:
     """Train a next-token model (called as model(x, y) -> (logits, loss, ...)) with AdamW; returns its history.
-    The learning rate warms up linearly, then decays by a cosine (or, with decay=False, stays constant)."""
+    The learning rate warms up linearly, then decays by a cosine to lr_floor times the peak (or, with decay=False,
+    stays constant)."""
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
+    if not 0 <= lr_floor <= 1:
+        raise ValueError(f"lr_floor must be a fraction of the peak rate in [0, 1], got {lr_floor}")
     device = torch.device(device)
     optimizer = _adamw(model, lr, weight_decay)                     # weights decay; biases and norms do not
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine_factor(s, warmup, steps) if decay else min(1.0, (s + 1) / warmup))
+        optimizer, lambda s: warmup_cosine_factor(s, warmup, steps, lr_floor) if decay else min(1.0, (s + 1) / warmup))
     autocast = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
                 else contextlib.nullcontext())
     history = TrainHistory()

@@ -112,6 +112,12 @@ def test_train_lm_decay_flag_sets_the_schedule(model, monkeypatch):
     cosine, constant = schedules
     assert cosine(0) == constant(0) == 0.5                      # warmup: step 1 of 2
     assert cosine(9) < 0.2 and constant(9) == 1.0               # the end of the run: decayed vs still at the peak
+    schedules.clear()
+    train_lm(model, data, data, steps=10, batch_size=2, block_size=8, warmup=2, eval_every=100, progress=False,
+             lr_floor=0.0)
+    assert schedules[0](9) < 0.05 and schedules[0](9) < cosine(9)   # decays towards 0 instead of 10% of the peak
+    with pytest.raises(ValueError):
+        train_lm(model, data, data, steps=10, batch_size=2, block_size=8, lr_floor=1.5)
 
 
 def test_track_peak_memory_sees_allocations_and_frees():
