@@ -12,6 +12,7 @@ CELL_TIMEOUT    ?= 600
 J               ?= 2
 TEST_WORKERS    ?= 2
 INSTRUCTOR      ?= notebooks
+LAB             ?= student
 
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
@@ -33,8 +34,8 @@ help:
 	@echo "make test     unit tests, then every notebook under nbval, the student edition and its grading"
 	@echo "make unit     only the fast tests (no whole-notebook runs)"
 	@echo "make teeth    per exercise: the stub and each wrong answer, and which check caught it (NB=one notebook; quick sizes)"
-	@echo "make lab      JupyterLab on notebooks/"
-	@echo "make student  write the student edition (solutions removed) to build/student/"
+	@echo "make lab      JupyterLab on student/ (LAB=notebooks for the instructor edition)"
+	@echo "make student  write the student edition (solutions removed) to student/ (committed; a test keeps it in step)"
 	@echo "make grade NB=path/to/submission.ipynb (or a folder)   grade in a sandbox, J=2 at a time, into build/grades/"
 	@echo "           (a report, feedback .md and .xml per submission, and gradebook.csv; up-to-date ones are skipped)"
 	@echo "make autograder [NB=01_sgd.ipynb]   Gradescope autograder zips in build/autograder/ (every notebook without NB)"
@@ -68,10 +69,10 @@ teeth: $(STAMP)
 
 lab: $(STAMP)
 	@$(PY) -c "import jupyterlab" 2>/dev/null || $(BIN)/pip install --quiet jupyterlab
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab $(LAB)
 
 student: $(STAMP)
-	$(PY) -m tools.student notebooks --out build/student
+	$(PY) -m tools.student notebooks --out student
 
 grade: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/submission.ipynb (or a folder of them)"; exit 2; }

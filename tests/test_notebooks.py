@@ -57,10 +57,26 @@ def test_student_edition_contains_no_solution_line(path):
 
 
 def test_readme_lists_every_notebook_with_its_colab_badge():
+    # Students open the student edition: every Colab badge opens student/, and each row links the instructor edition
+    # after it (as text, not as a badge).
     readme = (ROOT / "README.md").read_text()
     assert rendered(readme) == readme, "README's notebook table is stale: run `make readme`"
+    badges = re.findall(r"\[!\[Open In Colab\]\([^)]*\)\]\(([^)]*)\)", readme)
+    assert badges and all("/blob/main/student/" in url for url in badges), [u for u in badges if "/student/" not in u]
     for path in NOTEBOOKS:
-        assert f"notebooks/{path.name}" in readme
+        row = next(line for line in readme.splitlines() if f"(student/{path.name})" in line)
+        assert row.index(f"student/{path.name}") < row.index(f"notebooks/{path.name}"), row
+
+
+def test_the_committed_student_edition_is_what_make_student_writes(tmp_path):
+    # student/ is what students open (the badges point there): written again from notebooks/, it must not change.
+    from tools.student import main as write_student
+
+    assert write_student([str(NOTEBOOK_DIR), "--out", str(tmp_path)]) == 0
+    committed = sorted(p.name for p in (ROOT / "student").glob("*.ipynb"))
+    assert committed == sorted(p.name for p in tmp_path.glob("*.ipynb")) == sorted(p.name for p in NOTEBOOKS), committed
+    stale = [name for name in committed if (ROOT / "student" / name).read_bytes() != (tmp_path / name).read_bytes()]
+    assert not stale, f"student/ is out of step with notebooks/ ({', '.join(stale)}): run `make student` and commit student/"
 
 
 @pytest.mark.notebooks

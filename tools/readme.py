@@ -20,19 +20,24 @@ def repository_url() -> str:
         return tomllib.load(f)["project"]["urls"]["Repository"].rstrip("/")
 
 
-def colab_url(notebook_name: str) -> str:
+STUDENT_DIR = "student"          # the published student edition (`make student`), committed; notebooks/ has the solutions
+
+
+def colab_url(notebook_name: str, folder: str = STUDENT_DIR) -> str:
+    """Colab's link to a notebook of this repository: the student edition unless `folder` says otherwise."""
     owner_repo = repository_url().removeprefix("https://github.com/")
-    return f"https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{notebook_name}"
+    return f"https://colab.research.google.com/github/{owner_repo}/blob/main/{folder}/{notebook_name}"
 
 
 def notebook_table() -> str:
-    rows = ["| notebook | what it builds and measures | |", "|---|---|---|"]
+    rows = ["| notebook (student edition) | what it builds and measures | open it | instructor edition |", "|---|---|---|---|"]
     for path in find_notebooks(NOTEBOOK_DIR):
         nb = read(path)
         summary = (nb.metadata.get("workbook") or {}).get("summary")
         if not summary:
             raise ValueError(f"{path.name}: set metadata.workbook.summary (one line for the README)")
-        rows.append(f"| [{title_of(nb)}](notebooks/{path.name}) | {summary} | [![Open In Colab]({BADGE})]({colab_url(path.name)}) |")
+        rows.append(f"| [{title_of(nb)}]({STUDENT_DIR}/{path.name}) | {summary} | [![Open In Colab]({BADGE})]({colab_url(path.name)}) "
+                    f"| [with solutions](notebooks/{path.name}) ([Colab]({colab_url(path.name, 'notebooks')})) |")
     return "\n".join(rows)
 
 
