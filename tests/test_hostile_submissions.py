@@ -415,9 +415,10 @@ def test_the_limits_that_stopped_an_attack_are_named(graded):
     if "fills the grader's disk through its socket folder" in reports:
         fill = reports["fills the grader's disk through its socket folder"]
         assert any("PermissionError" in e["message"] for e in fill["errors"]), fill["errors"]
+    # since round 6 the guard refuses submitted code any process start, so the first fork stops the flood; the
+    # sandbox's process limit (tests/test_sandbox.py) stays for processes started in ways no audit event reports
     flood = reports["floods the machine with processes"]
-    assert any("BlockingIOError" in e["message"] or "Resource temporarily unavailable" in e["message"]
-               for e in flood["errors"]), flood["errors"]
+    assert any("os.fork (starting a process)" in e["message"] for e in flood["errors"]), flood["errors"]
 
 
 def test_the_sandbox_protections_are_reported(graded):
