@@ -643,9 +643,11 @@ def test_a_check_does_not_run_with_the_thread_s_dispatch_keys_changed(torch_toy)
 # truth; against the round-5 guard each earned that check.
 IMPORTS_TOY = (
     ("import numpy as np, sys, pathlib, pickle, tempfile\nfrom course_utils import assert_close\n"
-     "WORKDIR = pathlib.Path(tempfile.mkdtemp(prefix='toy96-'))\nsys.path.insert(0, str(WORKDIR))", ()),
+     "WORKDIR = pathlib.Path(tempfile.mkdtemp(prefix='toy96-'))\nsys.path.insert(0, str(WORKDIR))\n"
+     "class Box:\n    def __init__(self, value):\n        self.value = value", ()),
     ("(WORKDIR / 'reference96.py').write_text('def twice(x):\\n    return 2 * x\\n')\n"
-     "(WORKDIR / 'data96.pkl').write_bytes(pickle.dumps(2 * np.arange(3.0)))", ()),
+     "(WORKDIR / 'data96.pkl').write_bytes(pickle.dumps(2 * np.arange(3.0)))\n"
+     "(WORKDIR / 'box96.pkl').write_bytes(pickle.dumps(Box(2 * np.arange(3.0))))", ()),
     ("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION", ("exercise-ex96.1",)),
     ("import reference96\nassert_close(double(np.arange(3.0)), reference96.twice(np.arange(3.0)), name='vs the module')",
      ("check-ex96.1",)),
@@ -655,7 +657,8 @@ IMPORTS_TOY = (
      ("check-ex96.1.modules",)),
     ("import json.tool\nassert_close(double(np.arange(3.0)), np.arange(3.0) * getattr(json.tool, 'FACTOR', 2), name='vs json.tool')",
      ("check-ex96.1.package",)),
-    ("LOADED = pickle.loads((WORKDIR / 'data96.pkl').read_bytes())", ()),
+    ("LOADED = pickle.loads((WORKDIR / 'data96.pkl').read_bytes())\n"
+     "BOXED = pickle.loads((WORKDIR / 'box96.pkl').read_bytes()).value   # the notebook's own class: allowed", ()),
     ("assert_close(double(np.arange(3.0)), LOADED, name='vs the data file')", ("check-ex96.1.data",)),
 )
 WRONG_TRIPLE = "def double(x):\n    return 3 * x\n"
@@ -676,6 +679,8 @@ IMPORT_ATTACKS = {
     "rewrites a data file the grader unpickles into a pickle that evaluates code":
         "class _Eval:\n    def __reduce__(self):\n        return (eval, ('__import__(\"numpy\").arange(3.0) * 3',))\n"
         "(WORKDIR / 'data96.pkl').write_bytes(pickle.dumps(_Eval()))\n",
+    "binds eval to a notebook name and rewrites the data file into a pickle that calls it":
+        "_EV = eval\n(WORKDIR / 'data96.pkl').write_bytes(b\"c__main__\\n_EV\\n(S'__import__(\\\"numpy\\\").arange(3.0) * 3'\\ntR.\")\n",
     "forks a process that outlives its cell":
         "import os\n_pid = os.fork()\nif _pid == 0:\n    os._exit(0)\n",
     "starts a process with subprocess":
@@ -709,9 +714,10 @@ def imports_toy(tmp_path_factory):
 
 def test_the_toy_s_own_module_data_and_imports_give_a_correct_answer_full_marks(imports_toy):
     # the module an instructor cell wrote is imported by a check after the exercise ran: trusted, as it holds what
-    # the grader wrote (a digest taken after that cell); the plain pickle of data is unpickled
+    # the grader wrote (a digest taken after that cell); pickles of data and of the notebook's own class load
     report = imports_toy["victim"]
     assert (report["score"], report["total"]) == (5, 5), (report["checks"], report["errors"])
+    assert not report["errors"], report["errors"]
 
 
 @pytest.mark.parametrize("attack", list(IMPORT_ATTACKS))
@@ -721,6 +727,7 @@ def test_code_or_data_the_grader_loads_after_an_exercise_is_not_the_submission_s
     messages = " ".join(e["message"] for e in report["errors"]) + " ".join(c["message"] for c in report["checks"])
     expected = {"changes a module file the grader wrote, which a check imports": "did not write as it is now",
                 "rewrites a data file the grader unpickles into a pickle that evaluates code": "does not unpickle",
+                "binds eval to a notebook name and rewrites the data file into a pickle that calls it": "does not unpickle",
                 "forks a process that outlives its cell": "starting a process",
                 "starts a process with subprocess": "starting a process"}.get(attack)
     if expected:                           # stopped by the rule that names it, not by a side effect
