@@ -68,7 +68,6 @@ teeth: $(STAMP)
 	$(PY) -m tools.teeth --quick $(if $(NB),$(NB),notebooks/*.ipynb)
 
 lab: $(STAMP)
-	@$(PY) -c "import jupyterlab" 2>/dev/null || $(BIN)/pip install --quiet jupyterlab
 	$(BIN)/jupyter lab $(LAB)
 
 student: $(STAMP)

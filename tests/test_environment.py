@@ -32,3 +32,30 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in ci.splitlines()[-1]
     assert "make test" in readme and "make run" in readme
+
+
+def pins():
+    lines = [l.split("#")[0].strip() for l in (ROOT / "requirements.txt").read_text().splitlines()]
+    return {name.lower().replace("_", "-"): version for name, version in (l.split("==") for l in lines if l)}
+
+
+def test_pyproject_s_loose_dependencies_admit_the_pinned_versions():
+    # pyproject.toml stays loose (Colab installs course_utils beside its own torch), but never so far from
+    # requirements.txt that the tested versions would not satisfy it
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pinned = pins()
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for text in declared:
+        req = Requirement(text)
+        name = req.name.lower().replace("_", "-")
+        assert name in pinned, f"pyproject.toml depends on {name}, which requirements.txt does not pin"
+        assert req.specifier.contains(pinned[name], prereleases=True), f"{text} excludes the pinned {name}=={pinned[name]}"
+
+
+def test_jupyterlab_is_pinned_and_make_lab_uses_it():
+    assert "jupyterlab" in pins(), "make lab must start the pinned JupyterLab, not whatever is newest"
+    lab = (ROOT / "Makefile").read_text().split("\nlab:")[1].split("\n\n")[0]
+    assert "pip install" not in lab and "jupyter lab" in lab, f"make lab must start the pinned JupyterLab and install nothing: {lab!r}"
