@@ -681,6 +681,11 @@ IMPORT_ATTACKS = {
         "(WORKDIR / 'data96.pkl').write_bytes(pickle.dumps(_Eval()))\n",
     "binds eval to a notebook name and rewrites the data file into a pickle that calls it":
         "_EV = eval\n(WORKDIR / 'data96.pkl').write_bytes(b\"c__main__\\n_EV\\n(S'__import__(\\\"numpy\\\").arange(3.0) * 3'\\ntR.\")\n",
+    "names eval through a dotted attribute path in a pickle (collections.__builtins__.__getitem__)":
+        "def _s(x):\n    b = x.encode()\n    return b'\\x8c' + bytes([len(b)]) + b\n"
+        "_code = '__import__(\"numpy\").arange(3.0) * 3'\n"
+        "(WORKDIR / 'data96.pkl').write_bytes(b'\\x80\\x04' + _s('collections') + _s('__builtins__.__getitem__') + b'\\x93' + "
+        "_s('eval') + b'\\x85R' + _s(_code) + b'\\x85R.')\n",
     "forks a process that outlives its cell":
         "import os\n_pid = os.fork()\nif _pid == 0:\n    os._exit(0)\n",
     "starts a process with subprocess":
@@ -728,6 +733,7 @@ def test_code_or_data_the_grader_loads_after_an_exercise_is_not_the_submission_s
     expected = {"changes a module file the grader wrote, which a check imports": "did not write as it is now",
                 "rewrites a data file the grader unpickles into a pickle that evaluates code": "does not unpickle",
                 "binds eval to a notebook name and rewrites the data file into a pickle that calls it": "does not unpickle",
+                "names eval through a dotted attribute path in a pickle (collections.__builtins__.__getitem__)": "does not unpickle",
                 "forks a process that outlives its cell": "starting a process",
                 "starts a process with subprocess": "starting a process"}.get(attack)
     if expected:                           # stopped by the rule that names it, not by a side effect

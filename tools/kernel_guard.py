@@ -318,9 +318,16 @@ def install(module_names):
                 value = _dict.get(shell.user_ns, name)
                 notebook_ok = ((_subclass(_type(value), type) and not submission_made(value))
                                or (_type(value) is types.FunctionType and not submission_code(value.__code__)))
+            # A dotted name is an attribute path (protocol 4): `collections` + `__builtins__.__getitem__` reaches eval
+            # (red-team round 7). A path through a private or special attribute is refused, and the whole path is
+            # held to the refused modules (torch + hub.load is torch.hub.load).
+            parts = _str.split(name, ".") if _type(name) is _str else ()
+            full = f"{module_name}.{name}" if _type(module_name) is _str and _type(name) is _str else ""
             if (_type(module_name) is not _str or _type(name) is not _str or not notebook_ok
-                    or (module_name in ("builtins", "__builtin__") and name in unpickle_refused_builtins)
-                    or _any(module_name == m or _startswith(module_name, m + ".") for m in unpickle_refused_modules)):
+                    or (_len(parts) > 1 and _any(_startswith(part, "_") for part in parts))
+                    or (module_name in ("builtins", "__builtin__") and parts[0] in unpickle_refused_builtins)
+                    or _any(module_name == m or _startswith(module_name, m + ".") or _startswith(full, m + ".")
+                            for m in unpickle_refused_modules)):
                 raise _RuntimeError(f"grading does not unpickle {module_name!r}.{name!r}: a pickle that names it "
                                     f"can run code of its own")
             return
