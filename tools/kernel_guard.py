@@ -470,7 +470,7 @@ def install(module_names):
 
     _ModuleSpec = importlib.machinery.ModuleSpec
     exercise_modules = set()                   # names that entered sys.modules while an exercise cell ran
-    modules_before = set()
+    modules_at_exercise = set()                # sys.modules' names when the last exercise cell began
 
     def planted(name, module):
         """A module object the submission made (or filled with its own code) and put in sys.modules: a check that
@@ -898,8 +898,8 @@ def install(module_names):
         """Before an exercise cell: what every name is bound to, and what the notebook's data hold."""
         record_written()
         state["any_exercise"] = True
-        modules_before.clear()
-        modules_before.update(k for k in _list(sys.modules) if _type(k) is _str)
+        modules_at_exercise.clear()
+        modules_at_exercise.update(k for k in _list(sys.modules) if _type(k) is _str)
         exact_keys(shell.user_ns)
         namespace.clear()
         namespace.update(shell.user_ns)
@@ -913,7 +913,7 @@ def install(module_names):
         """After an exercise cell: every name that existed before it, except the ones the exercise defines, is
         bound again to what it was; new names stay (the submission's own helpers), unless they shadow a builtin."""
         user = shell.user_ns
-        exercise_modules.update(k for k in _list(sys.modules) if _type(k) is _str and k not in modules_before)
+        exercise_modules.update(k for k in _list(sys.modules) if _type(k) is _str and k not in modules_at_exercise)
         exact_keys(user)
         for key, value in namespace.items():
             if key not in allowed and not _startswith(key, "_") and user.get(key, namespace) is not value:
