@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,58 @@ def test_the_program_cannot_load_native_code_it_wrote(tmp_path):
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
     assert lines.get("scratch", "").startswith("refused"), f"an extension module copied to the scratch folder loaded: {done.stdout}{done.stderr}"
     assert lines.get("memfd", "").startswith("refused"), f"an extension module in a memfd loaded: {done.stdout}{done.stderr}"
+
+
+MEMORY_PROBE = r"""
+import ctypes, os, subprocess, sys
+ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)          # PR_SET_DUMPABLE = 0, as the grader's kernel guard sets it
+buf = ctypes.create_string_buffer(b"ORIGINAL")
+addr = ctypes.addressof(buf)
+writer = (f"import os\nfd = os.open('/proc/{os.getpid()}/mem', os.O_RDWR)\nos.lseek(fd, {addr}, 0)\n"
+          f"os.write(fd, b'FORGED!!')\n")
+child = subprocess.run([sys.executable, "-c", writer], capture_output=True, text=True)
+print("child", "refused" if "PermissionError" in child.stderr else "wrote", buf.value.decode())
+try:
+    fd = os.open("/proc/self/mem", os.O_RDWR)
+    os.lseek(fd, addr, 0)
+    os.write(fd, b"FORGED!!")
+    print("self wrote", buf.value.decode())
+except PermissionError:
+    print("self refused", buf.value.decode())
+"""
+
+
+@pytest.mark.parametrize("launcher", ["root", "an ordinary user"])
+def test_the_program_cannot_rewrite_its_own_memory_or_have_a_child_rewrite_it(tmp_path, launcher):
+    # A process the submission starts (or the submission itself, through /proc/self/mem) could otherwise rewrite
+    # the guard or the checks in the kernel's memory. The kernel is not dumpable; inside the sandbox it runs as
+    # no root of any namespace, so Linux refuses both, whether the grader runs as root or as an ordinary user
+    # (mapped to root of its user namespace, the program could write its own memory: seen before INSIDE_ID).
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0 and launcher == "root":
+        pytest.skip("needs a root grader")
+    if os.geteuid() != 0 or launcher == "root":
+        launch, demote = [sys.executable, "-m", "tools.sandbox"], None
+    else:                                   # an ordinary user's grader: the system Python, sandbox.py copied where it can read it
+        home = Path(tempfile.mkdtemp(prefix="sandbox-user-"))
+        (home / "tools").mkdir()
+        shutil.copy(ROOT / "tools" / "sandbox.py", home / "tools" / "sandbox.py")
+        (home / "tools" / "__init__.py").write_text("")
+        os.chmod(home, 0o755)
+        launch, demote = ["/usr/bin/python3", "-m", "tools.sandbox"], lambda: (os.setgid(65534), os.setuid(65534))
+    probe = tmp_path / "memory.py"
+    probe.write_text(MEMORY_PROBE)
+    root = tmp_path / "root"
+    root.mkdir()
+    for path in (tmp_path, root):
+        os.chmod(path, 0o777)
+    os.chmod(probe, 0o644)
+    spec = default_spec(root_dir=str(root), readonly=[str(probe)])
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    os.chmod(tmp_path / "spec.json", 0o644)
+    done = subprocess.run(launch + [str(tmp_path / "spec.json"), "--", "/usr/bin/python3", str(probe)],
+                          cwd=home if demote else ROOT, capture_output=True, text=True, timeout=60, preexec_fn=demote)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["child", "refused", "ORIGINAL", "self", "refused", "ORIGINAL"], done.stdout + done.stderr[-1000:]

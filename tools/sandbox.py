@@ -163,10 +163,17 @@ def remove_cgroup(name: str | None, wait: float = 5.0) -> None:
                 time.sleep(0.05)
 
 
+# Not root: the launcher's own user is mapped to this id inside its user namespace, not to 0. The launcher keeps the
+# capabilities it needs to build the sandbox (a user namespace's creator holds them all until it execs), but the
+# program it execs is no namespace root: with the kernel not dumpable, /proc/self/mem then belongs to a root the
+# program is not, so code in the kernel cannot rewrite the kernel's own memory (mapped to 0, it could).
+INSIDE_ID = 1000
+
+
 def _write_ids(uid: int, gid: int) -> None:
     Path("/proc/self/setgroups").write_text("deny")
-    Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
-    Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
+    Path("/proc/self/uid_map").write_text(f"{INSIDE_ID} {uid} 1")
+    Path("/proc/self/gid_map").write_text(f"{INSIDE_ID} {gid} 1")
 
 
 def _bind(host: str, root: str, writable: bool = False) -> None:
