@@ -647,7 +647,10 @@ IMPORTS_TOY = (
      "class Box:\n    def __init__(self, value):\n        self.value = value", ()),
     ("(WORKDIR / 'reference96.py').write_text('def twice(x):\\n    return 2 * x\\n')\n"
      "(WORKDIR / 'data96.pkl').write_bytes(pickle.dumps(2 * np.arange(3.0)))\n"
-     "(WORKDIR / 'box96.pkl').write_bytes(pickle.dumps(Box(2 * np.arange(3.0))))", ()),
+     "(WORKDIR / 'box96.pkl').write_bytes(pickle.dumps(Box(2 * np.arange(3.0))))\n"
+     "import subprocess   # a file another process writes (as 00's map_on_cores and 05's workers do): no digest of it\n"
+     "subprocess.run([sys.executable, '-c', 'import pickle, sys; open(sys.argv[1], \"wb\").write(pickle.dumps([0.0, 2.0, 4.0]))', "
+     "str(WORKDIR / 'worker96.pkl')], check=True)", ()),
     ("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION", ("exercise-ex96.1",)),
     ("import reference96\nassert_close(double(np.arange(3.0)), reference96.twice(np.arange(3.0)), name='vs the module')",
      ("check-ex96.1",)),
@@ -658,8 +661,10 @@ IMPORTS_TOY = (
     ("import json.tool\nassert_close(double(np.arange(3.0)), np.arange(3.0) * getattr(json.tool, 'FACTOR', 2), name='vs json.tool')",
      ("check-ex96.1.package",)),
     ("LOADED = pickle.loads((WORKDIR / 'data96.pkl').read_bytes())\n"
-     "BOXED = pickle.loads((WORKDIR / 'box96.pkl').read_bytes()).value   # the notebook's own class: allowed", ()),
+     "BOXED = pickle.loads((WORKDIR / 'box96.pkl').read_bytes()).value   # the notebook's own class: allowed\n"
+     "FROM_WORKER = pickle.loads((WORKDIR / 'worker96.pkl').read_bytes())", ()),
     ("assert_close(double(np.arange(3.0)), LOADED, name='vs the data file')", ("check-ex96.1.data",)),
+    ("assert_close(double(np.arange(3.0)), np.array(FROM_WORKER), name='vs the file a process wrote')", ("check-ex96.1.worker",)),
 )
 WRONG_TRIPLE = "def double(x):\n    return 3 * x\n"
 IMPORT_ATTACKS = {
@@ -678,14 +683,24 @@ IMPORT_ATTACKS = {
         "sys.modules['pyclbr'] = _m\n",
     "rewrites a data file the grader unpickles into a pickle that evaluates code":
         "class _Eval:\n    def __reduce__(self):\n        return (eval, ('__import__(\"numpy\").arange(3.0) * 3',))\n"
-        "(WORKDIR / 'data96.pkl').write_bytes(pickle.dumps(_Eval()))\n",
+        "(WORKDIR / 'worker96.pkl').write_bytes(pickle.dumps(_Eval()))\n",
     "binds eval to a notebook name and rewrites the data file into a pickle that calls it":
-        "_EV = eval\n(WORKDIR / 'data96.pkl').write_bytes(b\"c__main__\\n_EV\\n(S'__import__(\\\"numpy\\\").arange(3.0) * 3'\\ntR.\")\n",
+        "_EV = eval\n(WORKDIR / 'worker96.pkl').write_bytes(b\"c__main__\\n_EV\\n(S'__import__(\\\"numpy\\\").arange(3.0) * 3'\\ntR.\")\n",
     "names eval through a dotted attribute path in a pickle (collections.__builtins__.__getitem__)":
         "def _s(x):\n    b = x.encode()\n    return b'\\x8c' + bytes([len(b)]) + b\n"
         "_code = '__import__(\"numpy\").arange(3.0) * 3'\n"
-        "(WORKDIR / 'data96.pkl').write_bytes(b'\\x80\\x04' + _s('collections') + _s('__builtins__.__getitem__') + b'\\x93' + "
+        "(WORKDIR / 'worker96.pkl').write_bytes(b'\\x80\\x04' + _s('collections') + _s('__builtins__.__getitem__') + b'\\x93' + "
         "_s('eval') + b'\\x85R' + _s(_code) + b'\\x85R.')\n",
+    "rewrites a data file the grader wrote with data of its own":
+        "(WORKDIR / 'data96.pkl').write_bytes(pickle.dumps(3 * np.arange(3.0)))\n",
+    "puts a SimpleNamespace of its own data in sys.modules":
+        "import types\nsys.modules['pyclbr'] = types.SimpleNamespace(FACTOR=3)\n",
+    "starts a process through _posixsubprocess.fork_exec (no audit event)":
+        "import _posixsubprocess, os\n_r, _w = os.pipe()\n"
+        "_a = [[b'/bin/sleep', b'60'], [b'/bin/sleep', b'/usr/bin/sleep'], True, (), None, None, -1, -1, -1, -1, -1, -1, "
+        "_r, _w, True, False, -1, None, None, None, -1, None, False]\n"
+        "try:\n    _posixsubprocess.fork_exec(*_a)\nexcept TypeError:                 # another Python's arity\n"
+        "    _posixsubprocess.fork_exec(*_a[:-1])\n",
     "forks a process that outlives its cell":
         "import os\n_pid = os.fork()\nif _pid == 0:\n    os._exit(0)\n",
     "starts a process with subprocess":
@@ -721,16 +736,19 @@ def test_the_toy_s_own_module_data_and_imports_give_a_correct_answer_full_marks(
     # the module an instructor cell wrote is imported by a check after the exercise ran: trusted, as it holds what
     # the grader wrote (a digest taken after that cell); pickles of data and of the notebook's own class load
     report = imports_toy["victim"]
-    assert (report["score"], report["total"]) == (5, 5), (report["checks"], report["errors"])
+    assert (report["score"], report["total"]) == (6, 6), (report["checks"], report["errors"])
     assert not report["errors"], report["errors"]
 
 
 @pytest.mark.parametrize("attack", list(IMPORT_ATTACKS))
 def test_code_or_data_the_grader_loads_after_an_exercise_is_not_the_submission_s(imports_toy, attack):
     report = imports_toy[attack]
-    assert report["total"] == 5 and report["score"] == 0, (attack, [(c["id"], c["passed"]) for c in report["checks"]])
+    assert report["total"] == 6 and report["score"] == 0, (attack, [(c["id"], c["passed"]) for c in report["checks"]])
     messages = " ".join(e["message"] for e in report["errors"]) + " ".join(c["message"] for c in report["checks"])
-    expected = {"changes a module file the grader wrote, which a check imports": "did not write as it is now",
+    expected = {"changes a module file the grader wrote, which a check imports": "no longer holds what they wrote",
+                "rewrites a data file the grader wrote with data of its own": "no longer holds what they wrote",
+                "puts a SimpleNamespace of its own data in sys.modules": "vs pyclbr is not close",   # dropped: the real one
+                "starts a process through _posixsubprocess.fork_exec (no audit event)": "no audit event reported",
                 "rewrites a data file the grader unpickles into a pickle that evaluates code": "does not unpickle",
                 "binds eval to a notebook name and rewrites the data file into a pickle that calls it": "does not unpickle",
                 "names eval through a dotted attribute path in a pickle (collections.__builtins__.__getitem__)": "does not unpickle",

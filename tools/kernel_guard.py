@@ -205,8 +205,13 @@ def install(module_names):
     # digests of what they held after it: once an exercise has run, importing such a file is trusted only while it
     # holds what the grader's own cells wrote, and any other file outside the libraries is the submission's
     # (red-team round 6: an exercise appended code to common.py, and a check's import of it ran as trusted code).
-    written, written_pending = {}, set()
-    _abspath = os.path.abspath
+    # Data files too (red-team round 7: an exercise rewrote the pickle a grader cell reads back): a file the grader's
+    # cells wrote is read by the grader's code, once an exercise has run, only while it holds what they wrote.
+    written, written_pending, tainted = {}, set(), set()
+    reading = set()                            # threads where the hook reads a file to check it (not checked itself)
+    _O_WRITES = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+    _abspath, _getsize = os.path.abspath, os.path.getsize
+    trusted_starts = [0]                       # processes the grader's own code started (audit events)
     busy = {}                                  # thread -> 1 while the audit hook runs in it (2: its own _getframe)
     # callers of sys._getframe that only read a module name from the frame and never hand it on
     benign_getframe = _frozenset(os.path.join(p, name) for p in library
@@ -283,6 +288,30 @@ def install(module_names):
         raise _RuntimeError(f"grading does not let a submission's code use {event} (called from {where}{through}): "
                             f"it is how code reaches into the checks. If your solution needs it, ask your instructor.")
 
+    def grader_wrote_now(path):
+        """The grader's code wrote the file in the cell that runs now (a library generating a module: torch's
+        _remote_module_non_scriptable), and the submission's code did not write to it."""
+        return path in written_pending and path not in tainted
+
+    def read_back(path, caller):
+        """The grader's code opens a file its cells wrote, for reading: it must still hold what they wrote (or what
+        the grader's current cell wrote, if the submission did not write it too)."""
+        if submission_anywhere(caller) is not None:
+            return                             # the submission reads: nothing of the grader's is at stake
+        if grader_wrote_now(path):
+            return
+        reading.add(_get_ident())
+        try:
+            with _open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return                             # gone: the grader's own open fails as usual
+        finally:
+            reading.discard(_get_ident())
+        if _sha256(data).digest() not in written.get(path, ()):
+            raise _RuntimeError(f"the grader's code reads {path}, a file the grader's own cells wrote, but it no longer "
+                                f"holds what they wrote: the submission may have changed it, so it is not read")
+
     handlers = {}                              # the entry points, reachable from this hook only
 
     def audit(event, args):
@@ -306,9 +335,18 @@ def install(module_names):
             return
         if event not in frame_events and event not in other_events and not _startswith(event, "ctypes."):
             return
-        if event == "open" and not (_len(args) > 1 and _type(args[1]) is _str and _type(args[0]) is _str
-                                    and ("w" in args[1] or "a" in args[1] or "x" in args[1] or "+" in args[1])):
-            return                             # reading a file, or opening a descriptor: nothing to note
+        if event == "open":
+            path = args[0] if _len(args) else None
+            mode = args[1] if _len(args) > 1 else None
+            flags = args[2] if _len(args) > 2 else 0
+            writes = ((_type(mode) is _str and ("w" in mode or "a" in mode or "x" in mode or "+" in mode))
+                      or (mode is None and _type(flags) is int and flags & _O_WRITES))
+            if _type(path) is not _str or _get_ident() in reading:
+                return                         # a descriptor, bytes, or the hook's own read below
+            if not writes:
+                if state["any_exercise"] and (path in written or _abspath(path) in written):
+                    read_back(_abspath(path), _getframe(1))
+                return                         # reading a file: nothing to note
         if event == "pickle.find_class":
             module_name, name = (args + ("", ""))[:2]
             notebook_ok = True
@@ -369,8 +407,16 @@ def install(module_names):
                     mark(code)   # in a check, code a callback runs (a finalizer calling exec) is the submission's too
                 return
             if event == "open":                    # a file written by the grader's cells, or by the submission
-                if _str.endswith(args[0], ".py") and state["exercise"] is not True and submission_anywhere(caller) is None:
-                    written_pending.add(_abspath(args[0]))
+                path = _abspath(args[0])
+                if state["exercise"] is not True and submission_anywhere(caller) is None:
+                    written_pending.add(path)
+                    if _type(mode) is _str and "w" in mode and "+" not in mode:
+                        tainted.discard(path)  # truncated and written afresh by the grader
+                else:
+                    tainted.add(path)
+                return
+            if event in process_events and submission_anywhere(caller) is None:
+                trusted_starts[0] += 1         # a process the grader's own code starts (see rogue_processes)
                 return
             if event in process_events:
                 where = submission_anywhere(caller)
@@ -388,7 +434,8 @@ def install(module_names):
                     # what the grader's cells wrote to it
                     source = args[0]
                     data = _str.encode(source) if _isinstance(source, _str) else _bytes(source)
-                    if not state["any_exercise"] or _sha256(data).digest() in written.get(_abspath(filename), ()):
+                    if (not state["any_exercise"] or _sha256(data).digest() in written.get(_abspath(filename), ())
+                            or grader_wrote_now(_abspath(filename))):
                         if filename not in untrusted_cells:
                             trusted_cells.add(filename)
                         return
@@ -468,31 +515,52 @@ def install(module_names):
             return _any(_type(v) is types.FunctionType and submission_code(v.__code__) for v in _list(_own_dict(value).values()))
         return False
 
-    _ModuleSpec = importlib.machinery.ModuleSpec
+    _ModuleSpec, _all = importlib.machinery.ModuleSpec, all
+    namespace_path_types = (_list,)
+    try:
+        import importlib._bootstrap_external as _bootstrap_external
+        namespace_path_types = (_list, _bootstrap_external._NamespacePath)
+    except (ImportError, AttributeError):
+        pass
     exercise_modules = set()                   # names that entered sys.modules while an exercise cell ran
     modules_at_exercise = set()                # sys.modules' names when the last exercise cell began
 
-    def planted(name, module):
+    def genuine_origin(names):
+        """The module's spec names a built-in, frozen or library module, or it is a namespace package whose folders
+        are all the libraries'."""
+        spec = names.get("__spec__")
+        if _type(spec) is not _ModuleSpec:
+            return False
+        origin, locations = spec.origin, spec.submodule_search_locations
+        if _type(origin) is _str:
+            return origin in ("built-in", "frozen") or in_library(origin)
+        if origin is None and _type(locations) in namespace_path_types:
+            folders = _getattr(locations, "_path", locations)
+            return _type(folders) is _list and _all(_type(f) is _str and in_library(f + "/") for f in folders)
+        return False
+
+    def planted(name, module, fresh=()):
         """A module object the submission made (or filled with its own code) and put in sys.modules: a check that
         imports that name would get the submission's code or data (red-team round 6: a fake
-        sklearn.kernel_approximation). One that entered while an exercise ran must also come from a library file."""
-        if not _isinstance(module, _ModuleType):
-            return submission_made(_type(module))
+        sklearn.kernel_approximation). One that entered while an exercise or (`fresh`) a check ran must be a module
+        object (red-team round 7: a SimpleNamespace of data); one from an exercise must also come from a library
+        file. (A check's own imports may legitimately make modules from no file: torch's
+        _remote_module_non_scriptable comes from a string, put in sys.modules by torch's code.)"""
+        entered = name in exercise_modules or name in fresh
+        if not _isinstance(module, _ModuleType) or submission_made(_type(module)):
+            return entered or submission_made(_type(module))
         names = _vars(module)
-        if name in exercise_modules:
-            spec = names.get("__spec__")
-            origin = spec.origin if _type(spec) is _ModuleSpec else None
-            if not (_type(origin) is _str and (origin in ("built-in", "frozen") or in_library(origin))):
-                return True
+        if name in exercise_modules and not genuine_origin(names):
+            return True
         return _any(submission_made(v) for v in _list(names.values()))
 
-    def drop_planted_modules():
+    def drop_planted_modules(fresh=()):
         found = []
         if _any(_type(k) is not _str for k in _list(sys.modules)):
             exact_keys(sys.modules)            # (a str subclass's __hash__ would be the submission's code)
             found.append("a key that is not a str")
         for name, module in _list(sys.modules.items()):
-            if name not in saved_modules and name not in ("__main__", "__mp_main__") and planted(name, module):
+            if name not in saved_modules and name not in ("__main__", "__mp_main__") and planted(name, module, fresh):
                 graveyard.append(sys.modules.pop(name))
                 found.append(name)
         return found
@@ -883,14 +951,98 @@ def install(module_names):
             now = _own_dict(cls)
             save_functions(v for k, v in _list(now.items()) if snap.get(k, restore) is not v)
 
-    def record_written():
-        """The files the grader's last cell wrote: what they hold now is theirs (see `written`)."""
-        for path in _list(written_pending):
+    # -- processes that no audit event reported ---------------------------------------------------------------------
+    # _posixsubprocess.fork_exec starts a process without one (red-team round 7). Before and after each exercise and
+    # check the guard lists the processes it can see (in the sandbox's PID namespace: all of them but its
+    # ancestors; elsewhere: its descendants); a new one is the grader's only if its parent is a known process of
+    # the grader's, or it is the kernel's child and the grader's own code asked for that many processes (an audit
+    # event with no submitted code on the stack). Any other is stopped, and the checks after it do not run.
+    _listdir, _kill, _int, _getpid = os.listdir, os.kill, int, os.getpid
+    own_pid = _getpid()
+    pid_namespace = os.environ.get("WORKBOOK_PID_NAMESPACE") == "1"
+    known_processes = set()
+    rogue = []
+
+    def process_table():
+        table = {}
+        try:
+            entries = _listdir("/proc")
+        except OSError:
+            return table
+        for entry in entries:
+            if not _str.isdigit(entry):
+                continue
             try:
+                with _open(f"/proc/{entry}/stat", "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            fields = data[data.rfind(b")") + 2:].split()
+            if _len(fields) > 19 and fields[0] not in (b"Z", b"X"):      # zombies have ended already
+                table[_int(entry)] = (_int(fields[1]), _int(fields[19]))  # parent, start time
+        return table
+
+    def watched_processes():
+        table = process_table()
+        line, pid = _set(), own_pid
+        while pid in table and pid not in line:   # the kernel and its ancestors
+            line.add(pid)
+            pid = table[pid][0]
+
+        def descends(pid):
+            seen = _set()
+            while pid in table and pid not in seen:
+                if pid == own_pid:
+                    return True
+                seen.add(pid)
+                pid = table[pid][0]
+            return False
+        return table, [p for p in table if p not in line and (pid_namespace or descends(p))]
+
+    def remember_processes():
+        table, watched = watched_processes()
+        known_processes.clear()
+        known_processes.update((p, table[p][1]) for p in watched)
+        return trusted_starts[0]
+
+    def rogue_processes(starts_before):
+        """The processes that appeared since `remember_processes` and that the grader's code did not start: killed."""
+        table, watched = watched_processes()
+        allowed = trusted_starts[0] - starts_before
+        fine = _set(p for p in watched if (p, table[p][1]) in known_processes)
+        found = []
+        for p in _sorted((p for p in watched if p not in fine), key=lambda p: (table[p][1], p)):   # parents first
+            parent = table[p][0]
+            if parent in fine:
+                fine.add(p)
+            elif parent == own_pid and allowed > 0:
+                allowed -= 1
+                fine.add(p)
+            else:
+                found.append(p)
+        for p in found:
+            try:
+                _kill(p, 9)
+            except OSError:
+                pass
+        return found
+
+    def record_written():
+        """The files the grader's last cell wrote: what they hold now is theirs (see `written`), unless the
+        submission wrote to them too. A file of more than 1 GiB is not held (nothing here writes one)."""
+        for path in _list(written_pending):
+            if path in tainted:
+                continue
+            reading.add(_get_ident())
+            try:
+                if _getsize(path) > 1 << 30:
+                    continue
                 with _open(path, "rb") as f:
                     data = f.read()
             except OSError:
                 continue
+            finally:
+                reading.discard(_get_ident())
             written[path] = _frozenset(written.get(path, ())) | {_sha256(data).digest()}
         written_pending.clear()
 
@@ -907,6 +1059,7 @@ def install(module_names):
         save_replacements()
         baseline.clear()
         baseline.update(fingerprints())
+        state["starts"] = remember_processes()
         state["exercise"] = "armed"
 
     def restore_names(allowed):
@@ -922,9 +1075,11 @@ def install(module_names):
         for key in [k for k in user if k not in namespace and k in builtin_names and k not in allowed]:
             graveyard.append(user.pop(key))
         owned.update(k for k in user if k not in namespace or k in allowed)
+        rogue.extend(rogue_processes(state.get("starts", trusted_starts[0])))
 
     def remember_and_rebase(names):
         record_written()
+        remember_processes()
         exact_keys(shell.user_ns)
         remember(names)
         save_new_modules_and_classes()                               # what an instructor cell imported or defined
@@ -982,6 +1137,11 @@ def install(module_names):
         if dispatcher_changes():
             raise _RuntimeError("the submission changed which of PyTorch's dispatch keys this thread includes or "
                                 "excludes: a check cannot trust torch's operators")
+        if rogue:
+            raise _RuntimeError(f"the submission started processes that no audit event reported (_posixsubprocess or "
+                                f"the like; pids {_sorted(rogue)[:8]}): they were stopped, and no check runs after them")
+        starts = remember_processes()
+        modules_at_check = _set(k for k in _list(sys.modules) if _type(k) is _str)
         user = shell.user_ns
         names_before = _dict(user)
         modules_before = state_of_modules()
@@ -1008,7 +1168,12 @@ def install(module_names):
         problems += changes(modules_before)
         problems += function_changes(put_back=False)
         problems += path_changes(put_back=False)
-        problems += [f"sys.modules['{n}'] (a module of its own)" for n in drop_planted_modules()]
+        fresh = _set(k for k in _list(sys.modules) if _type(k) is _str and k not in modules_at_check)
+        problems += [f"sys.modules['{n}'] (a module of its own)" for n in drop_planted_modules(fresh)]
+        started = rogue_processes(starts)
+        if started:
+            rogue.extend(started)
+            problems.append(f"processes it started without an audit event (pids {_sorted(started)[:8]}; stopped)")
         for name, value in ns_helpers.items():            # the check's own view of the helpers and modules
             if ns.get(name, changes) is not value:
                 problems.append(f"the check's {name}")

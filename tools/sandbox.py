@@ -388,6 +388,8 @@ def run(spec: dict, argv: list[str]) -> None:
     env.update(HOME=home, TMPDIR=home, USER="student", MPLBACKEND="Agg", MPLCONFIGDIR=f"{home}/.matplotlib",
                IPYTHONDIR=f"{home}/.ipython", JUPYTER_RUNTIME_DIR=f"{home}/.jupyter", TQDM_DISABLE="1",
                PYTHONDONTWRITEBYTECODE="1", PYTHONNOUSERSITE="1")
+    if private:                                     # its own PID namespace and /proc: every process there is the sandbox's
+        env["WORKBOOK_PID_NAMESPACE"] = "1"
     if spec["pythonpath"]:
         env["PYTHONPATH"] = os.pathsep.join(spec["pythonpath"])
     try:
