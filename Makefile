@@ -48,6 +48,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(if $(TORCH_INDEX_URL),$(PIP) $(INDEX) "$(TORCH)")
 	$(PIP) -r requirements.txt
 	$(PIP) --no-deps -e .
+	$(PY) -m tools.colab --wheelhouse $(VENV)/wheelhouse
 	@touch $@
 
 run: $(STAMP)

@@ -7,6 +7,8 @@ import re
 import nbformat
 import pytest
 
+from tools import colab
+
 from tools.exercises import (CHECK_TAG, EXERCISE_TAG, find_exercises, hidden_check_cells, solution_only_lines,
                              student_edition)
 from tools.grade import grade
@@ -31,8 +33,8 @@ def test_committed_notebook_is_clean_and_follows_the_layout(path):
     assert nb.metadata["kernelspec"]["name"] == "python3"
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "first cell: the title"
     setup = code[0].source
-    assert f"git+{repository_url()}" in setup and "find_spec(\"course_utils\")" in setup, "first code cell: the setup cell"
-    assert "torch" not in setup.split("check=True")[0].split("pip")[1], "the setup cell must never install torch"
+    assert f"git+{repository_url()}@v" in setup and setup.startswith(colab.HEADER), "first code cell: the setup cell"
+    assert colab.current_block(setup) == colab.setup_block(nb), "the setup block is stale: python -m tools.colab --write"
     assert "print(cu.environment_report())" in setup
     assert sum("parameters" in cell_tags(c) for c in code) == 1, "exactly one cell tagged `parameters`"
     assert budget_seconds(nb) > 0                       # raises, naming the key, when the budget is missing
