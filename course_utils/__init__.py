@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _HOME = {
     "PowerLawFit": "analysis", "fit_power_law": "analysis",
     "assert_close": "checks", "check_equal": "checks", "check_that": "checks", "plain": "checks",
+    "needs_exercise": "checks",
     "Split": "data", "load_digits_split": "data",
     "autocast_dtype": "device", "get_device": "device", "is_available": "device", "seed_everything": "device",
     "synchronize": "device",

@@ -185,3 +185,18 @@ def check_equal(actual: Any, expected: Any, claim: str, *, hint: str | None = No
             f"{type(actual).__name__} (return plain Python values: int, float, tuple, list, dict).", hint))
     if actual != expected:
         raise AssertionError(_with_hint(f"Check failed: {claim}. Expected: {expected!r}. Got: {actual!r}.", hint))
+
+
+def needs_exercise(exercise: str, ready: bool) -> None:
+    """Stop a cell that uses what an exercise above computes, while that exercise is not solved: with the stub, its
+    cell raised NotImplementedError and left names undefined or empty, and without this the cells after it would
+    fail with a NameError or draw an empty plot, which says nothing about what to do. `ready` is whether what the
+    cell needs is there (e.g. `"fit" in globals()`)."""
+    if not isinstance(exercise, str) or not exercise.strip():
+        raise ValueError(f"needs_exercise: name the exercise (e.g. 'ex00.2'), got {exercise!r}")
+    if not isinstance(ready, (bool, np.bool_)):
+        raise TypeError(f"needs_exercise: `ready` must be True or False, got {type(ready).__name__}")
+    if not ready:
+        raise NotImplementedError(f"This cell uses what exercise {exercise} computes, and it is not solved yet (a cell "
+                                  f"above stopped with NotImplementedError): solve {exercise}, run the cells from it "
+                                  f"down to here, then this one.")

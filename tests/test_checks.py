@@ -200,3 +200,15 @@ def test_assert_close_reads_tensors_through_c_methods_only(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: torch._C.TensorBase.mul(self, 0))
     with pytest.raises(AssertionError, match="3 of 3 entries off"):
         assert_close(torch.ones(3), torch.full((3,), 2.0))
+
+
+def test_needs_exercise_stops_a_cell_naming_the_unsolved_exercise():
+    from course_utils import needs_exercise
+
+    needs_exercise("ex00.2", True)                      # solved: the cell runs on
+    with pytest.raises(NotImplementedError, match=r"exercise ex00.2 computes, and it is not solved yet.*solve ex00.2"):
+        needs_exercise("ex00.2", False)
+    with pytest.raises(ValueError, match="name the exercise"):
+        needs_exercise("", False)
+    with pytest.raises(TypeError, match="must be True or False"):
+        needs_exercise("ex00.2", [])                    # a list would be read as its truth value: refused
