@@ -27,7 +27,7 @@ export PYTHONHASHSEED ?= 0
 unexport PYTHONDONTWRITEBYTECODE
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check --no-compile
 
-.PHONY: setup run test unit teeth lab student grade autograder readme clean help
+.PHONY: setup run test unit teeth lab book student grade autograder readme clean help
 
 help:
 	@echo "make run      execute every notebook (papermill) into build/executed/, print a timing table"
@@ -35,6 +35,7 @@ help:
 	@echo "make unit     only the fast tests (no whole-notebook runs)"
 	@echo "make teeth    per exercise: the stub and each wrong answer, and which check caught it (NB=one notebook; quick sizes)"
 	@echo "make lab      JupyterLab on student/ (LAB=notebooks for the instructor edition)"
+	@echo "make book     the executed notebooks of make run as a static HTML site: build/book/_build/html/index.html"
 	@echo "make student  write the student edition (solutions removed) to student/ (committed; a test keeps it in step)"
 	@echo "make grade NB=path/to/submission.ipynb (or a folder)   grade in a sandbox, J=2 at a time, into build/grades/"
 	@echo "           (a report, feedback .md and .xml per submission, and gradebook.csv; up-to-date ones are skipped)"
@@ -70,6 +71,9 @@ teeth: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab $(LAB)
+
+book: $(STAMP)
+	$(PY) -m tools.book --executed build/executed --out build/book
 
 student: $(STAMP)
 	$(PY) -m tools.student notebooks --out student
