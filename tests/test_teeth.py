@@ -86,3 +86,19 @@ def test_the_probe_puts_back_the_global_random_state(tmp_path):
     nb.cells.append(code("draw = random.random()\nassert draw == random.Random(0).random(), f'the probe moved the global state: {draw}'"))
     (teeth,), errors = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
     assert errors == [] and teeth.problems() == []
+
+
+def test_an_exercise_checked_at_several_sizes_runs_every_check_and_each_must_catch_something(tmp_path):
+    # metadata workbook.teeth_every_check: every check runs on each wrong answer (not only up to the first catch),
+    # and a check that catches none of them is a problem (05's checks at several world sizes use this: a wrong answer
+    # written for the demo's 3 ranks is caught only by the check at another world size, which is what it is for)
+    nb = toy_notebook()
+    nb.metadata["workbook"] = {"teeth_every_check": ["ex99.1"]}
+    (teeth,), _ = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
+    wrong = next(v for v in teeth.variants if v.name.startswith("wrong"))
+    assert wrong.caught_by == ["ex99.1", "ex99.1.b"] and teeth.problems() == []      # 3 + 2 != 6, -1.5 + 2 != -3
+    nb.cells[5].source = "assert double(2) == 4"                                    # 2 + 2 == 4: this one misses it
+    (teeth,), _ = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
+    assert teeth.problems() == ["ex99.1: its check ex99.1.b catches none of the wrong answers (the probe ran every "
+                                "check on each of them: metadata workbook.teeth_every_check); a check at another world "
+                                "size must be seen catching one"]

@@ -104,6 +104,7 @@ class Variant:
 class ExerciseTeeth:
     id: str
     variants: list[Variant] = field(default_factory=list)
+    every_check: bool = False      # its wrong answers run every check, and every check must catch one of them
 
     def problems(self) -> list[str]:
         out = []
@@ -126,6 +127,16 @@ class ExerciseTeeth:
                 crash = next(e for e in v.errors if e["check"] is not None)
                 out.append(f"{self.id}: the wrong answer '{v.name}' makes the checks crash ({crash['type']}: "
                            f"{crash['message'][:200]}) instead of failing one of their assertions")
+
+        wrongs = [v for v in self.variants if v.name.startswith("wrong")]
+        if self.every_check and wrongs:
+            catching = {c for v in wrongs for c in v.caught_by}
+            checks = sorted({c for v in wrongs for c in v.failed})
+            for check in checks:
+                if check not in catching:
+                    out.append(f"{self.id}: its check {check} catches none of the wrong answers (the probe ran every "
+                               f"check on each of them: metadata workbook.teeth_every_check); a check at another world "
+                               f"size must be seen catching one")
         return out
 
 
@@ -159,6 +170,7 @@ def _probe_cell(source: str) -> nbformat.NotebookNode:
 def with_teeth(nb, rows_path: str | Path):
     """A copy of `nb` with a probe cell for each exercise right after its last check cell (see the module doc)."""
     exercises = find_exercises(nb)
+    every_check = set(every_check_exercises(nb))
     after = {ex.last_check: ex for ex in exercises}
     out = copy.deepcopy(nb)
     out.cells = []
@@ -169,7 +181,7 @@ def with_teeth(nb, rows_path: str | Path):
         if ex is None:
             continue
         calls = [f"_workbook_teeth({str(rows_path)!r}, {ex.id!r}, {name!r}, {_span(nb, ex, source)!r}"
-                 f"{', until_caught=True' if name.startswith('wrong') else ''})"
+                 f"{', until_caught=True' if name.startswith('wrong') and ex.id not in every_check else ''})"
                  for name, source in variants_of(nb, ex)]
         head = "" if runner_defined else _RUNNER + "\n\n"
         runner_defined = True
@@ -179,11 +191,24 @@ def with_teeth(nb, rows_path: str | Path):
     return out
 
 
+def every_check_exercises(nb) -> list[str]:
+    """Exercises (metadata workbook.teeth_every_check) whose checks run at several world sizes or settings: the probe
+    runs all their checks on each wrong answer (not only up to the first catch), and each check must catch at least
+    one of them (a check at another world size that catches nothing is not seen to work)."""
+    ids = (nb.metadata.get("workbook") or {}).get("teeth_every_check", [])
+    known = {ex.id for ex in find_exercises(nb)}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise ValueError(f"metadata workbook.teeth_every_check names exercises the notebook does not have: {unknown}")
+    return list(ids)
+
+
 def read_rows(nb, rows_path: str | Path) -> list[ExerciseTeeth]:
     """The probe's rows grouped per exercise of `nb` (an exercise whose probe never ran has no variants)."""
     path = Path(rows_path)
     rows = [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()] if path.exists() else []
-    results = {ex.id: ExerciseTeeth(ex.id) for ex in find_exercises(nb)}
+    every_check = set(every_check_exercises(nb))
+    results = {ex.id: ExerciseTeeth(ex.id, every_check=ex.id in every_check) for ex in find_exercises(nb)}
     for r in rows:
         if r["exercise"] not in results:
             raise ValueError(f"probe row for unknown exercise {r['exercise']!r}")
