@@ -66,15 +66,11 @@ def imports_of(nb) -> list[str]:
     import importlib.util
 
     statements = []
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, (ast.Import, ast.ImportFrom)) and not (isinstance(node, ast.ImportFrom) and node.level):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
-                if all(importlib.util.find_spec(n.split(".")[0]) is not None for n in names):
-                    statements.append(ast.unparse(node))
+    for node in ast.walk(ast.parse(colab.notebook_code(nb))):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and not (isinstance(node, ast.ImportFrom) and node.level):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+            if all(importlib.util.find_spec(n.split(".")[0]) is not None for n in names):
+                statements.append(ast.unparse(node))
     return sorted(set(statements))
 
 

@@ -28,8 +28,9 @@ class BookError(RuntimeError):
     pass
 
 
-def executed_notebooks(executed: Path) -> list[Path]:
-    """The executed copy of every notebook in notebooks/; a clear error when one is missing or was not run."""
+def executed_notebooks(executed: Path) -> list[tuple[Path, nbformat.NotebookNode]]:
+    """(path, notebook) of the executed copy of every notebook in notebooks/; a clear error when one is missing or
+    was not run."""
     if not executed.is_dir():
         raise BookError(f"{executed} does not exist: run `make run` first (the book shows its outputs)")
     found, missing, unrun = [], [], []
@@ -41,7 +42,7 @@ def executed_notebooks(executed: Path) -> list[Path]:
         nb = read(path)
         if not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"):
             unrun.append(source.name)
-        found.append(path)
+        found.append((path, nb))
     if missing or unrun:
         raise BookError(f"in {executed}: " + "; ".join(filter(None, [
             f"missing {', '.join(missing)}" if missing else "", f"never executed (no outputs) {', '.join(unrun)}" if unrun else ""]))
@@ -85,8 +86,7 @@ def write_source(executed: Path, src: Path) -> list[str]:
         shutil.rmtree(src)
     src.mkdir(parents=True)
     pages, rows = [], []
-    for path in executed_notebooks(executed):
-        nb = read(path)
+    for path, nb in executed_notebooks(executed):
         summary = (read(NOTEBOOK_DIR / path.name).metadata.get("workbook") or {}).get("summary", "")
         (src / path.name).write_text(nbformat.writes(book_page(nb)) + "\n")
         pages.append(path.stem)

@@ -37,7 +37,8 @@ def workbook_requirement() -> str:
     return f"course_utils @ git+{repository_url()}@v{workbook_version()}"
 
 
-def _code_of(nb) -> str:
+def notebook_code(nb) -> str:
+    """The code of every code cell, IPython magics and shell lines left out (they are not Python)."""
     lines = []
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -88,7 +89,7 @@ def _course_utils_needs() -> set[str]:
 def needs(nb) -> dict[str, str]:
     """module -> the requirement that installs it, for every module the notebook (or course_utils) imports that is
     a distribution's, torch excepted; course_utils first."""
-    modules = (imported_modules(_code_of(nb)) | _course_utils_needs()) - set(sys.stdlib_module_names) - NEVER
+    modules = (imported_modules(notebook_code(nb)) | _course_utils_needs()) - set(sys.stdlib_module_names) - NEVER
     dists = importlib.metadata.packages_distributions()
     pins = _pins()
     found = {"course_utils": workbook_requirement()}

@@ -293,6 +293,20 @@ def install(module_names):
         _remote_module_non_scriptable), and the submission's code did not write to it."""
         return path in written_pending and path not in tainted
 
+    def file_digest(path, largest=None):
+        """The sha256 digest of the file's bytes, read without the hook checking this read; None when it cannot be
+        read or holds more than `largest` bytes."""
+        reading.add(_get_ident())
+        try:
+            if largest is not None and _getsize(path) > largest:
+                return None
+            with _open(path, "rb") as f:
+                return _sha256(f.read()).digest()
+        except OSError:
+            return None
+        finally:
+            reading.discard(_get_ident())
+
     def read_back(path, caller):
         """The grader's code opens a file its cells wrote, for reading: it must still hold what they wrote (or what
         the grader's current cell wrote, if the submission did not write it too)."""
@@ -300,15 +314,10 @@ def install(module_names):
             return                             # the submission reads: nothing of the grader's is at stake
         if grader_wrote_now(path):
             return
-        reading.add(_get_ident())
-        try:
-            with _open(path, "rb") as f:
-                data = f.read()
-        except OSError:
+        digest = file_digest(path)
+        if digest is None:
             return                             # gone: the grader's own open fails as usual
-        finally:
-            reading.discard(_get_ident())
-        if _sha256(data).digest() not in written.get(path, ()):
+        if digest not in written.get(path, ()):
             raise _RuntimeError(f"the grader's code reads {path}, a file the grader's own cells wrote, but it no longer "
                                 f"holds what they wrote: the submission may have changed it, so it is not read")
 
@@ -1031,19 +1040,9 @@ def install(module_names):
         """The files the grader's last cell wrote: what they hold now is theirs (see `written`), unless the
         submission wrote to them too. A file of more than 1 GiB is not held (nothing here writes one)."""
         for path in _list(written_pending):
-            if path in tainted:
-                continue
-            reading.add(_get_ident())
-            try:
-                if _getsize(path) > 1 << 30:
-                    continue
-                with _open(path, "rb") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            finally:
-                reading.discard(_get_ident())
-            written[path] = _frozenset(written.get(path, ())) | {_sha256(data).digest()}
+            digest = None if path in tainted else file_digest(path, largest=1 << 30)
+            if digest is not None:
+                written[path] = _frozenset(written.get(path, ())) | {digest}
         written_pending.clear()
 
     def snapshot():
