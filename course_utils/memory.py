@@ -20,6 +20,8 @@ class _StorageTracker(TorchDispatchMode):
         self.live: dict[int, int] = {}
         self.current = 0
         self.peak = 0
+        self.total = 0
+        self.count = 0
 
     def _release(self, key: int) -> None:
         self.current -= self.live.pop(key, 0)
@@ -37,6 +39,8 @@ class _StorageTracker(TorchDispatchMode):
                 if nbytes and key not in self.live and key not in inputs:
                     self.live[key] = nbytes
                     self.current += nbytes
+                    self.total += nbytes
+                    self.count += 1
                     self.peak = max(self.peak, self.current)
                     weakref.finalize(storage, self._release, key)
         return out
@@ -44,21 +48,26 @@ class _StorageTracker(TorchDispatchMode):
 
 class track_peak_memory:
     """Context manager: `with track_peak_memory(device) as mem: ...`, then `mem.peak` is the peak in bytes
-    allocated inside the block (beyond what was already allocated when it started)."""
+    allocated inside the block (beyond what was already allocated when it started), `mem.total` the bytes of every
+    allocation made inside it added up (freed or not), and `mem.count` the number of those allocations."""
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"track_peak_memory supports cpu and cuda, not {self.device.type!r}")
         self.peak = 0
+        self.total = 0
+        self.count = 0
         self._tracker: _StorageTracker | None = None
         self._baseline = 0
+        self._stats: dict[str, int] = {}
 
     def __enter__(self) -> "track_peak_memory":
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._baseline = torch.cuda.memory_allocated(self.device)
+            self._stats = torch.cuda.memory_stats(self.device)
         else:
             self._tracker = _StorageTracker()
             self._tracker.__enter__()
@@ -68,6 +77,9 @@ class track_peak_memory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak = torch.cuda.max_memory_allocated(self.device) - self._baseline
+            stats = torch.cuda.memory_stats(self.device)
+            self.total = stats.get("allocated_bytes.all.allocated", 0) - self._stats.get("allocated_bytes.all.allocated", 0)
+            self.count = stats.get("allocation.all.allocated", 0) - self._stats.get("allocation.all.allocated", 0)
         else:
             self._tracker.__exit__(*exc)
-            self.peak = self._tracker.peak
+            self.peak, self.total, self.count = self._tracker.peak, self._tracker.total, self._tracker.count

@@ -127,6 +127,7 @@ def test_track_peak_memory_sees_allocations_and_frees():
         b = torch.empty(500, dtype=torch.float32)      # reuses nothing in the count: 2,000 live at most now
         c = b[:10]                                     # a view: no new storage
     assert mem.peak == 4000
+    assert (mem.total, mem.count) == (6000, 2)                 # both allocations, though never live together
     with track_peak_memory() as mem2:
         x = torch.ones(256, 256)
         y = x @ x                                      # two 256 KiB tensors live together
@@ -149,7 +150,11 @@ def test_track_peak_memory_does_not_count_tensors_from_before_the_block():
     with track_peak_memory("cpu") as mem:
         q.mul_(2.0)                                        # in place, and into an existing tensor with out=
         torch.add(q, 1.0, out=q)
-    assert mem.peak == 0
+    assert (mem.peak, mem.total, mem.count) == (0, 0, 0)
+    with track_peak_memory("cpu") as mem:
+        for _ in range(3):
+            q = q * 2.0                                    # a fresh 1 MiB tensor each time, the last one freed
+    assert (mem.total, mem.count) == (3 * q.nbytes, 3) and mem.peak == 2 * q.nbytes
 
 
 def test_wsd_factor_warms_up_holds_and_decays_to_zero():
