@@ -665,6 +665,11 @@ IMPORTS_TOY = (
      "FROM_WORKER = pickle.loads((WORKDIR / 'worker96.pkl').read_bytes())", ()),
     ("assert_close(double(np.arange(3.0)), LOADED, name='vs the data file')", ("check-ex96.1.data",)),
     ("assert_close(double(np.arange(3.0)), np.array(FROM_WORKER), name='vs the file a process wrote')", ("check-ex96.1.worker",)),
+    # a check whose helper lives in a course_utils submodule nothing imported yet: its first import binds the
+    # submodule on the package while the check runs (a false alarm of the guard in 07's first version)
+    ("import course_utils as cu\n_fit = cu.fit_power_law([1.0, 2.0, 4.0], [2.0, 4.0, 8.0])\n"
+     "assert_close(double(np.arange(3.0)), np.arange(3.0) * round(2 * _fit.slope), name='vs a lazily imported helper')",
+     ("check-ex96.1.lazy",)),
 )
 WRONG_TRIPLE = "def double(x):\n    return 3 * x\n"
 IMPORT_ATTACKS = {
@@ -736,14 +741,14 @@ def test_the_toy_s_own_module_data_and_imports_give_a_correct_answer_full_marks(
     # the module an instructor cell wrote is imported by a check after the exercise ran: trusted, as it holds what
     # the grader wrote (a digest taken after that cell); pickles of data and of the notebook's own class load
     report = imports_toy["victim"]
-    assert (report["score"], report["total"]) == (6, 6), (report["checks"], report["errors"])
+    assert (report["score"], report["total"]) == (7, 7), (report["checks"], report["errors"])
     assert not report["errors"], report["errors"]
 
 
 @pytest.mark.parametrize("attack", list(IMPORT_ATTACKS))
 def test_code_or_data_the_grader_loads_after_an_exercise_is_not_the_submission_s(imports_toy, attack):
     report = imports_toy[attack]
-    assert report["total"] == 6 and report["score"] == 0, (attack, [(c["id"], c["passed"]) for c in report["checks"]])
+    assert report["total"] == 7 and report["score"] == 0, (attack, [(c["id"], c["passed"]) for c in report["checks"]])
     messages = " ".join(e["message"] for e in report["errors"]) + " ".join(c["message"] for c in report["checks"])
     expected = {"changes a module file the grader wrote, which a check imports": "no longer holds what they wrote",
                 "rewrites a data file the grader wrote with data of its own": "no longer holds what they wrote",

@@ -80,6 +80,7 @@ def install(module_names):
     # course_utils binds its public names lazily (PEP 562): the first use adds one to its module. Those whose home
     # submodule is loaded are bound now (part of the snapshot); a later binding is recognised in benign().
     cu_homes = _dict(_getattr(modules.get("course_utils"), "_HOME", None) or {})
+    cu_submodules = frozenset(_getattr(modules.get("course_utils"), "_SUBMODULES", None) or ())   # (builtins still pristine here)
     for name, home in cu_homes.items():
         if f"course_utils.{home}" in sys.modules:
             try:
@@ -640,6 +641,10 @@ def install(module_names):
         if module_name == "course_utils" and old is restore and key in cu_homes:
             home = sys.modules.get(f"course_utils.{cu_homes[key]}")  # its lazy binding of a public name: exactly
             return home is not None and _vars(home).get(key, restore) is new   # the object its home module holds
+        if module_name == "course_utils" and old is restore and key in cu_submodules:
+            sub = sys.modules.get(f"course_utils.{key}")    # a submodule's first import binds it on the package:
+            return (sub is new and _isinstance(new, _ModuleType)   # exactly the module imported, from the library
+                    and genuine_origin(_vars(new)) and not planted(f"course_utils.{key}", new))
         if module_name == "course_utils" or _startswith(module_name, "course_utils."):
             return False                                    # the checks' own package: no change is a library's
         if old is restore:                                  # a name added since the snapshot
