@@ -134,6 +134,7 @@ class TrainHistory:
     val_loss: list[float] = field(default_factory=list)
     tokens: int = 0
     seconds: float = 0.0                                  # time in training steps (evaluation excluded)
+    step_seconds: list[float] = field(default_factory=list)   # each step's time (their sum is `seconds`)
 
     @property
     def tokens_per_second(self) -> float:
@@ -201,7 +202,9 @@ def train_lm(model, train_data: torch.Tensor, val_data: torch.Tensor, *, steps: 
         loss = _optimizer_step(model, optimizer, x, y, grad_clip, autocast)
         scheduler.step()
         loss_value = loss.item()                                   # synchronises the device
-        history.seconds += time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        history.seconds += elapsed
+        history.step_seconds.append(elapsed)
         history.tokens += x.numel()
         history.steps.append(step)
         history.train_loss.append(loss_value)

@@ -81,6 +81,8 @@ def test_training_learns_a_pattern_and_checkpoints_round_trip(model, tmp_path):
                        generator=torch.Generator().manual_seed(0), checkpoint_path=ckpt, progress=False)
     assert history.val_loss[-1] < 0.2 < history.val_loss[0]
     assert history.tokens == 60 * 8 * 16 and history.tokens_per_second > 0
+    assert len(history.step_seconds) == 60 and min(history.step_seconds) > 0            # one time per step, and
+    assert sum(history.step_seconds) == pytest.approx(history.seconds, rel=1e-9)         # they add up to the total
     save_checkpoint(ckpt, model, step=60)
     clone = GPT(model.config)
     assert load_checkpoint(ckpt, clone) == 60
