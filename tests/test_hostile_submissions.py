@@ -640,7 +640,9 @@ def test_a_check_does_not_run_with_the_thread_s_dispatch_keys_changed(torch_toy)
 # Red-team round 6: code and data that the grader's own cells load after an exercise ran. A toy whose checks import
 # a module an instructor cell wrote, import standard-library modules that nothing imported yet, and compare with
 # data an instructor cell unpickles. Every attack answers double() wrongly (3x) and goes after one check's source of
-# truth; against the round-5 guard each earned that check.
+# truth; against the round-5 guard each earned that check. Files that processes write for the grader: one in a folder
+# the grader's cells write into (watched: rewriting it with plain data earned its check before session 33), and one
+# in a folder they never write into, where only the unpickling rules stand in the way of a pickle that runs code.
 IMPORTS_TOY = (
     ("import numpy as np, sys, pathlib, pickle, tempfile\nfrom course_utils import assert_close\n"
      "WORKDIR = pathlib.Path(tempfile.mkdtemp(prefix='toy96-'))\nsys.path.insert(0, str(WORKDIR))\n"
@@ -650,7 +652,10 @@ IMPORTS_TOY = (
      "(WORKDIR / 'box96.pkl').write_bytes(pickle.dumps(Box(2 * np.arange(3.0))))\n"
      "import subprocess   # a file another process writes (as 00's map_on_cores and 05's workers do): no digest of it\n"
      "subprocess.run([sys.executable, '-c', 'import pickle, sys; open(sys.argv[1], \"wb\").write(pickle.dumps([0.0, 2.0, 4.0]))', "
-     "str(WORKDIR / 'worker96.pkl')], check=True)", ()),
+     "str(WORKDIR / 'worker96.pkl')], check=True)\n"
+     "OTHERDIR = pathlib.Path(tempfile.mkdtemp(prefix='toy96o-'))   # a folder no grader cell writes into itself\n"
+     "subprocess.run([sys.executable, '-c', 'import pickle, sys; open(sys.argv[1], \"wb\").write(pickle.dumps([0.0, 2.0, 4.0]))', "
+     "str(OTHERDIR / 'unwatched96.pkl')], check=True)", ()),
     ("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION", ("exercise-ex96.1",)),
     ("import reference96\nassert_close(double(np.arange(3.0)), reference96.twice(np.arange(3.0)), name='vs the module')",
      ("check-ex96.1",)),
@@ -662,9 +667,12 @@ IMPORTS_TOY = (
      ("check-ex96.1.package",)),
     ("LOADED = pickle.loads((WORKDIR / 'data96.pkl').read_bytes())\n"
      "BOXED = pickle.loads((WORKDIR / 'box96.pkl').read_bytes()).value   # the notebook's own class: allowed\n"
-     "FROM_WORKER = pickle.loads((WORKDIR / 'worker96.pkl').read_bytes())", ()),
+     "FROM_WORKER = pickle.loads((WORKDIR / 'worker96.pkl').read_bytes())\n"
+     "FROM_UNWATCHED = pickle.loads((OTHERDIR / 'unwatched96.pkl').read_bytes())", ()),
     ("assert_close(double(np.arange(3.0)), LOADED, name='vs the data file')", ("check-ex96.1.data",)),
     ("assert_close(double(np.arange(3.0)), np.array(FROM_WORKER), name='vs the file a process wrote')", ("check-ex96.1.worker",)),
+    ("assert_close(double(np.arange(3.0)), np.array(FROM_UNWATCHED), name='vs a file in a folder the grader never wrote to')",
+     ("check-ex96.1.unwatched",)),
     # a check whose helper lives in a course_utils submodule nothing imported yet: its first import binds the
     # submodule on the package while the check runs (a false alarm of the guard in 07's first version)
     ("import course_utils as cu\n_fit = cu.fit_power_law([1.0, 2.0, 4.0], [2.0, 4.0, 8.0])\n"
@@ -688,16 +696,18 @@ IMPORT_ATTACKS = {
         "sys.modules['pyclbr'] = _m\n",
     "rewrites a data file the grader unpickles into a pickle that evaluates code":
         "class _Eval:\n    def __reduce__(self):\n        return (eval, ('__import__(\"numpy\").arange(3.0) * 3',))\n"
-        "(WORKDIR / 'worker96.pkl').write_bytes(pickle.dumps(_Eval()))\n",
+        "(OTHERDIR / 'unwatched96.pkl').write_bytes(pickle.dumps(_Eval()))\n",
     "binds eval to a notebook name and rewrites the data file into a pickle that calls it":
-        "_EV = eval\n(WORKDIR / 'worker96.pkl').write_bytes(b\"c__main__\\n_EV\\n(S'__import__(\\\"numpy\\\").arange(3.0) * 3'\\ntR.\")\n",
+        "_EV = eval\n(OTHERDIR / 'unwatched96.pkl').write_bytes(b\"c__main__\\n_EV\\n(S'__import__(\\\"numpy\\\").arange(3.0) * 3'\\ntR.\")\n",
     "names eval through a dotted attribute path in a pickle (collections.__builtins__.__getitem__)":
         "def _s(x):\n    b = x.encode()\n    return b'\\x8c' + bytes([len(b)]) + b\n"
         "_code = '__import__(\"numpy\").arange(3.0) * 3'\n"
-        "(WORKDIR / 'worker96.pkl').write_bytes(b'\\x80\\x04' + _s('collections') + _s('__builtins__.__getitem__') + b'\\x93' + "
+        "(OTHERDIR / 'unwatched96.pkl').write_bytes(b'\\x80\\x04' + _s('collections') + _s('__builtins__.__getitem__') + b'\\x93' + "
         "_s('eval') + b'\\x85R' + _s(_code) + b'\\x85R.')\n",
     "rewrites a data file the grader wrote with data of its own":
         "(WORKDIR / 'data96.pkl').write_bytes(pickle.dumps(3 * np.arange(3.0)))\n",
+    "rewrites with data of its own a file that another process wrote for the grader":
+        "(WORKDIR / 'worker96.pkl').write_bytes(pickle.dumps([0.0, 3.0, 6.0]))\n",
     "puts a SimpleNamespace of its own data in sys.modules":
         "import types\nsys.modules['pyclbr'] = types.SimpleNamespace(FACTOR=3)\n",
     "starts a process through _posixsubprocess.fork_exec (no audit event)":
@@ -741,17 +751,18 @@ def test_the_toy_s_own_module_data_and_imports_give_a_correct_answer_full_marks(
     # the module an instructor cell wrote is imported by a check after the exercise ran: trusted, as it holds what
     # the grader wrote (a digest taken after that cell); pickles of data and of the notebook's own class load
     report = imports_toy["victim"]
-    assert (report["score"], report["total"]) == (7, 7), (report["checks"], report["errors"])
+    assert (report["score"], report["total"]) == (8, 8), (report["checks"], report["errors"])
     assert not report["errors"], report["errors"]
 
 
 @pytest.mark.parametrize("attack", list(IMPORT_ATTACKS))
 def test_code_or_data_the_grader_loads_after_an_exercise_is_not_the_submission_s(imports_toy, attack):
     report = imports_toy[attack]
-    assert report["total"] == 7 and report["score"] == 0, (attack, [(c["id"], c["passed"]) for c in report["checks"]])
+    assert report["total"] == 8 and report["score"] == 0, (attack, [(c["id"], c["passed"]) for c in report["checks"]])
     messages = " ".join(e["message"] for e in report["errors"]) + " ".join(c["message"] for c in report["checks"])
     expected = {"changes a module file the grader wrote, which a check imports": "no longer holds what they wrote",
                 "rewrites a data file the grader wrote with data of its own": "no longer holds what they wrote",
+                "rewrites with data of its own a file that another process wrote for the grader": "no longer holds what they wrote",
                 "puts a SimpleNamespace of its own data in sys.modules": "vs pyclbr is not close",   # dropped: the real one
                 "starts a process through _posixsubprocess.fork_exec (no audit event)": "no audit event reported",
                 "rewrites a data file the grader unpickles into a pickle that evaluates code": "does not unpickle",

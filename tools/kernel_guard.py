@@ -209,6 +209,15 @@ def install(module_names):
     # Data files too (red-team round 7: an exercise rewrote the pickle a grader cell reads back): a file the grader's
     # cells wrote is read by the grader's code, once an exercise has run, only while it holds what they wrote.
     written, written_pending, tainted = {}, set(), set()
+    # Files that processes the grader's cells started wrote (05's workers, a toy's subprocess) raise no audit event in
+    # the kernel. The folders the grader's cells wrote into are watched: after each grader cell (and check), a file in
+    # them changed since the last look is the grader's (its digest is kept); after an exercise, one that changed holds
+    # the submission's bytes and is never the grader's again (red-team: rewriting a pickle a worker wrote earned its
+    # check).
+    import time as _time_module
+    _scandir, _dirname, _time_ns = os.scandir, os.path.dirname, _time_module.time_ns
+    watched_dirs, last_look = set(), [0]
+    LOOK_MARGIN_NS = 200_000_000               # file times lag the clock by up to a tick: look a little further back
     reading = set()                            # threads where the hook reads a file to check it (not checked itself)
     _O_WRITES = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
     _abspath, _getsize = os.path.abspath, os.path.getsize
@@ -1041,14 +1050,42 @@ def install(module_names):
                 pass
         return found
 
+    def changed_in_watched_dirs():
+        """Regular files in the watched folders changed since the last look (a margin earlier), and the time of this look."""
+        now, found = _time_ns(), []
+        for folder in _list(watched_dirs):
+            try:
+                with _scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime_ns >= last_look[0] - LOOK_MARGIN_NS:
+                            found.append(_abspath(entry.path))
+            except OSError:
+                continue
+        return found, now
+
     def record_written():
-        """The files the grader's last cell wrote: what they hold now is theirs (see `written`), unless the
-        submission wrote to them too. A file of more than 1 GiB is not held (nothing here writes one)."""
+        """The files the grader's last cell wrote, itself or through processes it started: what they hold now is
+        theirs (see `written`), unless the submission wrote to them too. A file of more than 1 GiB is not held
+        (nothing here writes one)."""
         for path in _list(written_pending):
+            if path not in tainted:
+                watched_dirs.add(_dirname(path))
+        changed, now = changed_in_watched_dirs()
+        for path in _list(written_pending) + changed:
             digest = None if path in tainted else file_digest(path, largest=1 << 30)
             if digest is not None:
                 written[path] = _frozenset(written.get(path, ())) | {digest}
         written_pending.clear()
+        last_look[0] = now
+
+    def taint_changed_by_exercise():
+        """After an exercise: a file in the watched folders whose bytes are not ones the grader's cells left there
+        was written by the submission (directly, or by anything it ran)."""
+        changed, now = changed_in_watched_dirs()
+        for path in changed:
+            if file_digest(path, largest=1 << 30) not in written.get(path, ()):
+                tainted.add(path)
+        last_look[0] = now
 
     def snapshot():
         """Before an exercise cell: what every name is bound to, and what the notebook's data hold."""
@@ -1080,6 +1117,7 @@ def install(module_names):
             graveyard.append(user.pop(key))
         owned.update(k for k in user if k not in namespace or k in allowed)
         rogue.extend(rogue_processes(state.get("starts", trusted_starts[0])))
+        taint_changed_by_exercise()
 
     def remember_and_rebase(names):
         record_written()
