@@ -1071,7 +1071,7 @@ def install(module_names):
             if path not in tainted:
                 watched_dirs.add(_dirname(path))
         changed, now = changed_in_watched_dirs()
-        for path in _list(written_pending) + changed:
+        for path in _dict.fromkeys(_list(written_pending) + changed):   # each path once, in order
             digest = None if path in tainted else file_digest(path, largest=1 << 30)
             if digest is not None:
                 written[path] = _frozenset(written.get(path, ())) | {digest}
