@@ -501,3 +501,33 @@ def test_reserved_ports_lie_below_the_ephemeral_range_and_two_launches_never_sha
         busy.listen()
         with distributed.reserved_port(first=first) as other:
             assert other != first, "reserved a port another process listens on"
+
+
+def test_the_worker_guard_writes_reports_in_json_without_running_a_subclass_s_methods():
+    import json
+
+    import torch
+
+    from course_utils.worker_guard import WorkerGuard
+
+    calls = []
+
+    class Sneaky(dict):
+        def items(self):
+            calls.append("items")
+            return [("out", 2.0)]
+
+    class Loud(float):
+        def __repr__(self):
+            calls.append("repr")
+            return "2.0"
+
+    guard = WorkerGuard("/nowhere/script.py")
+    value = {"rank": 1, "sneaky": Sneaky(out=3.0), "loud": Loud(3.0), "list": (1, None, True, "é\""), "nan": float("nan")}
+    text = guard.encode(guard.plain(value))
+    assert calls == [], f"the guard ran a subclass's own method: {calls}"
+    assert json.loads(text)["sneaky"] == {"out": 3.0} and json.loads(text)["loud"] == 3.0, text
+    assert json.dumps(json.loads(text), sort_keys=True) == json.dumps(json.loads(json.dumps(
+        {"rank": 1, "sneaky": {"out": 3.0}, "loud": 3.0, "list": [1, None, True, "é\""], "nan": float("nan")})), sort_keys=True)
+    with pytest.raises(TypeError, match="a report holds only dicts, lists, strings, numbers and None, not Tensor"):
+        guard.plain({"x": torch.zeros(2)})

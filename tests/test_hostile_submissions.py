@@ -772,3 +772,114 @@ def test_code_or_data_the_grader_loads_after_an_exercise_is_not_the_submission_s
                 "starts a process with subprocess": "starting a process"}.get(attack)
     if expected:                           # stopped by the rule that names it, not by a side effect
         assert expected in messages, messages[-2000:]
+
+
+# Session 34: notebook 05's checks launch worker processes that import the submission's functions (written by
+# write_module) and report their outputs. Two ways through, each seen to earn full marks on notebook 05 with a wrong
+# ring_reduce_scatter: rewriting the worker script from the exercise cell (the workers read it in another
+# process), and, inside a worker, rebinding the script's `report` to one that sends the right sums. A toy whose
+# check launches two workers; every attack answers double() wrongly (3x). Some act in the exercise cell (the
+# kernel's guard checks the files beside the script and the environment at each launch), the rest inside the
+# function, which runs in the workers (course_utils.worker_guard).
+WORKER95 = (
+    "import sys\nfrom course_utils.distributed import finish_worker, init_worker, report\nimport helper95\n"
+    "from notebook95 import double\n"
+    "w = init_worker(device='cpu')\nx = w.rank + 1\n"
+    "report({'rank': w.rank, 'out': helper95.as_number(double(x))})\nfinish_worker()\n")
+WORKERS_TOY = (
+    ("import sys, pathlib, tempfile\nfrom course_utils import check_equal\n"
+     "from course_utils.distributed import launch, write_module\n"
+     "WORK = pathlib.Path(tempfile.mkdtemp(prefix='toy95-'))\nsys.path.insert(0, str(WORK))", ()),
+    (f"(WORK / 'twice95.py').write_text({WORKER95!r})\n"
+     "(WORK / 'helper95.py').write_text('def as_number(v):\\n    return float(v)\\n')", ()),
+    ("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION", ("exercise-ex95.1",)),
+    ("write_module(WORK / 'notebook95.py', double)\nrun = launch(WORK / 'twice95.py', 2, timeout=90, check=False)\n"
+     "check_equal(run.returncode, 0, 'the workers finished', hint=run.output[-1500:])\n"
+     "check_equal({r: [row['out'] for row in rows] for r, rows in run.results.items()}, {0: [2.0], 1: [4.0]}, "
+     "'what each rank reported: double(rank + 1)', hint=run.output[-1500:])", ("check-ex95.1",)),
+)
+WRONG_TRIPLE_95 = "def double(x):\n    return 3 * x\n"
+FORGE_95 = ("    import os\n    from course_utils import distributed\n"
+            "    row = {'rank': int(os.environ['RANK']), 'out': 2.0 * x}\n")
+WORKER_ATTACKS = {
+    # in the exercise cell, in the kernel
+    "rewrites the worker script": WRONG_TRIPLE_95 +
+        "(WORK / 'twice95.py').write_text((WORK / 'twice95.py').read_text().replace('double(x)', '2 * x'))\n",
+    "plants a module beside the worker script that shadows the helper": WRONG_TRIPLE_95 +
+        "(WORK / 'helper95.py').write_text('def as_number(v):\\n    return float(v) * 2 / 3\\n')\n",
+    "sets PYTHONPATH so that the workers import a module of its own first": WRONG_TRIPLE_95 +
+        "import os, tempfile, pathlib\n_d = pathlib.Path(tempfile.mkdtemp())\n"
+        "(_d / 'helper95.py').write_text('def as_number(v):\\n    return float(v) * 2 / 3\\n')\n"
+        "os.environ['PYTHONPATH'] = str(_d) + os.pathsep + os.environ.get('PYTHONPATH', '')\n",
+    # inside the function, in the workers
+    "calls report with the right answer, then ends the worker": "def double(x):\n" + FORGE_95 +
+        "    distributed.report(row)\n    raise distributed.WorkerFinished()\n",
+    "writes its own report file, then ends the worker": "def double(x):\n" + FORGE_95 +
+        "    import json\n    folder = os.environ['WORKBOOK_RESULTS_DIR']\n"
+        "    with open(os.path.join(folder, f\"rank{row['rank']}.jsonl\"), 'a') as f:\n        f.write(json.dumps(row) + '\\n')\n"
+        "    raise distributed.WorkerFinished()\n",
+    "rebinds a helper the worker script calls afterwards": "def double(x):\n"
+        "    import helper95\n    helper95.as_number = lambda v: float(v) * 2 / 3\n    return 3 * x\n",
+    "turns off the guard's flag and sys.audit, so that report writes the file itself": "def double(x):\n"
+        "    import sys\n    from course_utils import distributed\n    distributed._GUARDED = False\n"
+        "    sys.audit = lambda *args: None\n    return 3 * x\n",
+    "patches a class the report is encoded with": "def double(x):\n    import json\n"
+        "    json.JSONEncoder.encode = lambda self, o: '{\"rank\": %d, \"out\": %r}' % (o['rank'], o['out'] * 2 / 3)\n"
+        "    return 3 * x\n",
+    "rebinds the script's helper through the caller's frame": "def double(x):\n    import sys\n"
+        "    sys._getframe(1).f_globals['helper95'] = type(sys)('h')\n    return 3 * x\n",
+    "reports the right answer from a thread it starts (no frame of its own on that thread's stack)": "def double(x):\n"
+        + FORGE_95 + "    import threading\n    t = threading.Thread(target=distributed.report, args=(row,))\n"
+        "    t.start()\n    t.join()\n    raise distributed.WorkerFinished()\n",
+}
+
+
+@pytest.fixture(scope="module")
+def workers_toy(tmp_path_factory):
+    from tests.nbfactory import code, notebook
+
+    base = tmp_path_factory.mktemp("workers")
+    (base / "i").mkdir()
+    (base / "subs").mkdir()
+    write(notebook(*[code(source, *tags) for source, tags in WORKERS_TOY]), base / "i" / "95_workers.ipynb")
+
+    def submission(answer):
+        nb = notebook(*[code(source, *tags) for source, tags in WORKERS_TOY])
+        next(c for c in nb.cells if "exercise-ex95.1" in c.metadata.get("tags", [])).source = answer
+        return nb
+
+    write(submission(WORKERS_TOY[2][0]), base / "subs" / "a_victim_95_workers.ipynb")
+    write(submission(WRONG_TRIPLE_95), base / "subs" / "a_wrong_95_workers.ipynb")
+    names = ["victim", "wrong"]
+    for i, (name, attack) in enumerate(WORKER_ATTACKS.items()):
+        write(submission(attack), base / "subs" / f"b{i:02d}_95_workers.ipynb")
+        names.append(name)
+    reports = grade_all(base / "subs", base / "i", base / "out", jobs=2, limits=Limits(cell_seconds=60, total_seconds=120))
+    return dict(zip(names, reports))
+
+
+def test_workers_report_a_right_answer_and_not_a_wrong_one(workers_toy):
+    assert (workers_toy["victim"]["score"], workers_toy["victim"]["total"]) == (1, 1), workers_toy["victim"]["checks"]
+    assert workers_toy["wrong"]["score"] == 0
+    assert "what each rank reported" in workers_toy["wrong"]["checks"][0]["message"], workers_toy["wrong"]["checks"]
+
+
+@pytest.mark.parametrize("attack", list(WORKER_ATTACKS))
+def test_a_worker_s_report_cannot_be_forged(workers_toy, attack):
+    report = workers_toy[attack]
+    assert report["total"] == 1 and report["score"] == 0, (attack, report["checks"], report["errors"])
+    message = " ".join(c["message"] for c in report["checks"]) + " ".join(e["message"] for e in report["errors"])
+    expected = {
+        "rewrites the worker script": "is not a file the grader's cells left there",
+        "plants a module beside the worker script that shadows the helper": "is not a file the grader's cells left there",
+        "sets PYTHONPATH so that the workers import a module of its own first": "environment variable PYTHONPATH",
+        "calls report with the right answer, then ends the worker": "may not use course_utils.distributed.report",
+        "writes its own report file, then ends the worker": "only course_utils.distributed.report writes",
+        "rebinds a helper the worker script calls afterwards": "something rebound helper95.as_number",
+        "turns off the guard's flag and sys.audit, so that report writes the file itself": "only course_utils.distributed.report writes",
+        "patches a class the report is encoded with": "something rebound JSONEncoder.encode",
+        "rebinds the script's helper through the caller's frame": "may not use sys._getframe",
+        "reports the right answer from a thread it starts (no frame of its own on that thread's stack)":
+            "not by the worker script",
+    }[attack]
+    assert expected in message, message[-3000:]

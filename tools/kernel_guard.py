@@ -331,6 +331,52 @@ def install(module_names):
             raise _RuntimeError(f"the grader's code reads {path}, a file the grader's own cells wrote, but it no longer "
                                 f"holds what they wrote: the submission may have changed it, so it is not read")
 
+    # The environment as the grader left it: torchrun's workers inherit it (a PYTHONPATH or LD_PRELOAD that the
+    # submission set would run its code in every worker before the worker's guard). Changes the grader's own code
+    # makes through os.environ (putenv) are noted as they happen.
+    os.environ["WORKBOOK_GRADING"] = "1"        # course_utils.worker_guard: compare the modules at every report
+    env_expected = _dict(os.environ)
+    _isdir, _isfile, _islink = os.path.isdir, os.path.isfile, os.path.islink
+
+    def env_change(args, removed):
+        key = args[0] if _len(args) else None
+        key = key.decode("utf-8", "surrogateescape") if _type(key) is _bytes else key
+        if _type(key) is not _str:
+            return
+        if removed:
+            env_expected.pop(key, None)
+        else:
+            value = args[1] if _len(args) > 1 else None
+            env_expected[key] = value.decode("utf-8", "surrogateescape") if _type(value) is _bytes else value
+
+    def check_launch(script):
+        """course_utils.distributed launches workers (a check starting notebook 05's torchrun): every file beside the
+        script (the folder the workers import from first) must be one the grader's cells, or processes they started,
+        left there, holding what they wrote; and the environment the workers inherit must be the grader's."""
+        if not state["any_exercise"]:
+            return
+        record_written()                       # what this grader cell's own processes wrote so far is the grader's
+        if _type(script) is _str:
+            try:
+                with _scandir(_dirname(_abspath(script))) as entries:
+                    names = [entry.path for entry in entries]
+            except OSError:
+                names = []
+            for path in names:
+                path = _abspath(path)
+                if _isdir(path) and not _islink(path):
+                    continue                   # (its __pycache__ is removed by the launch before the workers start)
+                digest = None if path in tainted else file_digest(path, largest=1 << 30)
+                if digest is None or digest not in written.get(path, ()):
+                    raise _RuntimeError(f"the grader starts worker processes, but {path} is not a file the grader's "
+                                        f"cells left there as it is now: the submission may have written or changed "
+                                        f"it, so the workers are not started")
+        for key in _sorted(_set(os.environ) | _set(env_expected)):
+            if os.environ.get(key) != env_expected.get(key):
+                raise _RuntimeError(f"the grader starts worker processes, but the environment variable {key} is not "
+                                    f"what the grader's cells left: the submission may have changed it, so the "
+                                    f"workers are not started")
+
     handlers = {}                              # the entry points, reachable from this hook only
 
     def audit(event, args):
@@ -351,6 +397,14 @@ def install(module_names):
                 refuse("the grader's cell tracking", where)
             if caller is not None and caller.f_code is next_cell_code:
                 state["exercise"] = True if state["exercise"] == "armed" else False
+            return
+        if event in ("os.putenv", "os.unsetenv"):
+            if submission_anywhere(_getframe(1)) is None:
+                env_change(args, event == "os.unsetenv")
+            return
+        if event == "course_utils.distributed.launch":
+            if submission_anywhere(_getframe(1)) is None:
+                check_launch(args[0] if _len(args) else None)
             return
         if event not in frame_events and event not in other_events and not _startswith(event, "ctypes."):
             return
