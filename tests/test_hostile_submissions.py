@@ -723,28 +723,27 @@ IMPORT_ATTACKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def imports_toy(tmp_path_factory):
+def grade_toy(base, cells, name, answers, limits):
+    """Grade one submission per answer (name -> the exercise cell's source) of the toy instructor notebook `cells`
+    ((source, tags) pairs, one exercise), two at a time; returns name -> report."""
     from tests.nbfactory import code, notebook
 
-    base = tmp_path_factory.mktemp("imports")
     (base / "i").mkdir()
     (base / "subs").mkdir()
-    instructor = notebook(*[code(source, *tags) for source, tags in IMPORTS_TOY])
-    write(instructor, base / "i" / "96_imports.ipynb")
+    write(notebook(*[code(source, *tags) for source, tags in cells]), base / "i" / name)
+    exercise = next(tag for _, tags in cells for tag in tags if tag.startswith("exercise-"))
+    for i, answer in enumerate(answers.values()):
+        nb = notebook(*[code(source, *tags) for source, tags in cells])
+        next(c for c in nb.cells if exercise in c.metadata.get("tags", [])).source = answer
+        write(nb, base / "subs" / f"{i:03d}_{name}")               # graded (and returned) in this order
+    return dict(zip(answers, grade_all(base / "subs", base / "i", base / "out", jobs=2, limits=limits)))
 
-    def submission(answer):
-        nb = notebook(*[code(source, *tags) for source, tags in IMPORTS_TOY])
-        next(c for c in nb.cells if "exercise-ex96.1" in c.metadata.get("tags", [])).source = answer
-        return nb
 
-    write(submission(IMPORTS_TOY[2][0]), base / "subs" / "a_victim_96_imports.ipynb")
-    names = ["victim"]
-    for i, (name, attack) in enumerate(IMPORT_ATTACKS.items()):
-        write(submission(WRONG_TRIPLE + attack), base / "subs" / f"b{i:02d}_96_imports.ipynb")
-        names.append(name)
-    reports = grade_all(base / "subs", base / "i", base / "out", jobs=2, limits=Limits(cell_seconds=20, total_seconds=90))
-    return dict(zip(names, reports))
+@pytest.fixture(scope="module")
+def imports_toy(tmp_path_factory):
+    answers = {"victim": IMPORTS_TOY[2][0], **{name: WRONG_TRIPLE + attack for name, attack in IMPORT_ATTACKS.items()}}
+    return grade_toy(tmp_path_factory.mktemp("imports"), IMPORTS_TOY, "96_imports.ipynb", answers,
+                     Limits(cell_seconds=20, total_seconds=90))
 
 
 def test_the_toy_s_own_module_data_and_imports_give_a_correct_answer_full_marks(imports_toy):
@@ -836,26 +835,9 @@ WORKER_ATTACKS = {
 
 @pytest.fixture(scope="module")
 def workers_toy(tmp_path_factory):
-    from tests.nbfactory import code, notebook
-
-    base = tmp_path_factory.mktemp("workers")
-    (base / "i").mkdir()
-    (base / "subs").mkdir()
-    write(notebook(*[code(source, *tags) for source, tags in WORKERS_TOY]), base / "i" / "95_workers.ipynb")
-
-    def submission(answer):
-        nb = notebook(*[code(source, *tags) for source, tags in WORKERS_TOY])
-        next(c for c in nb.cells if "exercise-ex95.1" in c.metadata.get("tags", [])).source = answer
-        return nb
-
-    write(submission(WORKERS_TOY[2][0]), base / "subs" / "a_victim_95_workers.ipynb")
-    write(submission(WRONG_TRIPLE_95), base / "subs" / "a_wrong_95_workers.ipynb")
-    names = ["victim", "wrong"]
-    for i, (name, attack) in enumerate(WORKER_ATTACKS.items()):
-        write(submission(attack), base / "subs" / f"b{i:02d}_95_workers.ipynb")
-        names.append(name)
-    reports = grade_all(base / "subs", base / "i", base / "out", jobs=2, limits=Limits(cell_seconds=60, total_seconds=120))
-    return dict(zip(names, reports))
+    answers = {"victim": WORKERS_TOY[2][0], "wrong": WRONG_TRIPLE_95, **WORKER_ATTACKS}
+    return grade_toy(tmp_path_factory.mktemp("workers"), WORKERS_TOY, "95_workers.ipynb", answers,
+                     Limits(cell_seconds=60, total_seconds=120))
 
 
 def test_workers_report_a_right_answer_and_not_a_wrong_one(workers_toy):
