@@ -11,23 +11,32 @@ code, the hook refuses:
   new code or function objects, exec and compile (an import's own compile aside), marshal, assigning a function's
   code or defaults (`f.__code__ = ...`), another audit hook;
 - what outlives or escapes the call: writing, renaming or removing files, changing the environment, starting
-  processes, sending signals. (Starting a thread raises no audit event before Python 3.13: a thread the notebook's
-  code starts is not refused, but it runs under the same rules and cannot report.)
+  processes, sending signals. (Starting a thread raises no audit event before Python 3.13: the threads are counted
+  instead, each time one of the notebook's functions returns and at each report.)
+
+The frame-like events are refused when the notebook's code is anywhere on the stack (a library that would hand it a
+frame, such as traceback.walk_stack, launders nothing), except sys._getframe from a few library modules that only
+read a name or a line from it. A library that compiles and runs a string while the notebook's code is on the stack
+(typing's ForwardRef) may, but not under the name of a file the guard trusts, and the code it runs counts as the
+notebook's. The module that write_module wrote is loaded through a finder that wraps each of its functions: when one
+returns to the script, the comparison below runs too (red-team round 8 rebound builtins.float with a function that
+put float back once the script had called it, before the report).
 
 And `course_utils.distributed.report` raises an audit event that the hook answers, writing the report itself (to
 the file for the rank and results folder it read before the script ran, encoded by built-in functions only): a
-report is taken only when the worker script's own code calls it, with no notebook code on the stack, and when no
+report is taken only when the worker script's own code (its code objects, not its file name) calls it, with no notebook code on the stack, and when no
 module's functions, classes or submodules, nor any class's methods, were rebound since the notebook's module was
 first imported (a replaced `common.flat_params`, `json.JSONEncoder.encode = ...`: assigning a class attribute raises
 no audit event, so it is found by comparison; a library's own wrapper round a method, as torch.optim puts round
-`step`, is recognised). Any other write to a report file is refused. The module comparison runs
-while grading only (`WORKBOOK_GRADING=1`, set by tools/kernel_guard.py): it costs about 0.1 s per worker. A refused
+`step`, is recognised). Any other write to a report file is refused. The comparison runs
+while grading only (`WORKBOOK_GRADING=1`, set by tools/kernel_guard.py): it costs about 0.15 s per worker and 15 ms
+each time. A refused
 report raises in the worker, which fails its launch, so the check that launched it fails.
 
 The rest of a check's trust comes from the grader (tools/kernel_guard.py checks, at each launch, that the files
 beside the script are the ones the grader's cells wrote). Red-team round 6 earned 6 of 7 marks in notebook 05 by
-replacing a worker's `report`; that and rewriting the worker script are now cases in
-tests/test_hostile_submissions.py (the workers toy).
+replacing a worker's `report`; that, rewriting the worker script and round 8's four ways past the first version of
+this module are cases in tests/test_hostile_submissions.py (the workers toy).
 """
 from __future__ import annotations
 
@@ -35,6 +44,7 @@ import _thread
 import builtins
 import io
 import json
+import operator
 import os
 import sys
 import sysconfig
@@ -42,12 +52,17 @@ import types
 
 MARK = '"""Written by course_utils.distributed.write_module'
 _WRITES = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-# refused when the notebook's code is among the three frames nearest the event (a library it calls deep down, such
-# as logging asking for its caller's frame, is not refused)
-NEAR_EVENTS = frozenset({"sys._getframe", "sys._current_frames", "sys.settrace", "sys.setprofile", "gc.get_objects",
-                         "gc.get_referrers", "gc.get_referents", "code.__new__", "function.__new__", "sys.addaudithook",
-                         "marshal.loads", "marshal.load", "object.__getattr__", "object.__setattr__",
-                         "object.__delattr__", "exec", "compile", "cpython.PyInterpreterState_Clear"})
+# refused when the notebook's code is anywhere on the stack: a library it calls may not hand it a frame, an object
+# list or new code (red-team round 8 walked to the script's frame through traceback.walk_stack inside
+# collections.Counter, three library frames deep)
+FRAME_EVENTS = frozenset({"sys._getframe", "sys._current_frames", "sys.settrace", "sys.setprofile", "gc.get_objects",
+                          "gc.get_referrers", "gc.get_referents", "code.__new__", "function.__new__", "sys.addaudithook",
+                          "marshal.loads", "marshal.load", "object.__getattr__", "object.__setattr__",
+                          "object.__delattr__", "exec", "compile", "cpython.PyInterpreterState_Clear"})
+# library modules that call sys._getframe only to read a module's name, or a caller's file and line, from it, and
+# never hand the frame on
+BENIGN_GETFRAME = ("/collections/__init__.py", "/typing.py", "/typing_extensions.py", "/enum.py", "/logging/__init__.py",
+                   "/warnings.py")
 # refused when the notebook's code is anywhere on the stack
 ANYWHERE_EVENTS = frozenset({"os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system",
                              "subprocess.Popen", "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill",
@@ -60,7 +75,7 @@ ANYWHERE_EVENTS = frozenset({"os.fork", "os.forkpty", "os.posix_spawn", "os.spaw
 
 
 class WorkerGuard:
-    def __init__(self, script: str):
+    def __init__(self, script: str, script_codes: frozenset = frozenset()):
         self.script = os.path.abspath(script)
         self.folder = os.path.dirname(self.script)
         roots = {os.path.dirname(os.path.abspath(__file__))}          # course_utils itself
@@ -88,6 +103,10 @@ class WorkerGuard:
         self.report_path = (f"{self.results}rank{int(os.environ.get('RANK', '0'))}.jsonl" if self.results else None)
         self._os_open, self._os_write, self._os_close = os.open, os.write, os.close
         self.busy: set[int] = set()
+        self._thread_count = _thread._count
+        self.threads_at_start = _thread._count()
+        self.script_codes = script_codes                 # the code objects compiled from the script (run_script)
+        self.notebook_codes: set = set()                 # code a library compiled and ran for the notebook's code
         self._get_ident = _thread.get_ident
 
     # Every method below binds the builtins and modules it uses as default arguments, taken when this module was
@@ -121,34 +140,65 @@ class WorkerGuard:
         self.known[filename] = known
         return known
 
+    def notebook_code(self, code) -> bool:
+        return code in self.notebook_codes or self.notebook_file(code.co_filename)
+
+    def mark(self, code, depth=0, type=type, CodeType=types.CodeType) -> None:
+        """Code a library compiled while the notebook's code was on the stack, and the code inside it."""
+        if type(code) is CodeType and depth < 50 and code not in self.notebook_codes:
+            self.notebook_codes.add(code)
+            for const in code.co_consts:
+                self.mark(const, depth + 1)
+
     def notebook_frame(self, frame, depth=None):
         """The file of the nearest frame of the notebook's code, from `frame` down (`depth` frames at most)."""
         n = 0
         while frame is not None and (depth is None or n < depth):
-            if self.notebook_file(frame.f_code.co_filename):
+            if self.notebook_code(frame.f_code):
                 return frame.f_code.co_filename
             frame, n = frame.f_back, n + 1
         return None
 
     # --- what the modules were --------------------------------------------------------------------------------
     def snapshot(self, dict=dict, list=list, frozenset=frozenset, vars=vars, issubclass=issubclass, id=id, type=type,
-                 ModuleType=types.ModuleType) -> None:
-        saved = {}
+                 tuple=tuple, len=len, ModuleType=types.ModuleType, itemgetter=operator.itemgetter) -> None:
+        def entry(namespace, only=None):
+            watched = [(k, v) for k, v in list(namespace.items()) if self.watched(v) and (only is None or k in only)]
+            keys = tuple(k for k, _ in watched)
+            return (namespace, keys, itemgetter(*keys) if keys else None, tuple(v for _, v in watched),
+                    len(namespace), frozenset(namespace))
+        modules, classes = [], {}
         for name, module in list(dict.items(self._modules)):
             if issubclass(type(module), ModuleType):
                 try:
                     namespace = vars(module)
                 except TypeError:
                     continue
-                saved[name] = (module, frozenset(namespace), {k: v for k, v in list(dict.items(namespace)) if self.watched(v)})
-        classes = {}                                     # every class a module names: a class attribute set raises
-        for module, _, values in dict.values(saved):     # no audit event (torch.Tensor.tolist = ...)
-            for value in dict.values(values):
+                # sys's hooks and streams change as a matter of course: only what a report relies on is compared
+                modules.append((name, module, entry(namespace, ("audit", "addaudithook", "modules") if module is sys else None)))
+        for _, _, (_, _, _, values, _, _) in modules:    # every class a module names: a class attribute set raises
+            for value in values:                          # no audit event (torch.Tensor.tolist = ...)
                 if issubclass(type(value), type) and id(value) not in classes:
-                    namespace = type.__dict__["__dict__"].__get__(value)
-                    classes[id(value)] = (value, frozenset(namespace),
-                                          {k: v for k, v in list(namespace.items()) if self.watched(v)})
-        self.saved, self.classes = saved, classes
+                    classes[id(value)] = (value, entry(type.__dict__["__dict__"].__get__(value)))
+        self.saved, self.classes = modules, list(dict.values(classes))
+
+    def stale(self, entry, len=len, all=all, map=map, zip=zip, is_=operator.is_) -> list:
+        """The watched keys of a snapshot entry whose value is no longer the one saved (a library's own wrapper
+        round it aside), and the keys added since. One C-level fetch and comparison when nothing changed."""
+        namespace, keys, getter, values, count, every = entry
+        found = []
+        if getter is not None:
+            try:
+                current = getter(namespace)
+            except KeyError:
+                current = tuple(namespace.get(k, namespace) for k in keys)
+            if len(keys) == 1:
+                current = (current,)
+            if not all(map(is_, current, values)):
+                found = [k for k, c, v in zip(keys, current, values) if c is not v and not self.wraps(c, v)]
+        if len(namespace) != count:
+            found += [(k,) for k in namespace.keys() - every]   # new keys, as 1-tuples
+        return found
 
     def watched(self, value, issubclass=issubclass, type=type, kinds=(types.FunctionType, types.BuiltinFunctionType,
                 types.MethodType, type, types.ModuleType, types.MethodWrapperType, types.WrapperDescriptorType,
@@ -156,33 +206,28 @@ class WorkerGuard:
                 types.MemberDescriptorType, property, staticmethod, classmethod)) -> bool:
         return issubclass(type(value), kinds)           # (isinstance would ask the value for its __class__)
 
-    def changed(self, dict=dict, vars=vars, str=str, len=len, any=any, type=type, sys_module=sys) -> list[str]:
+    def changed(self, dict=dict, str=str, len=len, any=any, type=type) -> list[str]:
         found = []
-        for name, (module, keys, values) in dict.items(self.saved or {}):
+        for name, module, entry in self.saved or ():
             current = dict.get(self._modules, name)
             if current is not module:
                 if current is not None:
                     found.append(f"sys.modules[{name!r}]")
                 continue
-            namespace = vars(module)
-            if module is sys_module:                     # sys's hooks and streams change as a matter of course
-                values = {k: v for k, v in dict.items(values) if k in ("audit", "addaudithook", "modules")}
-            for key, value in dict.items(values):
-                if dict.get(namespace, key, values) is not value and not self.wraps(dict.get(namespace, key, values), value):
+            for key in self.stale(entry):
+                if type(key) is not tuple:
                     found.append(f"{name}.{key}")
-            for key in dict.keys(namespace) - keys:
-                if key in self.builtin_names and not str.startswith(key, "__"):
-                    found.append(f"{name}.{key} (shadows the builtin)")
+                elif key[0] in self.builtin_names and not str.startswith(key[0], "__"):
+                    found.append(f"{name}.{key[0]} (shadows the builtin)")
             if len(found) > 20:
                 return found
-        for cls, keys, values in dict.values(self.classes):
-            namespace = type.__dict__["__dict__"].__get__(cls)
-            for key, value in dict.items(values):
-                if namespace.get(key, values) is not value and not self.wraps(namespace.get(key, values), value):
-                    found.append(f"{type.__getattribute__(cls, '__qualname__')}.{key}")
-            for key in namespace.keys() - keys:          # a new attribute that hides a base class's
-                if any(key in type.__dict__["__dict__"].__get__(base) for base in type.__dict__["__mro__"].__get__(cls)[1:]):
-                    found.append(f"{type.__getattribute__(cls, '__qualname__')}.{key} (hides the base class's)")
+        for cls, entry in self.classes:
+            qualname = type.__getattribute__(cls, "__qualname__")
+            for key in self.stale(entry):
+                if type(key) is not tuple:
+                    found.append(f"{qualname}.{key}")
+                elif any(key[0] in type.__dict__["__dict__"].__get__(base) for base in type.__dict__["__mro__"].__get__(cls)[1:]):
+                    found.append(f"{qualname}.{key[0]} (hides the base class's)")   # a new attribute over a base's
             if len(found) > 20:
                 break
         return found
@@ -197,6 +242,14 @@ class WorkerGuard:
             if new is old:
                 return True
         return False
+
+    def no_new_threads(self, RuntimeError=RuntimeError) -> None:
+        """Python 3.11 raises no audit event when a thread starts: a thread the notebook's code left running could
+        rebind a module while the script computes and put it back before a report. The threads the _thread module
+        started are counted instead (torch's own run in C++ and are not among them)."""
+        if self._thread_count() > self.threads_at_start:
+            raise RuntimeError(f"{self._thread_count() - self.threads_at_start} thread(s) started in this worker are "
+                               f"still running: the notebook's code may not leave threads behind")
 
     # --- the reports ------------------------------------------------------------------------------------------
     def a_report(self, path, str=str, type=type) -> bool:
@@ -262,8 +315,11 @@ class WorkerGuard:
 
     # --- the hook ---------------------------------------------------------------------------------------------
     def refuse(self, what: str, where: str, RuntimeError=RuntimeError):
-        raise RuntimeError(f"in a worker, the notebook's code may not use {what} (from {where}): it could forge what "
-                           f"the worker reports. Compute with the tensors and torch.distributed instead.")
+        caller = self._getframe(3)                       # the frame that raised the event
+        via = caller.f_code.co_filename if caller is not None else "?"
+        through = f", through {via}:{caller.f_lineno}" if via != where else ""
+        raise RuntimeError(f"in a worker, the notebook's code may not use {what} (from {where}{through}): it could forge "
+                           f"what the worker reports. Compute with the tensors and torch.distributed instead.")
 
     def audit(self, event, args, set_add=set.add, set_discard=set.discard):
         ident = self._get_ident()
@@ -276,8 +332,8 @@ class WorkerGuard:
             set_discard(self.busy, ident)
 
     def _audit(self, event, args, str=str, type=type, len=len, int=int, isinstance=isinstance, any=any,
-               RuntimeError=RuntimeError, CodeType=types.CodeType, WRITES=_WRITES, NEAR=NEAR_EVENTS,
-               ANYWHERE=ANYWHERE_EVENTS):
+               RuntimeError=RuntimeError, CodeType=types.CodeType, WRITES=_WRITES, FRAME=FRAME_EVENTS,
+               ANYWHERE=ANYWHERE_EVENTS, BENIGN=BENIGN_GETFRAME):
         if event == "open":
             if len(args) < 2 or type(args[0]) is not str:
                 return
@@ -298,15 +354,26 @@ class WorkerGuard:
             where = self.notebook_frame(caller)
             if where is not None:
                 self.refuse("course_utils.distributed.report", where)
-            if caller is None or self._abspath(caller.f_code.co_filename) != self.script:
+            if caller is None or caller.f_code not in self.script_codes:   # the code itself: a file name can be
                 raise RuntimeError(f"report() was called from {caller.f_code.co_filename if caller else 'nowhere'}, "
-                                   f"not by the worker script {self.script}: the report is not taken")
+                                   f"not by the worker script {self.script}'s own code: the report is not taken")
+            self.no_new_threads()
             changed = self.changed()
             if changed:
                 raise RuntimeError("since the notebook's functions were imported, something rebound "
                                    + ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
                                    + ": this worker's reports are not taken")
             self.write_report(args[0] if args else None)
+            return
+        if event == "course_utils.worker_guard.returned":    # one of the notebook's functions returned to its caller
+            wrapper = self._getframe(2)                  # NotebookFunction.__call__
+            if self.notebook_frame(wrapper.f_back if wrapper is not None else None) is not None:
+                return                                   # back into the notebook's own code: checked when that returns
+            self.no_new_threads()
+            changed = self.changed()
+            if changed:
+                raise RuntimeError("a function of the notebook's rebound " + ", ".join(changed[:8])
+                                   + (" ..." if len(changed) > 8 else "") + " and left it so: this worker stops")
             return
         if event in ("os.rename", "os.link", "os.symlink") and len(args) > 1 and self.a_report(args[1]):
             raise RuntimeError(f"only course_utils.distributed.report writes a worker's reports; {event} onto {args[1]}")
@@ -319,24 +386,106 @@ class WorkerGuard:
             if where is not None:
                 self.refuse(event, where)
             return
-        if event in NEAR or str.startswith(event, "ctypes."):
+        if event in FRAME or str.startswith(event, "ctypes."):
             caller = self._getframe(2)
-            if event in ("exec", "compile") and caller is not None and str.startswith(caller.f_code.co_filename, "<frozen importlib"):
-                return                                   # an import compiling and running its module
-            where = self.notebook_frame(caller, depth=3)
-            if where is not None:
-                self.refuse(event, where)
+            if caller is not None:
+                filename = caller.f_code.co_filename
+                if event in ("exec", "compile", "marshal.loads") and str.startswith(filename, "<frozen importlib"):
+                    return                               # an import loading, compiling and running its module
+                if event == "sys._getframe" and str.endswith(filename, BENIGN) and not self.notebook_file(filename):
+                    return
+            where = self.notebook_frame(caller)
+            if where is None:
+                return
+            if event in ("exec", "compile") and caller is not None and not self.notebook_code(caller.f_code):
+                # a library compiling or evaluating a string while the notebook's code is on the stack (typing's
+                # ForwardRef, under torch.optim): allowed, but not under the name of a file the guard trusts, and
+                # what runs is the notebook's code from then on
+                if event == "compile":
+                    name = args[1] if len(args) > 1 else None
+                    if type(name) is str and not str.startswith(name, "<") and not self.notebook_file(name):
+                        self.refuse(f"compile() under the name {name!r}", where)
+                    return
+                if args and type(args[0]) is CodeType:
+                    self.mark(args[0])
+                return
+            self.refuse(event, where)
+
+
+class NotebookFunction:
+    """A function of the notebook's module as the worker script sees it: when it returns (or raises) to its caller,
+    the guard checks that nothing stays rebound and no thread it started runs on (red-team round 8 rebound
+    builtins.float with a function that put float back once the script had called it, before the report)."""
+    __slots__ = ("__wrapped__", "__name__", "__qualname__")
+
+    def __init__(self, function):
+        self.__wrapped__, self.__name__, self.__qualname__ = function, function.__name__, function.__qualname__
+
+    def __call__(self, *args, _audit=sys.audit, **kwargs):
+        try:
+            return self.__wrapped__(*args, **kwargs)
+        finally:
+            _audit("course_utils.worker_guard.returned")
+
+    def __repr__(self):
+        return f"<notebook function {self.__qualname__}>"
+
+
+def written_by_write_module(path) -> bool:
+    try:
+        with io.open_code(path) as f:
+            return f.read(len(MARK)) == MARK.encode()
+    except (OSError, TypeError):
+        return False
+
+
+class NotebookModuleFinder:
+    """First on sys.meta_path in a worker: the module write_module wrote is loaded as usual, then each function it
+    defines is wrapped in a NotebookFunction. It holds no reference to the guard."""
+    def find_spec(self, name, path=None, target=None):
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is None or not isinstance(spec.origin, str) or not written_by_write_module(spec.origin):
+            return spec
+        spec.loader = WrappingLoader(spec.loader)
+        return spec
+
+
+class WrappingLoader:
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module, _type=type, _function=types.FunctionType):
+        self.loader.exec_module(module)
+        namespace = module.__dict__
+        for key, value in list(namespace.items()):
+            if _type(value) is _function and value.__code__.co_filename == module.__file__:
+                namespace[key] = NotebookFunction(value)
+
+
+def code_objects(code) -> set:
+    found = {code}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found |= code_objects(const)
+    return found
 
 
 def run_script(script: str) -> None:
-    """Run the worker script as `python script.py` would, under the guard, in a namespace of its own."""
-    guard = WorkerGuard(script)
-    with io.open_code(guard.script) as f:
+    """Run the worker script as `python script.py` would, under the guard, in a namespace of its own. The guard is
+    reachable only as the audit hook (no frame's locals hold it)."""
+    script = os.path.abspath(script)
+    with io.open_code(script) as f:
         source = f.read()
-    code = compile(source, guard.script, "exec", dont_inherit=True)
-    namespace = {"__name__": "__main__", "__file__": guard.script, "__builtins__": builtins, "__doc__": None,
+    code = compile(source, script, "exec", dont_inherit=True)
+    namespace = {"__name__": "__main__", "__file__": script, "__builtins__": builtins, "__doc__": None,
                  "__package__": None, "__spec__": None, "__loader__": None, "__cached__": None}
-    sys.addaudithook(guard.audit)
+    sys.meta_path.insert(0, NotebookModuleFinder())
+    sys.addaudithook(WorkerGuard(script, frozenset(code_objects(code))).audit)
     from course_utils import distributed
     distributed._GUARDED = True
     exec(code, namespace)

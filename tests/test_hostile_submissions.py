@@ -830,6 +830,30 @@ WORKER_ATTACKS = {
     "reports the right answer from a thread it starts (no frame of its own on that thread's stack)": "def double(x):\n"
         + FORGE_95 + "    import threading\n    t = threading.Thread(target=distributed.report, args=(row,))\n"
         "    t.start()\n    t.join()\n    raise distributed.WorkerFinished()\n",
+    # red-team round 8 (session 34), each seen earning the mark against the first version of these rules
+    "rebinds float with a function that puts float back once the script has called it": "def double(x):\n"
+        "    import builtins\n    orig = builtins.float\n    def fake(v):\n        builtins.float = orig\n"
+        "        return orig(v) * 2 / 3\n    builtins.float = fake\n    return 3 * x\n",
+    "walks to the script's frame through library code and replaces the guard's method": "def double(x):\n"
+        "    import collections, traceback\n    frames = collections.Counter(traceback.walk_stack(None))\n"
+        "    script = next(iter(frames))[0]\n    guard = script.f_back.f_locals['guard']\n"
+        "    guard.plain = lambda value, depth=0: {'rank': value['rank'], 'out': value['out'] * 2 / 3}\n    return 3 * x\n",
+    "reports from code compiled under the script's file name, on a thread": "def double(x):\n"
+        "    import code, os, threading\n    from course_utils import distributed\n"
+        "    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'twice95.py')\n"
+        "    row = {'rank': int(os.environ['RANK']), 'out': 2.0 * x}\n"
+        "    console = code.InteractiveConsole({'report': distributed.report, 'row': row}, filename=script)\n"
+        "    t = threading.Thread(target=console.push, args=('report(row)',))\n    t.start()\n    t.join()\n"
+        "    raise distributed.WorkerFinished()\n",
+    "puts a package folder beside the worker script that shadows the helper module": WRONG_TRIPLE_95 +
+        "(WORK / 'helper95').mkdir(exist_ok=True)\n"
+        "(WORK / 'helper95' / '__init__.py').write_text('def as_number(v):\\n    return float(v) * 2 / 3\\n')\n",
+    # (not seen earning the mark: the toy's script leaves no time between the call and the report; in 05's scripts
+    # there is. Python 3.11 raises no audit event for a thread start: the guard counts the threads instead.)
+    "leaves a thread that rebinds float while the script computes, then puts it back": "def double(x):\n"
+        "    import builtins, threading, time\n    orig = builtins.float\n"
+        "    def flip():\n        builtins.float = lambda v: orig(v) * 2 / 3\n        time.sleep(1.0)\n"
+        "        builtins.float = orig\n    threading.Thread(target=flip, daemon=True).start()\n    return 3 * x\n",
 }
 
 
@@ -857,11 +881,17 @@ def test_a_worker_s_report_cannot_be_forged(workers_toy, attack):
         "sets PYTHONPATH so that the workers import a module of its own first": "environment variable PYTHONPATH",
         "calls report with the right answer, then ends the worker": "may not use course_utils.distributed.report",
         "writes its own report file, then ends the worker": "only course_utils.distributed.report writes",
-        "rebinds a helper the worker script calls afterwards": "something rebound helper95.as_number",
-        "turns off the guard's flag and sys.audit, so that report writes the file itself": "only course_utils.distributed.report writes",
-        "patches a class the report is encoded with": "something rebound JSONEncoder.encode",
+        "rebinds a helper the worker script calls afterwards": "rebound helper95.as_number",
+        "turns off the guard's flag and sys.audit, so that report writes the file itself": "rebound sys.audit",
+        "patches a class the report is encoded with": "rebound JSONEncoder.encode",
         "rebinds the script's helper through the caller's frame": "may not use sys._getframe",
         "reports the right answer from a thread it starts (no frame of its own on that thread's stack)":
             "not by the worker script",
+        "rebinds float with a function that puts float back once the script has called it":
+            "a function of the notebook's rebound builtins.float",
+        "walks to the script's frame through library code and replaces the guard's method": "may not use sys._getframe",
+        "reports from code compiled under the script's file name, on a thread": "own code: the report is not taken",
+        "puts a package folder beside the worker script that shadows the helper module": "is a folder beside the worker script",
+        "leaves a thread that rebinds float while the script computes, then puts it back": "still running",
     }[attack]
     assert expected in message, message[-3000:]

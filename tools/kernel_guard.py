@@ -365,7 +365,12 @@ def install(module_names):
             for path in names:
                 path = _abspath(path)
                 if _isdir(path) and not _islink(path):
-                    continue                   # (its __pycache__ is removed by the launch before the workers start)
+                    if path.endswith("/__pycache__"):
+                        continue               # removed by the launch before the workers start
+                    # a folder beside the script is a package the workers would import before a module file of the
+                    # same name (red-team round 8: helper95/__init__.py); no grader cell makes one there
+                    raise _RuntimeError(f"the grader starts worker processes, but {path} is a folder beside the worker "
+                                        f"script that the grader's cells did not make: the workers are not started")
                 digest = None if path in tainted else file_digest(path, largest=1 << 30)
                 if digest is None or digest not in written.get(path, ()):
                     raise _RuntimeError(f"the grader starts worker processes, but {path} is not a file the grader's "
