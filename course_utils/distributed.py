@@ -201,7 +201,9 @@ def failures_of(results_dir: str | Path) -> list[Failure]:
         last = max(r["attempt"] for r in records)
         records = [r for r in records if r["attempt"] == last]
     out = {}
-    for r in records:
+    for r in sorted(records, key=lambda r: r["time_ns"]):   # a rank's earliest record (the worker guard's refusal
+        if r["rank"] in out:                                 # comes before the error it leads to)
+            continue
         what = f"{r['type']}: {r['message']}" if r["message"] else r["type"]
         consequence = r["dist_error"] or bool(PEER_ERROR.search(r["message"]))
         out[r["rank"]] = Failure(r["rank"], r["node"], r["local_rank"], r["time_ns"] / 1e9, what, r["traceback"],

@@ -10,9 +10,17 @@ code, the hook refuses:
 - what reaches into other code: frames, trace and profile functions, the garbage collector's object lists, ctypes,
   new code or function objects, exec and compile (an import's own compile aside), marshal, assigning a function's
   code or defaults (`f.__code__ = ...`), another audit hook;
-- what outlives or escapes the call: writing, renaming or removing files, changing the environment, starting
-  processes, sending signals. (Starting a thread raises no audit event before Python 3.13: the threads are counted
-  instead, each time one of the notebook's functions returns and at each report.)
+- what outlives or escapes the call: writing, renaming or removing files (a path of any type: bytes, a str
+  subclass), changing the environment, starting processes, sending signals, installing a signal handler (it would
+  be handed frames). Starting a thread raises no audit event before Python 3.13: the threads are counted instead,
+  each time one of the notebook's functions returns and at each report, and while a thread started from Python runs,
+  every event on a thread other than the script's counts as the notebook's (a thread whose target is os.open has
+  none of the notebook's frames on its stack).
+
+An event raised while the hook itself runs passes only if the hook's own code raised it (code the hook ended up
+calling, such as a dict key's __eq__, does not). A function of the notebook's may not hand the script an object of a
+class whose methods are the notebook's code. Each refusal is also written where the launcher looks for a rank's
+first error. Red-team round 9 (session 34) found a way through each of these before it was closed.
 
 The frame-like events are refused when the notebook's code is anywhere on the stack (a library that would hand it a
 frame, such as traceback.walk_stack, launders nothing), except sys._getframe from a few library modules that only
@@ -50,6 +58,7 @@ import sys
 import sysconfig
 import types
 
+_THIS_FILE = __file__
 MARK = '"""Written by course_utils.distributed.write_module'
 _WRITES = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 # refused when the notebook's code is anywhere on the stack: a library it calls may not hand it a frame, an object
@@ -71,7 +80,7 @@ ANYWHERE_EVENTS = frozenset({"os.fork", "os.forkpty", "os.posix_spawn", "os.spaw
                              "os.unsetenv", "os.chdir", "os.chroot", "shutil.copyfile", "shutil.copymode",
                              "shutil.copystat", "shutil.copytree", "shutil.move", "shutil.rmtree", "shutil.chown",
                              "os.removexattr", "os.setxattr", "socket.bind", "resource.setrlimit", "sys.setrecursionlimit",
-                             "course_utils.distributed.report"})
+                             "course_utils.distributed.report", "course_utils.worker_guard.signal"})
 
 
 class WorkerGuard:
@@ -102,12 +111,19 @@ class WorkerGuard:
         self.results = os.path.abspath(folder) + "/" if folder else None
         self.report_path = (f"{self.results}rank{int(os.environ.get('RANK', '0'))}.jsonl" if self.results else None)
         self._os_open, self._os_write, self._os_close = os.open, os.write, os.close
-        self.busy: set[int] = set()
+        self._getpid, self._time_ns, self.refusals = os.getpid, __import__("time").time_ns, 0
+        self.write_flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        self.rank, self.local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+        self.node, self.attempt = int(os.environ.get("GROUP_RANK", "0")), int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+        self.busy: dict[int, int] = {}                   # thread -> 1 while the hook runs there, 2 in its own _getframe
         self._thread_count = _thread._count
         self.threads_at_start = _thread._count()
         self.script_codes = script_codes                 # the code objects compiled from the script (run_script)
         self.notebook_codes: set = set()                 # code a library compiled and ran for the notebook's code
         self._get_ident = _thread.get_ident
+        self.main_thread = _thread.get_ident()
+        self.plain_kinds: set = set()                    # classes seen free of the notebook's code
+        self._fsdecode = os.fsdecode
 
     # Every method below binds the builtins and modules it uses as default arguments, taken when this module was
     # imported (before any of the notebook's code ran): a builtin or a module attribute the notebook's code replaced
@@ -151,7 +167,13 @@ class WorkerGuard:
                 self.mark(const, depth + 1)
 
     def notebook_frame(self, frame, depth=None):
-        """The file of the nearest frame of the notebook's code, from `frame` down (`depth` frames at most)."""
+        """The file of the nearest frame of the notebook's code, from `frame` down (`depth` frames at most). On any
+        thread but the script's own, while a thread started from Python runs, every frame counts as the notebook's:
+        a thread whose target is a library function (os.open with a dir_fd, red-team round 9) has none of the
+        notebook's frames on its stack, and the worker scripts start no threads of their own. (Threads of C++ code
+        that call into Python, as autograd's calling a DDP communication hook, are not counted by _thread.)"""
+        if self._get_ident() != self.main_thread and self._thread_count() > self.threads_at_start:
+            return "a thread started while the worker ran"
         n = 0
         while frame is not None and (depth is None or n < depth):
             if self.notebook_code(frame.f_code):
@@ -182,7 +204,8 @@ class WorkerGuard:
                     classes[id(value)] = (value, entry(type.__dict__["__dict__"].__get__(value)))
         self.saved, self.classes = modules, list(dict.values(classes))
 
-    def stale(self, entry, len=len, all=all, map=map, zip=zip, is_=operator.is_) -> list:
+    def stale(self, entry, len=len, all=all, map=map, zip=zip, list=list, iter=iter, type=type, str=str,
+              is_=operator.is_) -> list:
         """The watched keys of a snapshot entry whose value is no longer the one saved (a library's own wrapper
         round it aside), and the keys added since. One C-level fetch and comparison when nothing changed."""
         namespace, keys, getter, values, count, every = entry
@@ -196,8 +219,12 @@ class WorkerGuard:
                 current = (current,)
             if not all(map(is_, current, values)):
                 found = [k for k, c, v in zip(keys, current, values) if c is not v and not self.wraps(c, v)]
-        if len(namespace) != count:
-            found += [(k,) for k in namespace.keys() - every]   # new keys, as 1-tuples
+        if len(namespace) != count:                      # new keys, as 1-tuples; a key that is not exactly a str is
+            for k in list(iter(namespace)):               # not hashed or compared (its methods are someone's code)
+                if type(k) is not str:
+                    found.append(("a key that is not a str",))
+                elif k not in every:
+                    found.append((k,))
         return found
 
     def watched(self, value, issubclass=issubclass, type=type, kinds=(types.FunctionType, types.BuiltinFunctionType,
@@ -217,6 +244,8 @@ class WorkerGuard:
             for key in self.stale(entry):
                 if type(key) is not tuple:
                     found.append(f"{name}.{key}")
+                elif key[0] == "a key that is not a str":
+                    found.append(f"{name}: {key[0]}")
                 elif key[0] in self.builtin_names and not str.startswith(key[0], "__"):
                     found.append(f"{name}.{key[0]} (shadows the builtin)")
             if len(found) > 20:
@@ -226,6 +255,8 @@ class WorkerGuard:
             for key in self.stale(entry):
                 if type(key) is not tuple:
                     found.append(f"{qualname}.{key}")
+                elif key[0] == "a key that is not a str":
+                    found.append(f"{qualname}: {key[0]}")
                 elif any(key[0] in type.__dict__["__dict__"].__get__(base) for base in type.__dict__["__mro__"].__get__(cls)[1:]):
                     found.append(f"{qualname}.{key[0]} (hides the base class's)")   # a new attribute over a base's
             if len(found) > 20:
@@ -242,6 +273,31 @@ class WorkerGuard:
             if new is old:
                 return True
         return False
+
+    def plain_result(self, value, depth=0, seen=None, type=type, dict=dict, list=list, tuple=tuple, len=len,
+                     issubclass=issubclass, FunctionType=types.FunctionType, RuntimeError=RuntimeError) -> None:
+        """What a notebook function hands the script holds no object of a class whose methods are the notebook's
+        code (red-team round 9: an int subclass whose __float__ gave the script another number than the one
+        returned). Containers are looked into, 4 levels and 10,000 items at most."""
+        seen = [0] if seen is None else seen
+        kind = type(value)
+        if kind not in self.plain_kinds:
+            for base in type.__dict__["__mro__"].__get__(kind):
+                for attribute in dict.values(dict(type.__dict__["__dict__"].__get__(base))):
+                    if type(attribute) is FunctionType and self.notebook_code(attribute.__code__):
+                        raise RuntimeError(f"a function of the notebook's returned an object of type "
+                                           f"{type.__getattribute__(kind, '__qualname__')}, whose methods are the "
+                                           f"notebook's code: return plain values or tensors")
+            self.plain_kinds.add(kind)
+        if depth >= 4:
+            return
+        items = (dict.values(value) if issubclass(kind, dict) else list.__iter__(value) if issubclass(kind, list)
+                 else tuple.__iter__(value) if issubclass(kind, tuple) else ())
+        for item in items:
+            seen[0] += 1
+            if seen[0] > 10_000:
+                return
+            self.plain_result(item, depth + 1, seen)
 
     def no_new_threads(self, RuntimeError=RuntimeError) -> None:
         """Python 3.11 raises no audit event when a thread starts: a thread the notebook's code left running could
@@ -318,35 +374,76 @@ class WorkerGuard:
         caller = self._getframe(3)                       # the frame that raised the event
         via = caller.f_code.co_filename if caller is not None else "?"
         through = f", through {via}:{caller.f_lineno}" if via != where else ""
-        raise RuntimeError(f"in a worker, the notebook's code may not use {what} (from {where}{through}): it could forge "
-                           f"what the worker reports. Compute with the tensors and torch.distributed instead.")
+        message = (f"in a worker, the notebook's code may not use {what} (from {where}{through}): it could forge "
+                   f"what the worker reports. Compute with the tensors and torch.distributed instead.")
+        self.record(message)
+        raise RuntimeError(message)
 
-    def audit(self, event, args, set_add=set.add, set_discard=set.discard):
-        ident = self._get_ident()
-        if self.reading or ident in self.busy:          # the hook's own calls raise events too (its _getframe)
+    def record(self, message, str=str, RuntimeError=RuntimeError) -> None:
+        """Write the refusal where the launcher looks for each rank's errors (its earliest is the root cause): on a
+        thread, or caught by the notebook's code, the exception itself may never reach the worker's end."""
+        if self.results is None:
             return
-        set_add(self.busy, ident)
+        self.refusals += 1
+        record = {"rank": self.rank, "local_rank": self.local_rank, "node": self.node, "attempt": self.attempt,
+                  "pid": self._getpid(), "time_ns": self._time_ns(), "type": "RuntimeError", "message": message,
+                  "dist_error": False, "traceback": ""}
+        path = f"{self.results}error-rank{self.rank}-attempt{self.attempt}-guard{self.refusals}.json"
+        try:
+            fd = self._os_open(path, self.write_flags | os.O_TRUNC, 0o600)
+            try:
+                self._os_write(fd, str.encode(self.encode(self.plain(record)), "utf-8"))
+            finally:
+                self._os_close(fd)
+        except OSError:
+            pass
+
+    def audit(self, event, args, RuntimeError=RuntimeError):
+        ident = self._get_ident()
+        depth = self.busy.get(ident, 0)
+        if self.reading or depth >= 2:                 # the busy branch's own _getframe below
+            return
+        if depth == 1:
+            # An event while the hook runs: the hook's own calls (its _getframe, its reads) pass; anything else is
+            # code the hook ended up calling (red-team round 9: a dict key's __eq__, run by a set difference over a
+            # module's keys, edited the report the hook was about to write) and gets no free pass.
+            self.busy[ident] = 2                         # (reading a frame's f_code raises an event too)
+            try:
+                raiser = self._getframe(1)
+                where = raiser.f_code.co_filename if raiser is not None else "C code"
+            finally:
+                self.busy[ident] = 1
+            if where == _THIS_FILE:
+                return
+            raise RuntimeError(f"{event} inside the worker guard's hook, from {where}: refused")
+        self.busy[ident] = 1
         try:
             self._audit(event, args)
         finally:
-            set_discard(self.busy, ident)
+            del self.busy[ident]
 
     def _audit(self, event, args, str=str, type=type, len=len, int=int, isinstance=isinstance, any=any,
                RuntimeError=RuntimeError, CodeType=types.CodeType, WRITES=_WRITES, FRAME=FRAME_EVENTS,
                ANYWHERE=ANYWHERE_EVENTS, BENIGN=BENIGN_GETFRAME):
         if event == "open":
-            if len(args) < 2 or type(args[0]) is not str:
-                return
-            mode, flags = args[1], args[2] if len(args) > 2 else 0
+            path = args[0] if len(args) else None
+            if type(path) is bytes:                      # (red-team round 9: a bytes path, and a str subclass,
+                path = self._fsdecode(path)              # skipped these checks)
+            elif isinstance(path, str):
+                path = str.__str__(path)
+            elif path is not None:
+                return                                   # a descriptor: opened already, and checked then
+            mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
             writes = ((type(mode) is str and any(c in mode for c in "wax+"))
                       or (mode is None and type(flags) is int and flags & WRITES))
-            if writes and self.a_report(args[0]):
-                raise RuntimeError(f"only course_utils.distributed.report writes a worker's reports; {args[0]} was "
+            if not writes:
+                return
+            if self.a_report(path):
+                raise RuntimeError(f"only course_utils.distributed.report writes a worker's reports; {path} was "
                                    f"opened for writing from {self._getframe(2).f_code.co_filename}")
-            if writes:
-                where = self.notebook_frame(self._getframe(2))
-                if where is not None:
-                    self.refuse(f"open({args[0]!r}) for writing", where)
+            where = self.notebook_frame(self._getframe(2))
+            if where is not None:
+                self.refuse(f"open({path!r}) for writing", where)
             return
         if event == "course_utils.distributed.report":
             caller = self._getframe(2)                  # report itself
@@ -370,6 +467,7 @@ class WorkerGuard:
             if self.notebook_frame(wrapper.f_back if wrapper is not None else None) is not None:
                 return                                   # back into the notebook's own code: checked when that returns
             self.no_new_threads()
+            self.plain_result(args[0] if args else None)
             changed = self.changed()
             if changed:
                 raise RuntimeError("a function of the notebook's rebound " + ", ".join(changed[:8])
@@ -409,7 +507,7 @@ class WorkerGuard:
                 if args and type(args[0]) is CodeType:
                     self.mark(args[0])
                 return
-            self.refuse(event, where)
+            self.refuse(f"{event} ({args[1]})" if str.startswith(event, "object.") and len(args) > 1 else event, where)
 
 
 class NotebookFunction:
@@ -421,11 +519,16 @@ class NotebookFunction:
     def __init__(self, function):
         self.__wrapped__, self.__name__, self.__qualname__ = function, function.__name__, function.__qualname__
 
+    # sys.audit as a keyword-only default: reading a function's __kwdefaults__ raises an audit event, which the guard
+    # refuses to the notebook's code (its __globals__ and __closure__ raise none, so they could not hold it); and
+    # replacing NotebookFunction.__call__ is seen when the call that replaced it returns through this one
     def __call__(self, *args, _audit=sys.audit, **kwargs):
+        result = None
         try:
-            return self.__wrapped__(*args, **kwargs)
+            result = self.__wrapped__(*args, **kwargs)
+            return result
         finally:
-            _audit("course_utils.worker_guard.returned")
+            _audit("course_utils.worker_guard.returned", result)
 
     def __repr__(self):
         return f"<notebook function {self.__qualname__}>"
@@ -475,6 +578,16 @@ def code_objects(code) -> set:
     return found
 
 
+def _no_handlers_for_the_notebook(original):
+    """signal.signal as the worker sees it: a handler is handed the frame it interrupts (frames' f_back and f_locals
+    raise no audit event), so the notebook's code may not install one (red-team round 9 edited the report from a
+    timer's handler). The original is a keyword-only default: reading __kwdefaults__ raises an audit event."""
+    def signal(signalnum, handler, *, _original=original, _audit=sys.audit):
+        _audit("course_utils.worker_guard.signal")
+        return _original(signalnum, handler)
+    return signal
+
+
 def run_script(script: str) -> None:
     """Run the worker script as `python script.py` would, under the guard, in a namespace of its own. The guard is
     reachable only as the audit hook (no frame's locals hold it)."""
@@ -484,6 +597,10 @@ def run_script(script: str) -> None:
     code = compile(source, script, "exec", dont_inherit=True)
     namespace = {"__name__": "__main__", "__file__": script, "__builtins__": builtins, "__doc__": None,
                  "__package__": None, "__spec__": None, "__loader__": None, "__cached__": None}
+    import _signal
+    import signal as signal_module
+    signal_module.signal = _no_handlers_for_the_notebook(signal_module.signal)
+    _signal.signal = _no_handlers_for_the_notebook(_signal.signal)
     sys.meta_path.insert(0, NotebookModuleFinder())
     sys.addaudithook(WorkerGuard(script, frozenset(code_objects(code))).audit)
     from course_utils import distributed

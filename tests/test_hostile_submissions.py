@@ -793,9 +793,10 @@ WORKERS_TOY = (
      "(WORK / 'helper95.py').write_text('def as_number(v):\\n    return float(v)\\n')", ()),
     ("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION", ("exercise-ex95.1",)),
     ("write_module(WORK / 'notebook95.py', double)\nrun = launch(WORK / 'twice95.py', 2, timeout=90, check=False)\n"
-     "check_equal(run.returncode, 0, 'the workers finished', hint=run.output[-1500:])\n"
+     "check_equal(run.returncode, 0, 'the workers finished', hint=run.output[-1000:] + str([f.what for f in run.failures]))\n"
      "check_equal({r: [row['out'] for row in rows] for r, rows in run.results.items()}, {0: [2.0], 1: [4.0]}, "
-     "'what each rank reported: double(rank + 1)', hint=run.output[-1500:])", ("check-ex95.1",)),
+     "'what each rank reported: double(rank + 1)', hint=run.output[-1000:] + str([f.what for f in run.failures]))",
+     ("check-ex95.1",)),
 )
 WRONG_TRIPLE_95 = "def double(x):\n    return 3 * x\n"
 FORGE_95 = ("    import os\n    from course_utils import distributed\n"
@@ -848,6 +849,27 @@ WORKER_ATTACKS = {
     "puts a package folder beside the worker script that shadows the helper module": WRONG_TRIPLE_95 +
         "(WORK / 'helper95').mkdir(exist_ok=True)\n"
         "(WORK / 'helper95' / '__init__.py').write_text('def as_number(v):\\n    return float(v) * 2 / 3\\n')\n",
+    # (not seen earning the mark either: reading __kwdefaults__ raises an audit event, which is why the wrapper keeps
+    # sys.audit there and not in its globals or a closure, which raise none)
+    "changes the default of its wrapper's call so that the wrapper tells the guard nothing": "def double(x):\n"
+        "    import notebook95\n    type(notebook95.double).__call__.__kwdefaults__['_audit'] = print\n    return 3 * x\n",
+    # red-team round 9 (session 34), each seen earning the mark against round 8's version
+    'writes its report file through a bytes path':
+        'def double(x):\n    import os\n    from course_utils import distributed\n    rank = int(os.environ[\'RANK\'])\n    path = os.path.join(os.environ[\'WORKBOOK_RESULTS_DIR\'], f\'rank{rank}.jsonl\')\n    with open(os.fsencode(path), \'a\') as f:\n        f.write(\'{"rank": %d, "out": %r}\\n\' % (rank, 2.0 * x))\n    raise distributed.WorkerFinished()\n    return 3 * x\n',
+    'writes its report file through a str subclass path':
+        'def double(x):\n    import os\n    from course_utils import distributed\n    class P(str):\n        pass\n    rank = int(os.environ[\'RANK\'])\n    path = P(os.path.join(os.environ[\'WORKBOOK_RESULTS_DIR\'], f\'rank{rank}.jsonl\'))\n    with open(path, \'a\') as f:\n        f.write(\'{"rank": %d, "out": %r}\\n\' % (rank, 2.0 * x))\n    raise distributed.WorkerFinished()\n    return 3 * x\n',
+    "opens its report file on a thread, relative to the results folder's descriptor":
+        'def double(x):\n    import os, threading\n    from course_utils import distributed\n    rank = int(os.environ[\'RANK\'])\n    dfd = os.open(os.environ[\'WORKBOOK_RESULTS_DIR\'], os.O_RDONLY)\n    box = []\n    # a library-only stack on the thread: threading -> os.open (the guard sees no notebook frame)\n    t = threading.Thread(target=os.open, args=(f\'rank{rank}.jsonl\', os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),\n                         kwargs={\'dir_fd\': dfd})\n    t.start(); t.join()\n    fd = dfd + 1                      # the next descriptor, as os.open hands out the lowest free one\n    os.write(fd, b\'{"rank": %d, "out": %r}\\n\' % (rank, 2.0 * x))\n    raise distributed.WorkerFinished()\n    return 3 * x\n',
+    'opens its report file on a thread through /proc/self/root':
+        'def double(x):\n    import os, threading\n    from course_utils import distributed\n    rank = int(os.environ[\'RANK\'])\n    path = \'/proc/self/root\' + os.path.join(os.environ[\'WORKBOOK_RESULTS_DIR\'], f\'rank{rank}.jsonl\')\n    probe = os.open(\'/dev/null\', os.O_RDONLY)\n    os.close(probe)                           # the lowest free descriptor: what os.open hands out next\n    t = threading.Thread(target=os.open, args=(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))\n    t.start(); t.join()\n    os.write(probe, b\'{"rank": %d, "out": %r}\\n\' % (rank, 2.0 * x))\n    raise distributed.WorkerFinished()\n',
+    "puts a key in its module whose __eq__ the guard's comparison runs, and edits the report from there":
+        "def double(x):\n    import sys\n\n    class Key:\n        # a key of this module's namespace whose hash collides with '__name__': the guard's comparison\n        # (namespace.keys() - every, in stale()) calls __eq__ from inside its audit hook, where its busy flag\n        # lets every event through\n        def __hash__(self):\n            return hash('__name__')\n\n        def __eq__(self, other):\n            try:\n                frame = sys._getframe(0)     # refused outside the guard's hook: then do nothing\n            except RuntimeError:\n                return False\n            while frame is not None:\n                if frame.f_code.co_name == '_audit' and frame.f_locals.get('event') == 'course_utils.distributed.report':\n                    row = frame.f_locals['args'][0]\n                    if not getattr(self, 'done', False):\n                        row['out'] = row['out'] * 2 / 3\n                        self.done = True\n                    break\n                frame = frame.f_back\n            return False\n\n    globals()[Key()] = None\n    return 3 * x\n",
+    "edits the report from a timer signal's handler":
+        "def double(x):\n    import signal\n    state = {'done': False}\n\n    def handler(signum, frame):\n        # fires wherever the main thread is (inside report, or inside the guard's 15 ms comparison): f_back and\n        # f_locals raise no audit event, so the handler finds the report's dict and changes it in place\n        if state['done']:\n            return\n        while frame is not None:\n            local = frame.f_locals\n            row = local.get('result') if 'result' in local else None\n            if row is None and local.get('event') == 'course_utils.distributed.report':\n                row = local['args'][0]\n            if type(row) is dict and 'out' in row:\n                row['out'] = row['out'] * 2 / 3\n                state['done'] = True\n                signal.setitimer(signal.ITIMER_REAL, 0)\n                return\n            frame = frame.f_back\n\n    signal.signal(signal.SIGALRM, handler)\n    signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)\n    return 3 * x\n",
+    "replaces the guard's methods from a timer signal's handler":
+        "def double(x):\n    import signal\n    state = {'done': False}\n\n    def handler(signum, frame):\n        # a timer signal that lands inside the guard's hook: its frame's f_locals hand over the guard itself\n        if state['done']:\n            return\n        while frame is not None:\n            guard = frame.f_locals.get('self')\n            if type(guard).__name__ == 'WorkerGuard':\n                guard.changed = lambda: []\n                guard.plain = lambda value, depth=0: {'rank': value['rank'], 'out': value['out'] * 2 / 3}\n                state['done'] = True\n                signal.setitimer(signal.ITIMER_REAL, 0)\n                return\n            frame = frame.f_back\n\n    signal.signal(signal.SIGALRM, handler)\n    signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)\n    return 3 * x\n",
+    'returns an int subclass whose __float__ gives the script another number':
+        'def double(x):\n    class Three(int):\n        def __float__(self):\n            return int(self) * 2 / 3\n    return Three(3 * x)\n',
     # (not seen earning the mark: the toy's script leaves no time between the call and the report; in 05's scripts
     # there is. Python 3.11 raises no audit event for a thread start: the guard counts the threads instead.)
     "leaves a thread that rebinds float while the script computes, then puts it back": "def double(x):\n"
@@ -886,12 +908,22 @@ def test_a_worker_s_report_cannot_be_forged(workers_toy, attack):
         "patches a class the report is encoded with": "rebound JSONEncoder.encode",
         "rebinds the script's helper through the caller's frame": "may not use sys._getframe",
         "reports the right answer from a thread it starts (no frame of its own on that thread's stack)":
-            "not by the worker script",
+            "course_utils.distributed.report (from a thread started while the worker ran",
         "rebinds float with a function that puts float back once the script has called it":
             "a function of the notebook's rebound builtins.float",
         "walks to the script's frame through library code and replaces the guard's method": "may not use sys._getframe",
-        "reports from code compiled under the script's file name, on a thread": "own code: the report is not taken",
+        "reports from code compiled under the script's file name, on a thread": "compile() under the name",
         "puts a package folder beside the worker script that shadows the helper module": "is a folder beside the worker script",
         "leaves a thread that rebinds float while the script computes, then puts it back": "still running",
+        'writes its report file through a bytes path': 'only course_utils.distributed.report writes',
+        'writes its report file through a str subclass path': 'only course_utils.distributed.report writes',
+        "opens its report file on a thread, relative to the results folder's descriptor": 'a thread started while the worker ran',
+        'opens its report file on a thread through /proc/self/root': 'a thread started while the worker ran',
+        "puts a key in its module whose __eq__ the guard's comparison runs, and edits the report from there": 'a key that is not a str',
+        "edits the report from a timer signal's handler": 'may not use course_utils.worker_guard.signal',
+        "replaces the guard's methods from a timer signal's handler": 'may not use course_utils.worker_guard.signal',
+        'returns an int subclass whose __float__ gives the script another number': "whose methods are the notebook's code",
+        "changes the default of its wrapper's call so that the wrapper tells the guard nothing":
+            "may not use object.__getattr__ (__kwdefaults__)",
     }[attack]
     assert expected in message, message[-3000:]
