@@ -18,8 +18,9 @@ code, the hook refuses:
   none of the notebook's frames on its stack).
 
 An event raised while the hook itself runs passes only if the hook's own code raised it (code the hook ended up
-calling, such as a dict key's __eq__, does not). A function of the notebook's may not hand the script an object of a
-class whose methods are the notebook's code. Each refusal is also written where the launcher looks for a rank's
+calling, such as a dict key's __eq__, does not). While grading, a function of the notebook's may not hand the script an
+object of a class made after the notebook's module was imported (its special methods would run later, in the
+script). Each refusal is also written where the launcher looks for a rank's
 first error. Red-team round 9 (session 34) found a way through each of these before it was closed.
 
 The frame-like events are refused when the notebook's code is anywhere on the stack (a library that would hand it a
@@ -122,7 +123,7 @@ class WorkerGuard:
         self.notebook_codes: set = set()                 # code a library compiled and ran for the notebook's code
         self._get_ident = _thread.get_ident
         self.main_thread = _thread.get_ident()
-        self.plain_kinds: set = set()                    # classes seen free of the notebook's code
+        self.known_classes: frozenset = frozenset()
         self._fsdecode = os.fsdecode
 
     # Every method below binds the builtins and modules it uses as default arguments, taken when this module was
@@ -203,6 +204,7 @@ class WorkerGuard:
                 if issubclass(type(value), type) and id(value) not in classes:
                     classes[id(value)] = (value, entry(type.__dict__["__dict__"].__get__(value)))
         self.saved, self.classes = modules, list(dict.values(classes))
+        self.known_classes = frozenset(classes)          # their ids (the classes stay alive: modules name them)
 
     def stale(self, entry, len=len, all=all, map=map, zip=zip, list=list, iter=iter, type=type, str=str,
               is_=operator.is_) -> list:
@@ -274,26 +276,26 @@ class WorkerGuard:
                 return True
         return False
 
-    def plain_result(self, value, depth=0, seen=None, type=type, dict=dict, list=list, tuple=tuple, len=len,
-                     issubclass=issubclass, FunctionType=types.FunctionType, RuntimeError=RuntimeError) -> None:
-        """What a notebook function hands the script holds no object of a class whose methods are the notebook's
-        code (red-team round 9: an int subclass whose __float__ gave the script another number than the one
-        returned). Containers are looked into, 4 levels and 10,000 items at most."""
+    def plain_result(self, value, depth=0, seen=None, type=type, id=id, dict=dict, list=list, tuple=tuple,
+                     RuntimeError=RuntimeError, PLAIN=(int, float, bool, str, bytes, complex, type(None))) -> None:
+        """What a notebook function hands the script (while grading) is made of the built-in scalar types, lists,
+        tuples and dicts of them, and objects of classes that existed when the notebook's module was imported
+        (torch.Tensor): never of a class made since, whose special methods could be anything that runs later in the
+        script (red-team round 9: an int subclass whose __float__ was the notebook's function; round 10: the same
+        with a functools.partial, a bound method or an lru_cache in that slot). Containers are looked into, 4
+        levels and 10,000 items at most."""
+        if self.saved is None:
+            return
         seen = [0] if seen is None else seen
         kind = type(value)
-        if kind not in self.plain_kinds:
-            for base in type.__dict__["__mro__"].__get__(kind):
-                for attribute in dict.values(dict(type.__dict__["__dict__"].__get__(base))):
-                    if type(attribute) is FunctionType and self.notebook_code(attribute.__code__):
-                        raise RuntimeError(f"a function of the notebook's returned an object of type "
-                                           f"{type.__getattribute__(kind, '__qualname__')}, whose methods are the "
-                                           f"notebook's code: return plain values or tensors")
-            self.plain_kinds.add(kind)
-        if depth >= 4:
+        if kind not in PLAIN and id(kind) not in self.known_classes:
+            raise RuntimeError(f"a function of the notebook's returned an object of type "
+                               f"{type.__getattribute__(kind, '__qualname__')}, a class made after its module was "
+                               f"imported: return plain values (numbers, strings, lists, tuples, dicts) or tensors")
+        if depth >= 4 or kind not in (list, tuple, dict):
             return
-        items = (dict.values(value) if issubclass(kind, dict) else list.__iter__(value) if issubclass(kind, list)
-                 else tuple.__iter__(value) if issubclass(kind, tuple) else ())
-        for item in items:
+        for item in (dict.values(value) if kind is dict else list.__iter__(value) if kind is list
+                     else tuple.__iter__(value)):
             seen[0] += 1
             if seen[0] > 10_000:
                 return

@@ -870,6 +870,15 @@ WORKER_ATTACKS = {
         "def double(x):\n    import signal\n    state = {'done': False}\n\n    def handler(signum, frame):\n        # a timer signal that lands inside the guard's hook: its frame's f_locals hand over the guard itself\n        if state['done']:\n            return\n        while frame is not None:\n            guard = frame.f_locals.get('self')\n            if type(guard).__name__ == 'WorkerGuard':\n                guard.changed = lambda: []\n                guard.plain = lambda value, depth=0: {'rank': value['rank'], 'out': value['out'] * 2 / 3}\n                state['done'] = True\n                signal.setitimer(signal.ITIMER_REAL, 0)\n                return\n            frame = frame.f_back\n\n    signal.signal(signal.SIGALRM, handler)\n    signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)\n    return 3 * x\n",
     'returns an int subclass whose __float__ gives the script another number':
         'def double(x):\n    class Three(int):\n        def __float__(self):\n            return int(self) * 2 / 3\n    return Three(3 * x)\n',
+    # red-team round 10 (session 34), each seen earning the mark against round 9's version
+    "returns an int subclass whose __float__ is a functools.partial":
+        "def double(x):\n    import functools\n    class Three(int):\n        __float__ = functools.partial(float, 2.0 * x)\n"
+        "    return Three(3 * x)\n",
+    "returns an int subclass whose __float__ is a bound method of a float":
+        "def double(x):\n    class Three(int):\n        __float__ = (2.0 * x).__float__\n    return Three(3 * x)\n",
+    "returns an int subclass whose __float__ is its own lambda behind functools.lru_cache":
+        "def double(x):\n    import functools\n    class Three(int):\n"
+        "        __float__ = functools.lru_cache()(lambda self: int(self) * 2 / 3)\n    return Three(3 * x)\n",
     # (not seen earning the mark: the toy's script leaves no time between the call and the report; in 05's scripts
     # there is. Python 3.11 raises no audit event for a thread start: the guard counts the threads instead.)
     "leaves a thread that rebinds float while the script computes, then puts it back": "def double(x):\n"
@@ -922,8 +931,12 @@ def test_a_worker_s_report_cannot_be_forged(workers_toy, attack):
         "puts a key in its module whose __eq__ the guard's comparison runs, and edits the report from there": 'a key that is not a str',
         "edits the report from a timer signal's handler": 'may not use course_utils.worker_guard.signal',
         "replaces the guard's methods from a timer signal's handler": 'may not use course_utils.worker_guard.signal',
-        'returns an int subclass whose __float__ gives the script another number': "whose methods are the notebook's code",
+        'returns an int subclass whose __float__ gives the script another number': "a class made after its module was imported",
         "changes the default of its wrapper's call so that the wrapper tells the guard nothing":
             "may not use object.__getattr__ (__kwdefaults__)",
+        "returns an int subclass whose __float__ is a functools.partial": "a class made after its module was imported",
+        "returns an int subclass whose __float__ is a bound method of a float": "a class made after its module was imported",
+        "returns an int subclass whose __float__ is its own lambda behind functools.lru_cache":
+            "a class made after its module was imported",
     }[attack]
     assert expected in message, message[-3000:]
