@@ -20,8 +20,9 @@ code, the hook refuses:
 An event raised while the hook itself runs passes only if the hook's own code raised it (code the hook ended up
 calling, such as a dict key's __eq__, does not). While grading, a function of the notebook's may not hand the script an
 object of a class made after the notebook's module was imported (its special methods would run later, in the
-script). Each refusal is also written where the launcher looks for a rank's
-first error. Red-team round 9 (session 34) found a way through each of these before it was closed.
+script). Torch's mode stacks and global module hooks, which live in C or in
+dicts no rebinding shows, are compared too (red-team round 11). Each refusal is also written where the launcher
+looks for a rank's first error. Red-team round 9 (session 34) found a way through each of these before it was closed.
 
 The frame-like events are refused when the notebook's code is anywhere on the stack (a library that would hand it a
 frame, such as traceback.walk_stack, launders nothing), except sys._getframe from a few library modules that only
@@ -124,6 +125,7 @@ class WorkerGuard:
         self._get_ident = _thread.get_ident
         self.main_thread = _thread.get_ident()
         self.known_classes: frozenset = frozenset()
+        self.torch_state: tuple = ()
         self._fsdecode = os.fsdecode
 
     # Every method below binds the builtins and modules it uses as default arguments, taken when this module was
@@ -205,6 +207,30 @@ class WorkerGuard:
                     classes[id(value)] = (value, entry(type.__dict__["__dict__"].__get__(value)))
         self.saved, self.classes = modules, list(dict.values(classes))
         self.known_classes = frozenset(classes)          # their ids (the classes stay alive: modules name them)
+        self.torch_state = self.torch_hooks()
+
+    def torch_hooks(self, dict=dict, len=len, getattr=getattr) -> tuple:
+        """What torch keeps outside any module attribute that makes its later operations run someone's code: the
+        torch-function and dispatch mode stacks, and the global nn.Module hooks (red-team round 11 left a
+        TorchFunctionMode on, and the script's float() of a tensor it returned ran the mode's code)."""
+        torch = dict.get(self._modules, "torch")
+        module = dict.get(self._modules, "torch.nn.modules.module")
+        if torch is None:
+            return ()
+        state = [("torch-function modes", torch._C._len_torch_function_stack()),
+                 ("dispatch modes", torch._C._len_torch_dispatch_stack())]
+        for name in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                     "_global_backward_pre_hooks", "_global_forward_hooks_with_kwargs", "_global_forward_hooks_always_called"):
+            hooks = getattr(module, name, None) if module is not None else None
+            if hooks is not None:
+                state.append((f"torch.nn.Module {name}", len(hooks)))
+        return tuple(state)
+
+    def torch_changed(self, zip=zip) -> list:
+        if self.saved is None:
+            return []
+        return [f"{name} ({before} -> {now})" for (name, before), (_, now) in zip(self.torch_state, self.torch_hooks())
+                if now != before]
 
     def stale(self, entry, len=len, all=all, map=map, zip=zip, list=list, iter=iter, type=type, str=str,
               is_=operator.is_) -> list:
@@ -457,7 +483,7 @@ class WorkerGuard:
                 raise RuntimeError(f"report() was called from {caller.f_code.co_filename if caller else 'nowhere'}, "
                                    f"not by the worker script {self.script}'s own code: the report is not taken")
             self.no_new_threads()
-            changed = self.changed()
+            changed = self.changed() + self.torch_changed()
             if changed:
                 raise RuntimeError("since the notebook's functions were imported, something rebound "
                                    + ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
@@ -470,7 +496,7 @@ class WorkerGuard:
                 return                                   # back into the notebook's own code: checked when that returns
             self.no_new_threads()
             self.plain_result(args[0] if args else None)
-            changed = self.changed()
+            changed = self.changed() + self.torch_changed()
             if changed:
                 raise RuntimeError("a function of the notebook's rebound " + ", ".join(changed[:8])
                                    + (" ..." if len(changed) > 8 else "") + " and left it so: this worker stops")

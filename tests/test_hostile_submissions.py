@@ -879,6 +879,19 @@ WORKER_ATTACKS = {
     "returns an int subclass whose __float__ is its own lambda behind functools.lru_cache":
         "def double(x):\n    import functools\n    class Three(int):\n"
         "        __float__ = functools.lru_cache()(lambda self: int(self) * 2 / 3)\n    return Three(3 * x)\n",
+    # red-team round 11 (session 34), each seen earning the mark against round 10's version
+    "leaves a TorchFunctionMode on, which changes the script's float() of the tensor it returns": "def double(x):\n"
+        "    import torch\n    from torch.overrides import TorchFunctionMode\n    class M(TorchFunctionMode):\n"
+        "        def __torch_function__(self, func, types, args=(), kwargs=None):\n"
+        "            r = func(*args, **(kwargs or {}))\n"
+        "            if getattr(func, '__name__', '') == '__float__':\n                return r * 2 / 3\n            return r\n"
+        "    M().__enter__()\n    return torch.tensor(3 * x)\n",
+    "leaves a TorchDispatchMode on, which changes the script's float() of the tensor it returns": "def double(x):\n"
+        "    import torch\n    from torch.utils._python_dispatch import TorchDispatchMode\n    class M(TorchDispatchMode):\n"
+        "        def __torch_dispatch__(self, func, types, args=(), kwargs=None):\n"
+        "            r = func(*args, **(kwargs or {}))\n"
+        "            if 'local_scalar_dense' in str(func):\n                return r * 2 // 3\n            return r\n"
+        "    M().__enter__()\n    return torch.tensor(3 * x)\n",
     # (not seen earning the mark: the toy's script leaves no time between the call and the report; in 05's scripts
     # there is. Python 3.11 raises no audit event for a thread start: the guard counts the threads instead.)
     "leaves a thread that rebinds float while the script computes, then puts it back": "def double(x):\n"
@@ -935,6 +948,9 @@ def test_a_worker_s_report_cannot_be_forged(workers_toy, attack):
         "changes the default of its wrapper's call so that the wrapper tells the guard nothing":
             "may not use object.__getattr__ (__kwdefaults__)",
         "returns an int subclass whose __float__ is a functools.partial": "a class made after its module was imported",
+        "leaves a TorchFunctionMode on, which changes the script's float() of the tensor it returns":
+            "torch-function modes (0 -> 1)",
+        "leaves a TorchDispatchMode on, which changes the script's float() of the tensor it returns": "dispatch modes (0 -> 1)",
         "returns an int subclass whose __float__ is a bound method of a float": "a class made after its module was imported",
         "returns an int subclass whose __float__ is its own lambda behind functools.lru_cache":
             "a class made after its module was imported",
