@@ -309,7 +309,7 @@ class WorkerGuard:
         (torch.Tensor): never of a class made since, whose special methods could be anything that runs later in the
         script (red-team round 9: an int subclass whose __float__ was the notebook's function; round 10: the same
         with a functools.partial, a bound method or an lru_cache in that slot). Containers are looked into, 4
-        levels and 10,000 items at most."""
+        levels and 100,000 items at most: more is refused."""
         if self.saved is None:
             return
         seen = [0] if seen is None else seen
@@ -318,13 +318,17 @@ class WorkerGuard:
             raise RuntimeError(f"a function of the notebook's returned an object of type "
                                f"{type.__getattribute__(kind, '__qualname__')}, a class made after its module was "
                                f"imported: return plain values (numbers, strings, lists, tuples, dicts) or tensors")
-        if depth >= 4 or kind not in (list, tuple, dict):
+        if kind not in (list, tuple, dict):
             return
-        for item in (dict.values(value) if kind is dict else list.__iter__(value) if kind is list
-                     else tuple.__iter__(value)):
+        if depth >= 8:                                   # what cannot be looked into is refused, not passed
+            raise RuntimeError("a function of the notebook's returned containers nested more than 8 levels deep")
+        items = (list(dict.keys(value)) + list(dict.values(value)) if kind is dict else list.__iter__(value)
+                 if kind is list else tuple.__iter__(value))   # a dict's keys too (red-team round 11)
+        for item in items:
             seen[0] += 1
-            if seen[0] > 10_000:
-                return
+            if seen[0] > 100_000:
+                raise RuntimeError("a function of the notebook's returned more than 100,000 values in containers: "
+                                   "return tensors for data that large")
             self.plain_result(item, depth + 1, seen)
 
     def no_new_threads(self, RuntimeError=RuntimeError) -> None:

@@ -892,6 +892,12 @@ WORKER_ATTACKS = {
         "            r = func(*args, **(kwargs or {}))\n"
         "            if 'local_scalar_dense' in str(func):\n                return r * 2 // 3\n            return r\n"
         "    M().__enter__()\n    return torch.tensor(3 * x)\n",
+    # (round 11 saw these two in the code; the toy's float() cannot be fooled by them, so they are not seen earning
+    # the mark here: they are refused by the rules written for them)
+    "returns a dict whose key is an object of a class it made": "def double(x):\n    class K(str):\n        pass\n"
+        "    return {K('k'): 3 * x}\n",
+    "returns an object of a class it made, nested nine levels deep": "def double(x):\n    class T(int):\n        pass\n"
+        "    v = T(3 * x)\n    for _ in range(9):\n        v = [v]\n    return v\n",
     # (not seen earning the mark: the toy's script leaves no time between the call and the report; in 05's scripts
     # there is. Python 3.11 raises no audit event for a thread start: the guard counts the threads instead.)
     "leaves a thread that rebinds float while the script computes, then puts it back": "def double(x):\n"
@@ -951,6 +957,8 @@ def test_a_worker_s_report_cannot_be_forged(workers_toy, attack):
         "leaves a TorchFunctionMode on, which changes the script's float() of the tensor it returns":
             "torch-function modes (0 -> 1)",
         "leaves a TorchDispatchMode on, which changes the script's float() of the tensor it returns": "dispatch modes (0 -> 1)",
+        "returns a dict whose key is an object of a class it made": "a class made after its module was imported",
+        "returns an object of a class it made, nested nine levels deep": "nested more than 8 levels deep",
         "returns an int subclass whose __float__ is a bound method of a float": "a class made after its module was imported",
         "returns an int subclass whose __float__ is its own lambda behind functools.lru_cache":
             "a class made after its module was imported",
