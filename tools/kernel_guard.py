@@ -336,7 +336,7 @@ def install(module_names):
     # makes through os.environ (putenv) are noted as they happen.
     os.environ["WORKBOOK_GRADING"] = "1"        # course_utils.worker_guard: compare the modules at every report
     env_expected = _dict(os.environ)
-    _isdir, _isfile, _islink = os.path.isdir, os.path.isfile, os.path.islink
+    _isdir, _islink = os.path.isdir, os.path.islink
 
     def env_change(args, removed):
         key = args[0] if _len(args) else None
