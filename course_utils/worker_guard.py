@@ -52,10 +52,12 @@ from __future__ import annotations
 
 import _thread
 import builtins
+import importlib.util
 import io
 import json
 import operator
 import os
+import pathlib
 import sys
 import sysconfig
 import time
@@ -83,7 +85,21 @@ ANYWHERE_EVENTS = frozenset({"os.fork", "os.forkpty", "os.posix_spawn", "os.spaw
                              "os.unsetenv", "os.chdir", "os.chroot", "shutil.copyfile", "shutil.copymode",
                              "shutil.copystat", "shutil.copytree", "shutil.move", "shutil.rmtree", "shutil.chown",
                              "os.removexattr", "os.setxattr", "socket.bind", "resource.setrlimit", "sys.setrecursionlimit",
-                             "course_utils.distributed.report", "course_utils.worker_guard.signal"})
+                             "course_utils.distributed.report", "course_utils.worker_guard.signal",
+                             "course_utils.worker_guard.dispatch"})
+# after these, what links one file to another is checked on both sides (a link or a symlink onto a report)
+LINK_EVENTS = frozenset({"os.rename", "os.link", "os.symlink"})
+
+
+def write_module_marker(path, open_code=io.open_code, MARK=MARK.encode(), n=len(MARK), OSError=OSError,
+                        TypeError=TypeError):
+    """Does the file at `path` begin with write_module's marker: True, False, or None when it cannot be read.
+    (The guard's hook calls it: everything it uses is bound when this module is imported.)"""
+    try:
+        with open_code(path) as f:
+            return f.read(n) == MARK
+    except (OSError, TypeError):
+        return None
 
 
 class WorkerGuard:
@@ -97,7 +113,6 @@ class WorkerGuard:
                 roots.update({os.path.realpath(path), os.path.abspath(path)})
         self.library = tuple(r.rstrip("/") + "/" for r in roots)
         self.known: dict[str, bool] = {}                 # file name -> the notebook's code?
-        self.reading = False
         self.saved: list | None = None                   # the modules when the notebook's code was first imported
         self.classes: list = []                          # and every class they name
         # Only while grading (tools/kernel_guard.py sets this, and refuses a launch whose environment the submission
@@ -105,7 +120,7 @@ class WorkerGuard:
         self.grading = os.environ.get("WORKBOOK_GRADING") == "1"
         # Everything the hook calls is captured now, before any of the notebook's code runs: a replaced builtin or
         # os.path function would otherwise run the notebook's code inside the hook, where nothing is checked.
-        self._getframe, self._open, self._modules = sys._getframe, io.open, sys.modules
+        self._getframe, self._modules = sys._getframe, sys.modules
         self._abspath, self._normpath, self._dirname, self._basename = (os.path.abspath, os.path.normpath,
                                                                         os.path.dirname, os.path.basename)
         self.builtin_names = frozenset(vars(builtins))
@@ -114,6 +129,14 @@ class WorkerGuard:
         folder = os.environ.get("WORKBOOK_RESULTS_DIR")
         self.results = os.path.abspath(folder) + "/" if folder else None
         self.report_path = f"{self.results}rank{self.rank}.jsonl" if self.results else None
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self._stat, self._join, self._isabs = os.stat, os.path.join, os.path.isabs
+        try:                                             # the folder itself, whatever path names it
+            st = os.stat(self.results) if self.results else None
+            self.results_id = (st.st_dev, st.st_ino) if st else None
+        except OSError:
+            self.results_id = None
+        self.finished = False                            # set when the script has ended (worker_entry says so)
         self._os_open, self._os_write, self._os_close = os.open, os.write, os.close
         self._getpid, self._time_ns, self.refusals = os.getpid, time.time_ns, 0
         self.append_flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
@@ -134,7 +157,7 @@ class WorkerGuard:
     # would otherwise run that code inside the hook, where nothing is checked.
 
     # --- whose code is it -------------------------------------------------------------------------------------
-    def notebook_file(self, filename, str=str, type=type, MARK=MARK.encode(), n=len(MARK)) -> bool:
+    def notebook_file(self, filename, str=str, type=type, marker=write_module_marker) -> bool:
         if type(filename) is not str:
             return True
         known = dict.get(self.known, filename)
@@ -147,14 +170,9 @@ class WorkerGuard:
             if str.startswith(path, self.library):
                 known = False
             elif self._dirname(path) == self.folder:   # the script and the grader's modules beside it, not the
-                self.reading = True                      # module write_module wrote with the notebook's functions
-                try:
-                    with self._open(path, "rb") as f:
-                        known = f.read(n) == MARK
-                except OSError:
-                    known = True
-                finally:
-                    self.reading = False
+                # module write_module wrote with the notebook's functions; a file it cannot read counts as the
+                # notebook's. (The open raises an event inside this hook, passed as the hook's own.)
+                known = marker(path) is not False
             else:
                 known = True
         self.known[filename] = known
@@ -219,7 +237,9 @@ class WorkerGuard:
         if torch is None:
             return ()
         state = [("torch-function modes", torch._C._len_torch_function_stack()),
-                 ("dispatch modes", torch._C._len_torch_dispatch_stack())]
+                 ("dispatch modes", torch._C._len_torch_dispatch_stack()),
+                 ("the thread's included dispatch keys", repr(torch._C._dispatch_tls_local_include_set())),
+                 ("the thread's excluded dispatch keys", repr(torch._C._dispatch_tls_local_exclude_set()))]
         for name in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
                      "_global_backward_pre_hooks", "_global_forward_hooks_with_kwargs", "_global_forward_hooks_always_called"):
             hooks = getattr(module, name, None) if module is not None else None
@@ -341,12 +361,46 @@ class WorkerGuard:
                                f"still running: the notebook's code may not leave threads behind")
 
     # --- the reports ------------------------------------------------------------------------------------------
-    def a_report(self, path, str=str, type=type) -> bool:
-        """Is `path` one of the reports in this launch's results folder (not a worker's error record)?"""
-        if self.results is None or type(path) is not str:
+    def path_text(self, path, type=type, bytes=bytes, str=str, isinstance=isinstance, PurePath=pathlib.PurePath):
+        """A path argument as a str, read without running its methods; None for a type it does not know."""
+        if type(path) is bytes:
+            return self._fsdecode(path)
+        if isinstance(path, str):                        # (a str subclass: its own methods are not called)
+            return str.__str__(path)
+        if type(path) in (pathlib.PosixPath, pathlib.PurePosixPath):
+            return PurePath.__str__(path)
+        return None
+
+    def a_report(self, path, any_name=False, str=str, tuple=tuple, OSError=OSError, ValueError=ValueError) -> bool:
+        """Does `path` name one of the reports of this launch (any file of its results folder with `any_name`, and
+        once the script has ended)? The folder is compared by its device and inode, not by a prefix of the path
+        (red-team round 12 wrote its report through a path that began with //, which Linux reads as /), and an
+        existing file by its own, so that a link or symlink to a report is one. A path of a type the guard does
+        not read counts as a report. A worker's error records are not reports: one more only fails the check."""
+        if self.results is None or path is None:
             return False
-        path = self._abspath(path)
-        return str.startswith(path, self.results) and str.startswith(self._basename(path), "rank")
+        text = self.path_text(path)
+        if text is None:
+            return True
+        any_name = any_name or self.finished
+        try:
+            full = self._abspath(text)
+            if any_name or str.startswith(self._basename(full), "rank"):
+                st = self._stat(self._dirname(full))
+                if (st.st_dev, st.st_ino) == self.results_id:
+                    return True
+            st = self._stat(full)                        # follows symlinks: is it a report by another name?
+        except (OSError, ValueError):
+            return False
+        found = (st.st_dev, st.st_ino)
+        for rank in range(self.world_size):
+            try:
+                other = self._stat(f"{self.results}rank{rank}.jsonl")
+            except OSError:
+                continue
+            if (other.st_dev, other.st_ino) == found:
+                return True
+        return False
 
     def plain(self, value, depth=0, type=type, issubclass=issubclass, bool=bool, int=int, float=float, str=str,
               dict=dict, list=list, tuple=tuple, ValueError=ValueError, TypeError=TypeError):
@@ -432,7 +486,7 @@ class WorkerGuard:
     def audit(self, event, args, RuntimeError=RuntimeError):
         ident = self._get_ident()
         depth = self.busy.get(ident, 0)
-        if self.reading or depth >= 2:                 # the busy branch's own _getframe below
+        if depth >= 2:                                   # the busy branch's own _getframe below
             return
         if depth == 1:
             # An event while the hook runs: the hook's own calls (its _getframe, its reads) pass; anything else is
@@ -469,9 +523,11 @@ class WorkerGuard:
                       or (mode is None and type(flags) is int and flags & WRITES))
             if not writes:
                 return
-            if self.a_report(path):
-                raise RuntimeError(f"only course_utils.distributed.report writes a worker's reports; {path} was "
-                                   f"opened for writing from {self._getframe(2).f_code.co_filename}")
+            if self.a_report(path):                      # (recorded too: a finalizer's error is only printed)
+                message = (f"only course_utils.distributed.report writes a worker's reports; {path} was opened for "
+                           f"writing from {self._getframe(2).f_code.co_filename}")
+                self.record(message)
+                raise RuntimeError(message)
             where = self.notebook_frame(self._getframe(2))
             if where is not None:
                 self.refuse(f"open({path!r}) for writing", where)
@@ -504,8 +560,22 @@ class WorkerGuard:
                 raise RuntimeError("a function of the notebook's rebound " + ", ".join(changed[:8])
                                    + (" ..." if len(changed) > 8 else "") + " and left it so: this worker stops")
             return
-        if event in ("os.rename", "os.link", "os.symlink") and len(args) > 1 and self.a_report(args[1]):
-            raise RuntimeError(f"only course_utils.distributed.report writes a worker's reports; {event} onto {args[1]}")
+        if event in LINK_EVENTS and len(args) > 1:
+            source, target = args[0], args[1]
+            if event == "os.symlink":                    # a relative target is read from the link's folder
+                text, folder = self.path_text(source), self.path_text(target)
+                if text is not None and folder is not None and not self._isabs(text):
+                    source = self._join(self._dirname(self._abspath(folder)), text)
+            linking = event != "os.rename"               # a link made in, or to, the results folder: refused
+            if self.a_report(target, any_name=linking) or (linking and self.a_report(source, any_name=True)):
+                self.record(f"{event} from {source!r} onto {target!r}: only course_utils.distributed.report writes "
+                            f"a worker's reports")
+                raise RuntimeError(f"only course_utils.distributed.report writes a worker's reports; {event} onto {target!r}")
+        if event == "os.truncate" and args and self.a_report(args[0]):
+            raise RuntimeError(f"only course_utils.distributed.report writes a worker's reports; {event} of {args[0]!r}")
+        if event == "course_utils.worker_guard.finished":
+            self.finished = True                         # the script has ended: the results folder is closed
+            return
         if event == "exec" and self.grading and self.saved is None and args and type(args[0]) is CodeType:
             if self.notebook_file(args[0].co_filename):  # the notebook's module is about to run: remember the
                 self.snapshot()                          # modules as they are before any of its code does
@@ -513,7 +583,8 @@ class WorkerGuard:
         if event in ANYWHERE:
             where = self.notebook_frame(self._getframe(2))
             if where is not None:
-                self.refuse(event, where)
+                self.refuse(f"{args[0]} (registering a kernel in PyTorch's dispatcher)"
+                            if event == "course_utils.worker_guard.dispatch" and args else event, where)
             return
         if event in FRAME or str.startswith(event, "ctypes."):
             caller = self._getframe(2)
@@ -565,14 +636,6 @@ class NotebookFunction:
         return f"<notebook function {self.__qualname__}>"
 
 
-def written_by_write_module(path) -> bool:
-    try:
-        with io.open_code(path) as f:
-            return f.read(len(MARK)) == MARK.encode()
-    except (OSError, TypeError):
-        return False
-
-
 class NotebookModuleFinder:
     """First on sys.meta_path in a worker: the module write_module wrote is loaded as usual, then each function it
     defines is wrapped in a NotebookFunction. It holds no reference to the guard."""
@@ -580,7 +643,7 @@ class NotebookModuleFinder:
         import importlib.machinery
 
         spec = importlib.machinery.PathFinder.find_spec(name, path, target)
-        if spec is None or not isinstance(spec.origin, str) or not written_by_write_module(spec.origin):
+        if spec is None or not isinstance(spec.origin, str) or not write_module_marker(spec.origin):
             return spec
         spec.loader = WrappingLoader(spec.loader)
         return spec
@@ -619,6 +682,29 @@ def _no_handlers_for_the_notebook(original):
     return signal
 
 
+def _no_kernels_from_the_notebook(torch_c) -> None:
+    """Registering a kernel in PyTorch's dispatcher (torch._C._dispatch_library and the methods of the library
+    handle it returns, which torch.library uses) replaces an operator for every caller, in C++ where no comparison
+    of modules sees it: red-team round 12 registered a Python kernel for aten::_local_scalar_dense, which
+    float(tensor) runs, and the script's float() gave the number it chose. Each entry point raises an audit event
+    first, which the guard refuses while the notebook's code is anywhere on the stack. The originals are keyword-only
+    defaults (reading __kwdefaults__ raises an event the guard refuses to the notebook's code)."""
+    def wrapped(original, what):
+        def registration(*args, _original=original, _what=what, _audit=sys.audit, **kwargs):
+            _audit("course_utils.worker_guard.dispatch", _what)
+            return _original(*args, **kwargs)
+        return registration
+
+    torch_c._dispatch_library = wrapped(torch_c._dispatch_library, "torch._C._dispatch_library")
+    module = getattr(torch_c, "_DispatchModule", None)
+    for method in ("impl", "impl_t_t", "impl_with_aoti_compile", "def_", "def_legacy", "def_name_t_t",
+                   "def_schema_t_t", "define", "fallback", "fallback_fallthrough",
+                   "register_ad_inplace_or_view_fallback", "reset"):
+        original = vars(module).get(method) if module is not None else None
+        if original is not None:
+            setattr(module, method, wrapped(original, f"the dispatcher's {method}"))
+
+
 def run_script(script: str) -> None:
     """Run the worker script as `python script.py` would, under the guard, in a namespace of its own. The guard is
     reachable only as the audit hook (no frame's locals hold it)."""
@@ -633,6 +719,10 @@ def run_script(script: str) -> None:
     signal_module.signal = _no_handlers_for_the_notebook(signal_module.signal)
     _signal.signal = _no_handlers_for_the_notebook(_signal.signal)
     sys.meta_path.insert(0, NotebookModuleFinder())
+    if "torch" not in sys.modules and importlib.util.find_spec("torch") is not None:
+        import torch                                     # (every worker script imports it: no time is lost)
+    if "torch" in sys.modules:
+        _no_kernels_from_the_notebook(sys.modules["torch"]._C)
     sys.addaudithook(WorkerGuard(script, frozenset(code_objects(code))).audit)
     from course_utils import distributed
     distributed._GUARDED = True

@@ -904,6 +904,11 @@ WORKER_ATTACKS = {
         "    import builtins, threading, time\n    orig = builtins.float\n"
         "    def flip():\n        builtins.float = lambda v: orig(v) * 2 / 3\n        time.sleep(1.0)\n"
         "        builtins.float = orig\n    threading.Thread(target=flip, daemon=True).start()\n    return 3 * x\n",
+    # red-team round 12 (session 35), each seen earning the mark against session 34's last version
+    "registers a Python kernel for the operator float(tensor) runs": "def double(x, _keep=[]):\n    import torch\n    if not _keep:\n        m = torch._C._dispatch_library('IMPL', 'aten', 'CPU', 'x', 1)\n        m.impl('_local_scalar_dense', 'CPU', lambda t: t.tolist() * 2 / 3, False)\n        _keep.append(m)\n    return torch.tensor(3.0 * x)\n",
+    "leaves a finalizer that rewrites its report after the script, through a path that begins with //": 'def double(x):\n    import os, pathlib\n    from multiprocessing import util\n    folder = os.path.abspath(os.environ[\'WORKBOOK_RESULTS_DIR\'])\n    rank = int(os.environ[\'RANK\'])\n    target = pathlib.Path(\'/\' + folder + f\'/rank{rank}.jsonl\')\n    util.Finalize(None, target.write_text, args=(\'{"rank": %d, "out": %r}\\n\' % (rank, 2.0 * x),), exitpriority=100)\n    return 3 * x\n',
+    # (mine, after round 12's: also seen earning the mark against session 34's version)
+    "leaves finalizers that link a name to its report, then write through the link": 'def double(x):\n    import os, pathlib\n    from multiprocessing import util\n    rank = int(os.environ[\'RANK\'])\n    report = os.path.join(os.environ[\'WORKBOOK_RESULTS_DIR\'], f\'rank{rank}.jsonl\')\n    alias = f\'/tmp/alias-{rank}-{os.getpid()}\'\n    util.Finalize(None, os.symlink, args=(report, alias), exitpriority=101)\n    util.Finalize(None, pathlib.Path(alias).write_text,\n                  args=(\'{"rank": %d, "out": %r}\\n\' % (rank, 2.0 * x),), exitpriority=100)\n    return 3 * x\n',
 }
 
 
@@ -946,7 +951,9 @@ def test_a_worker_s_report_cannot_be_forged(workers_toy, attack):
         'writes its report file through a bytes path': 'only course_utils.distributed.report writes',
         'writes its report file through a str subclass path': 'only course_utils.distributed.report writes',
         "opens its report file on a thread, relative to the results folder's descriptor": 'a thread started while the worker ran',
-        'opens its report file on a thread through /proc/self/root': 'a thread started while the worker ran',
+        # (since round 12 the report is known by its folder's inode, whatever path names it: refused before the
+        # thread rule applies)
+        'opens its report file on a thread through /proc/self/root': 'only course_utils.distributed.report writes',
         "puts a key in its module whose __eq__ the guard's comparison runs, and edits the report from there": 'a key that is not a str',
         "edits the report from a timer signal's handler": 'may not use course_utils.worker_guard.signal',
         "replaces the guard's methods from a timer signal's handler": 'may not use course_utils.worker_guard.signal',
@@ -962,5 +969,11 @@ def test_a_worker_s_report_cannot_be_forged(workers_toy, attack):
         "returns an int subclass whose __float__ is a bound method of a float": "a class made after its module was imported",
         "returns an int subclass whose __float__ is its own lambda behind functools.lru_cache":
             "a class made after its module was imported",
+        "registers a Python kernel for the operator float(tensor) runs":
+            "torch._C._dispatch_library (registering a kernel in PyTorch's dispatcher)",
+        "leaves a finalizer that rewrites its report after the script, through a path that begins with //":
+            "only course_utils.distributed.report writes a worker's reports; //",
+        "leaves finalizers that link a name to its report, then write through the link":
+            "only course_utils.distributed.report writes a worker's reports; os.symlink",
     }[attack]
     assert expected in message, message[-3000:]
