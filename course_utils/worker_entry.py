@@ -57,7 +57,7 @@ def _save(record: dict) -> None:
         write_json_atomically(Path(folder) / f"error-rank{record['rank']}-attempt{record['attempt']}.json", record)
 
 
-def main(argv: list[str] | None = None, *, _audit=sys.audit) -> None:
+def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         sys.exit("usage: python -m course_utils.worker_entry script.py [args...]")
@@ -80,10 +80,6 @@ def main(argv: list[str] | None = None, *, _audit=sys.audit) -> None:
     except BaseException as err:
         _record(err, script, forked)
         raise
-    finally:
-        # The script has ended: from here on nothing may write into the results folder (red-team round 12 left a
-        # multiprocessing finalizer that rewrote the report after the script, with only library code on the stack).
-        _audit("course_utils.worker_guard.finished")
 
 
 def _as_a_program() -> None:

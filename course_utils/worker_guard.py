@@ -136,7 +136,6 @@ class WorkerGuard:
             self.results_id = (st.st_dev, st.st_ino) if st else None
         except OSError:
             self.results_id = None
-        self.finished = False                            # set when the script has ended (worker_entry says so)
         self._os_open, self._os_write, self._os_close = os.open, os.write, os.close
         self._getpid, self._time_ns, self.refusals = os.getpid, time.time_ns, 0
         self.append_flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
@@ -372,17 +371,17 @@ class WorkerGuard:
         return None
 
     def a_report(self, path, any_name=False, str=str, tuple=tuple, OSError=OSError, ValueError=ValueError) -> bool:
-        """Does `path` name one of the reports of this launch (any file of its results folder with `any_name`, and
-        once the script has ended)? The folder is compared by its device and inode, not by a prefix of the path
-        (red-team round 12 wrote its report through a path that began with //, which Linux reads as /), and an
-        existing file by its own, so that a link or symlink to a report is one. A path of a type the guard does
-        not read counts as a report. A worker's error records are not reports: one more only fails the check."""
+        """Does `path` name one of the reports of this launch (any file of its results folder, with `any_name`)?
+        The folder is compared by its device and inode, not by a prefix of the path (red-team round 12 rewrote its
+        report from a finalizer that ran after the script, through a path that began with //, which Linux reads as
+        /), and an existing file by its own, so that a link or symlink to a report is one. A path of a type the
+        guard does not read counts as a report. Other files there are not reports: a worker's error records (one
+        more only fails the check), and the error file torch's own wrapper writes after a failed script."""
         if self.results is None or path is None:
             return False
         text = self.path_text(path)
         if text is None:
             return True
-        any_name = any_name or self.finished
         try:
             full = self._abspath(text)
             if any_name or str.startswith(self._basename(full), "rank"):
@@ -573,9 +572,6 @@ class WorkerGuard:
                 raise RuntimeError(f"only course_utils.distributed.report writes a worker's reports; {event} onto {target!r}")
         if event == "os.truncate" and args and self.a_report(args[0]):
             raise RuntimeError(f"only course_utils.distributed.report writes a worker's reports; {event} of {args[0]!r}")
-        if event == "course_utils.worker_guard.finished":
-            self.finished = True                         # the script has ended: the results folder is closed
-            return
         if event == "exec" and self.grading and self.saved is None and args and type(args[0]) is CodeType:
             if self.notebook_file(args[0].co_filename):  # the notebook's module is about to run: remember the
                 self.snapshot()                          # modules as they are before any of its code does
