@@ -15,16 +15,26 @@ _np = SimpleNamespace(**{name: getattr(np, name) for name in (
 _PLAIN = (bool, int, float, complex)
 
 
+def _one_of(kind: type, types) -> bool:
+    """Is `kind` one of `types`, by identity? `kind in types` compares with ==, and a class whose metaclass defines
+    __eq__ answers that itself: red-team round 13 returned an object of a class that said it was int, and
+    check_equal then asked the object whether it equalled the expected value."""
+    for t in types:
+        if kind is t:
+            return True
+    return False
+
+
 def _plain_values(value: Any, depth: int = 0) -> bool:
     """True for numbers, NumPy arrays and scalars, and lists or tuples of them: values NumPy converts without
     calling any code of theirs (an arbitrary object's __array__, __float__ or __len__ would run during the check)."""
     kind = type(value)
-    if kind in _PLAIN or kind is _np.ndarray or kind in _NUMPY_SCALARS:
+    if _one_of(kind, _PLAIN) or kind is _np.ndarray or id(kind) in _NUMPY_SCALAR_IDS:
         return True
     torch = sys.modules.get("torch")
-    if torch is not None and depth and kind in (torch.Tensor, torch.nn.Parameter):
+    if torch is not None and depth and _one_of(kind, (torch.Tensor, torch.nn.Parameter)):
         return True                              # inside a list: the real classes only (NumPy calls __array__)
-    if kind in (list, tuple) and depth < 32:
+    if (kind is list or kind is tuple) and depth < 32:
         return all(_plain_values(v, depth + 1) for v in value)
     return False
 
@@ -35,7 +45,7 @@ def _to_numpy(value: Any, name: str, failure: type[Exception] = AssertionError) 
     if value is None:
         raise failure(f"{name} is None: did the function forget to `return` its result?")
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(value, torch.Tensor):
+    if torch is not None and issubclass(type(value), torch.Tensor):   # (isinstance would ask value.__class__)
         tensor = _plain_tensor(torch, value, name, failure)
         base = torch._C.TensorBase                # the C methods: nothing patched on torch.Tensor is called
         with torch._C.DisableTorchFunction():     # numpy has no bfloat16, so widen first
@@ -74,17 +84,17 @@ def plain(value: Any, name: str = "result") -> Any:
     student's own class could answer a check's questions (its shape, its sum, ==) however it likes."""
     torch = sys.modules.get("torch")
     kind = type(value)
-    if torch is not None and isinstance(value, torch.Tensor):
+    if torch is not None and issubclass(type(value), torch.Tensor):   # (isinstance would ask value.__class__)
         return _plain_tensor(torch, value, name)
-    if kind in _EXACT:
+    if _one_of(kind, _EXACT):
         return value
     if kind is _np.ndarray:
         if value.dtype == object:
             raise AssertionError(f"{name} is a NumPy array of Python objects; return numbers")
         return value.copy()
-    if kind in _NUMPY_SCALARS:                # NumPy's own scalar types only: a subclass can claim __module__ "numpy"
+    if id(kind) in _NUMPY_SCALAR_IDS:         # NumPy's own scalar types only: a subclass can claim __module__ "numpy"
         return kind(value)
-    if kind in (tuple, list):
+    if kind is tuple or kind is list:
         return kind(plain(v, f"{name}[{i}]") for i, v in enumerate(value))
     raise AssertionError(f"{name} must be a tensor, an array, a number, or a tuple or list of them; "
                          f"got {kind.__name__}")
@@ -156,17 +166,18 @@ _EXACT = (bool, int, float, complex, str, bytes, type(None))
 # __module__ is) has methods of its own that a check would call.
 _NUMPY_SCALARS = frozenset(t for t in vars(np).values() if isinstance(t, type) and issubclass(t, _np.generic)
                            and t.__module__ == "numpy")
+_NUMPY_SCALAR_IDS = frozenset(map(id, _NUMPY_SCALARS))   # looked up by id: hashing a class can run its metaclass
 
 
 def _exactly_plain(value: Any, depth: int = 0) -> bool:
     """Built-in values all the way down (numbers, strings, None, and tuples, lists and dicts of them): comparing
     them with == runs only Python's own code, never a method of the value's class."""
     kind = type(value)
-    if kind in _EXACT:
+    if _one_of(kind, _EXACT):
         return True
     if depth >= 32:
         return False
-    if kind in (tuple, list):
+    if kind is tuple or kind is list:
         return all(_exactly_plain(v, depth + 1) for v in value)
     if kind is dict:
         return all(_exactly_plain(k, depth + 1) and _exactly_plain(v, depth + 1) for k, v in value.items())

@@ -102,6 +102,29 @@ def write_module_marker(path, open_code=io.open_code, MARK=MARK.encode(), n=len(
         return None
 
 
+def _normalized(path, split=str.split, join=str.join, list=list) -> str:
+    """posixpath.normpath of an absolute path, with the methods of str and list only: posixpath's own functions
+    look up `os` and their module's globals each time they run, and the notebook's code could have rebound those
+    (red-team round 13 ran its code inside the hook through a dict it had swapped in: nothing the hook calls may be
+    Python code of a library's)."""
+    parts = []
+    for part in split(path, "/"):
+        if part == "" or part == ".":
+            continue
+        if part == "..":
+            if parts:
+                list.pop(parts)
+            continue
+        list.append(parts, part)
+    return "/" + join("/", parts)
+
+
+def _parent_and_name(path, rpartition=str.rpartition) -> tuple:
+    """The folder and the last component of an absolute path (the folder is '/' for a file at the root)."""
+    folder, _, name = rpartition(path, "/")
+    return folder or "/", name
+
+
 class WorkerGuard:
     def __init__(self, script: str, script_codes: frozenset = frozenset()):
         self.script = os.path.abspath(script)
@@ -121,8 +144,6 @@ class WorkerGuard:
         # Everything the hook calls is captured now, before any of the notebook's code runs: a replaced builtin or
         # os.path function would otherwise run the notebook's code inside the hook, where nothing is checked.
         self._getframe, self._modules = sys._getframe, sys.modules
-        self._abspath, self._normpath, self._dirname, self._basename = (os.path.abspath, os.path.normpath,
-                                                                        os.path.dirname, os.path.basename)
         self.builtin_names = frozenset(vars(builtins))
         self.rank, self.local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
         self.node, self.attempt = int(os.environ.get("GROUP_RANK", "0")), int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
@@ -130,7 +151,7 @@ class WorkerGuard:
         self.results = os.path.abspath(folder) + "/" if folder else None
         self.report_path = f"{self.results}rank{self.rank}.jsonl" if self.results else None
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self._stat, self._join, self._isabs = os.stat, os.path.join, os.path.isabs
+        self._stat, self._getcwd = os.stat, os.getcwd
         try:                                             # the folder itself, whatever path names it
             st = os.stat(self.results) if self.results else None
             self.results_id = (st.st_dev, st.st_ino) if st else None
@@ -149,7 +170,9 @@ class WorkerGuard:
         self.main_thread = _thread.get_ident()
         self.known_classes: frozenset = frozenset()
         self.torch_state: tuple = ()
-        self._fsdecode = os.fsdecode
+        self.torch_functions: tuple = ()                 # torch's C functions that read its mode stacks, from the snapshot
+        self.hooks_saved: tuple = ()                     # torch's global hook dicts, as the snapshot found them
+        self.step_wrapper = None                         # the code of torch.optim's wrapper round an optimizer's step
 
     # Every method below binds the builtins and modules it uses as default arguments, taken when this module was
     # imported (before any of the notebook's code ran): a builtin or a module attribute the notebook's code replaced
@@ -164,11 +187,13 @@ class WorkerGuard:
             return known
         if str.startswith(filename, "<"):               # frozen importlib, or code a library compiled from a string
             known = False
+        elif not str.startswith(filename, "/"):          # a relative file name: not one the guard can place
+            known = True
         else:
-            path = self._normpath(filename)
+            path = _normalized(filename)
             if str.startswith(path, self.library):
                 known = False
-            elif self._dirname(path) == self.folder:   # the script and the grader's modules beside it, not the
+            elif _parent_and_name(path)[0] == self.folder:   # the script and the grader's modules beside it, not the
                 # module write_module wrote with the notebook's functions; a file it cannot read counts as the
                 # notebook's. (The open raises an event inside this hook, passed as the hook's own.)
                 known = marker(path) is not False
@@ -205,11 +230,12 @@ class WorkerGuard:
     # --- what the modules were --------------------------------------------------------------------------------
     def snapshot(self, dict=dict, list=list, frozenset=frozenset, vars=vars, issubclass=issubclass, id=id, type=type,
                  tuple=tuple, len=len, ModuleType=types.ModuleType, itemgetter=operator.itemgetter) -> None:
-        def entry(namespace, only=None):
-            watched = [(k, v) for k, v in list(namespace.items()) if self.watched(v) and (only is None or k in only)]
+        def entry(namespace, only=None, every_value=False):
+            watched = [(k, v) for k, v in list(namespace.items())
+                       if (every_value or self.watched(v)) and (only is None or k in only)]
             keys = tuple(k for k, _ in watched)
             return (namespace, keys, itemgetter(*keys) if keys else None, tuple(v for _, v in watched),
-                    len(namespace), frozenset(namespace))
+                    len(namespace), frozenset(namespace), tuple(namespace))
         modules, classes = [], {}
         for name, module in list(dict.items(self._modules)):
             if issubclass(type(module), ModuleType):
@@ -217,33 +243,58 @@ class WorkerGuard:
                     namespace = vars(module)
                 except TypeError:
                     continue
-                # sys's hooks and streams change as a matter of course: only what a report relies on is compared
-                modules.append((name, module, entry(namespace, ("audit", "addaudithook", "modules") if module is sys else None)))
-        for _, _, (_, _, _, values, _, _) in modules:    # every class a module names: a class attribute set raises
+                # sys's hooks and streams change as a matter of course: only what a report relies on is compared.
+                # A module the grader wrote beside the script is compared whole, its plain values too (a constant
+                # or a config object the script reads).
+                file = dict.get(namespace, "__file__")
+                beside = (type(file) is str and str.startswith(file, "/")
+                          and _parent_and_name(_normalized(file))[0] == self.folder and not self.notebook_file(file))
+                modules.append((name, module, entry(namespace, ("audit", "addaudithook", "modules") if module is sys else None,
+                                                    every_value=beside)))
+        for _, _, (_, _, _, values, _, _, _) in modules:    # every class a module names: a class attribute set raises
             for value in values:                          # no audit event (torch.Tensor.tolist = ...)
                 if issubclass(type(value), type) and id(value) not in classes:
                     classes[id(value)] = (value, entry(type.__dict__["__dict__"].__get__(value)))
         self.saved, self.classes = modules, list(dict.values(classes))
         self.known_classes = frozenset(classes)          # their ids (the classes stay alive: modules name them)
+        torch = dict.get(self._modules, "torch")
+        if torch is not None:
+            c = torch._C
+            self.torch_functions = (c._len_torch_function_stack, c._len_torch_dispatch_stack,
+                                    c._dispatch_tls_local_include_set, c._dispatch_tls_local_exclude_set)
+        hooks = []
+        for module_name, names in (("torch.nn.modules.module", ("_global_forward_hooks", "_global_forward_pre_hooks",
+                                    "_global_backward_hooks", "_global_backward_pre_hooks",
+                                    "_global_forward_hooks_with_kwargs", "_global_forward_hooks_always_called")),
+                                   ("torch.optim.optimizer", ("_global_optimizer_pre_hooks", "_global_optimizer_post_hooks"))):
+            module = dict.get(self._modules, module_name)
+            namespace = vars(module) if module is not None else {}
+            for name in names:
+                if name in namespace:
+                    hooks.append((f"{module_name}.{name}", namespace, name, namespace[name]))
+        self.hooks_saved = tuple(hooks)
+        optimizer = dict.get(self._modules, "torch.optim.optimizer")
+        if optimizer is not None:                        # torch.optim wraps each optimizer class's step, once
+            for const in optimizer.Optimizer.profile_hook_step.__code__.co_consts:
+                if type(const) is types.CodeType and const.co_name == "wrapper":
+                    self.step_wrapper = const
         self.torch_state = self.torch_hooks()
 
-    def torch_hooks(self, dict=dict, len=len, getattr=getattr) -> tuple:
+    def torch_hooks(self, dict=dict, repr=repr, object_repr=object.__repr__) -> tuple:
         """What torch keeps outside any module attribute that makes its later operations run someone's code: the
-        torch-function and dispatch mode stacks, and the global nn.Module hooks (red-team round 11 left a
-        TorchFunctionMode on, and the script's float() of a tensor it returned ran the mode's code)."""
-        torch = dict.get(self._modules, "torch")
-        module = dict.get(self._modules, "torch.nn.modules.module")
-        if torch is None:
+        torch-function and dispatch mode stacks, the thread's dispatch keys, and the global hooks of nn.Module and
+        of the optimizers (red-team round 11 left a TorchFunctionMode on, and the script's float() of a tensor it
+        returned ran the mode's code). Read with the C functions and the dicts the snapshot found: round 13 put a
+        dict of its own class in place of a hook dict, and its __len__ ran inside this hook."""
+        if not self.torch_functions:
             return ()
-        state = [("torch-function modes", torch._C._len_torch_function_stack()),
-                 ("dispatch modes", torch._C._len_torch_dispatch_stack()),
-                 ("the thread's included dispatch keys", repr(torch._C._dispatch_tls_local_include_set())),
-                 ("the thread's excluded dispatch keys", repr(torch._C._dispatch_tls_local_exclude_set()))]
-        for name in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                     "_global_backward_pre_hooks", "_global_forward_hooks_with_kwargs", "_global_forward_hooks_always_called"):
-            hooks = getattr(module, name, None) if module is not None else None
-            if hooks is not None:
-                state.append((f"torch.nn.Module {name}", len(hooks)))
+        function_modes, dispatch_modes, included, excluded = self.torch_functions
+        state = [("torch-function modes", function_modes()), ("dispatch modes", dispatch_modes()),
+                 ("the thread's included dispatch keys", repr(included())),
+                 ("the thread's excluded dispatch keys", repr(excluded()))]
+        for name, namespace, key, saved in self.hooks_saved:
+            current = dict.get(namespace, key)
+            state.append((name, dict.__len__(saved) if current is saved else f"replaced by {object_repr(current)}"))
         return tuple(state)
 
     def torch_changed(self, zip=zip) -> list:
@@ -256,7 +307,7 @@ class WorkerGuard:
               is_=operator.is_) -> list:
         """The watched keys of a snapshot entry whose value is no longer the one saved (a library's own wrapper
         round it aside), and the keys added since. One C-level fetch and comparison when nothing changed."""
-        namespace, keys, getter, values, count, every = entry
+        namespace, keys, getter, values, count, every, order = entry
         found = []
         if getter is not None:
             try:
@@ -266,9 +317,12 @@ class WorkerGuard:
             if len(keys) == 1:
                 current = (current,)
             if not all(map(is_, current, values)):
-                found = [k for k, c, v in zip(keys, current, values) if c is not v and not self.wraps(c, v)]
-        if len(namespace) != count:                      # new keys, as 1-tuples; a key that is not exactly a str is
-            for k in list(iter(namespace)):               # not hashed or compared (its methods are someone's code)
+                found = [k for k, c, v in zip(keys, current, values) if c is not v and not self.wraps(c, v, k)]
+        # new keys, as 1-tuples, looked for when the keys are not the same objects in the same order (round 13 took
+        # one key out and put another in, which left the count as it was); a key that is not exactly a str is not
+        # hashed or compared (its methods are someone's code)
+        if len(namespace) != count or not all(map(is_, list(iter(namespace)), order)):
+            for k in list(iter(namespace)):
                 if type(k) is not str:
                     found.append(("a key that is not a str",))
                 elif k not in every:
@@ -311,19 +365,26 @@ class WorkerGuard:
                 break
         return found
 
-    def wraps(self, new, old, type=type, dict=dict, FunctionType=types.FunctionType) -> bool:
-        """Is `new` a library's wrapper round `old` (functools.wraps, followed down)? torch.optim wraps an
-        optimizer class's step with its profiling hook when the first one is made."""
-        for _ in range(8):
-            if type(new) is not FunctionType or self.notebook_file(new.__code__.co_filename):
-                return False
-            new = dict.get(new.__dict__, "__wrapped__")
-            if new is old:
-                return True
+    def wraps(self, new, old, key, type=type, FunctionType=types.FunctionType, ValueError=ValueError) -> bool:
+        """Is `new` torch.optim's own wrapper round `old`, an optimizer class's step? torch.optim wraps each
+        optimizer class's step with its profiling hook when the first one is made. Only that wrapper's code, under
+        the name step, closing over `old` itself (not its __wrapped__ attribute, which anyone can set: red-team
+        round 13 set it on functools.singledispatch's closure round a function of its own)."""
+        if key != "step" or self.step_wrapper is None or type(new) is not FunctionType:
+            return False
+        if new.__code__ is not self.step_wrapper or new.__closure__ is None:
+            return False
+        for cell in new.__closure__:
+            try:
+                if cell.cell_contents is old:
+                    return True
+            except ValueError:                           # an empty cell
+                continue
         return False
 
     def plain_result(self, value, depth=0, seen=None, type=type, id=id, dict=dict, list=list, tuple=tuple,
-                     RuntimeError=RuntimeError, PLAIN=(int, float, bool, str, bytes, complex, type(None))) -> None:
+                     RuntimeError=RuntimeError,
+                     PLAIN=frozenset(map(id, (int, float, bool, str, bytes, complex, type(None))))) -> None:
         """What a notebook function hands the script (while grading) is made of the built-in scalar types, lists,
         tuples and dicts of them, and objects of classes that existed when the notebook's module was imported
         (torch.Tensor): never of a class made since, whose special methods could be anything that runs later in the
@@ -333,12 +394,12 @@ class WorkerGuard:
         if self.saved is None:
             return
         seen = [0] if seen is None else seen
-        kind = type(value)
-        if kind not in PLAIN and id(kind) not in self.known_classes:
+        kind = type(value)                               # by identity: a metaclass's __eq__ could call a class int
+        if id(kind) not in PLAIN and id(kind) not in self.known_classes:
             raise RuntimeError(f"a function of the notebook's returned an object of type "
                                f"{type.__getattribute__(kind, '__qualname__')}, a class made after its module was "
                                f"imported: return plain values (numbers, strings, lists, tuples, dicts) or tensors")
-        if kind not in (list, tuple, dict):
+        if kind is not list and kind is not tuple and kind is not dict:
             return
         if depth >= 8:                                   # what cannot be looked into is refused, not passed
             raise RuntimeError("a function of the notebook's returned containers nested more than 8 levels deep")
@@ -360,15 +421,29 @@ class WorkerGuard:
                                f"still running: the notebook's code may not leave threads behind")
 
     # --- the reports ------------------------------------------------------------------------------------------
-    def path_text(self, path, type=type, bytes=bytes, str=str, isinstance=isinstance, PurePath=pathlib.PurePath):
-        """A path argument as a str, read without running its methods; None for a type it does not know."""
-        if type(path) is bytes:
-            return self._fsdecode(path)
-        if isinstance(path, str):                        # (a str subclass: its own methods are not called)
+    def path_text(self, path, type=type, bytes=bytes, str=str, issubclass=issubclass, AttributeError=AttributeError,
+                  paths=(pathlib.PosixPath, pathlib.PurePosixPath), text_of=pathlib.PurePath.__dict__["_str"]):
+        """A path argument as a str, read without running its methods (or a library's Python code); None for a
+        type it does not know."""
+        kind = type(path)
+        if kind is bytes:
+            return bytes.decode(path, "utf-8", "surrogateescape")
+        if issubclass(kind, str):                        # (a str subclass: its own methods are not called)
             return str.__str__(path)
-        if type(path) in (pathlib.PosixPath, pathlib.PurePosixPath):
-            return PurePath.__str__(path)
+        if kind is paths[0] or kind is paths[1]:         # the text pathlib computed when the path was opened
+            try:
+                text = text_of.__get__(path, kind)
+            except AttributeError:
+                return None
+            return str.__str__(text) if issubclass(type(text), str) else None
         return None
+
+    def shown(self, path, type=type, repr=repr) -> str:
+        """A path for a message, read as path_text reads it (repr of an object of the notebook's would run its code)."""
+        text = self.path_text(path)
+        if text is not None:
+            return repr(text)
+        return f"a path of type {type.__getattribute__(type(path), '__qualname__')}"
 
     def a_report(self, path, any_name=False, str=str, tuple=tuple, OSError=OSError, ValueError=ValueError) -> bool:
         """Does `path` name one of the reports of this launch (any file of its results folder, with `any_name`)?
@@ -377,15 +452,16 @@ class WorkerGuard:
         /), and an existing file by its own, so that a link or symlink to a report is one. A path of a type the
         guard does not read counts as a report. Other files there are not reports: a worker's error records (one
         more only fails the check), and the error file torch's own wrapper writes after a failed script."""
-        if self.results is None or path is None:
-            return False
+        if self.results is None or path is None or type(path) is int:
+            return False                                 # (a descriptor was checked when it was opened)
         text = self.path_text(path)
         if text is None:
             return True
         try:
-            full = self._abspath(text)
-            if any_name or str.startswith(self._basename(full), "rank"):
-                st = self._stat(self._dirname(full))
+            full = text if str.startswith(text, "/") else self._getcwd() + "/" + text
+            folder, name = _parent_and_name(full)        # the OS resolves . and .. and // in what is stat'ed
+            if any_name or str.startswith(name, "rank"):
+                st = self._stat(folder)
                 if (st.st_dev, st.st_ino) == self.results_id:
                     return True
             st = self._stat(full)                        # follows symlinks: is it a report by another name?
@@ -506,16 +582,12 @@ class WorkerGuard:
         finally:
             del self.busy[ident]
 
-    def _audit(self, event, args, str=str, type=type, len=len, int=int, isinstance=isinstance, any=any,
+    def _audit(self, event, args, str=str, type=type, len=len, int=int, any=any,
                RuntimeError=RuntimeError, CodeType=types.CodeType, WRITES=_WRITES, FRAME=FRAME_EVENTS,
                ANYWHERE=ANYWHERE_EVENTS, BENIGN=BENIGN_GETFRAME):
         if event == "open":
             path = args[0] if len(args) else None
-            if type(path) is bytes:                      # (red-team round 9: a bytes path, and a str subclass,
-                path = self._fsdecode(path)              # skipped these checks)
-            elif isinstance(path, str):
-                path = str.__str__(path)
-            elif path is not None:
+            if type(path) is int:
                 return                                   # a descriptor: opened already, and checked then
             mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
             writes = ((type(mode) is str and any(c in mode for c in "wax+"))
@@ -523,13 +595,13 @@ class WorkerGuard:
             if not writes:
                 return
             if self.a_report(path):                      # (recorded too: a finalizer's error is only printed)
-                message = (f"only course_utils.distributed.report writes a worker's reports; {path} was opened for "
-                           f"writing from {self._getframe(2).f_code.co_filename}")
+                message = (f"only course_utils.distributed.report writes a worker's reports; {self.shown(path)} was "
+                           f"opened for writing from {self._getframe(2).f_code.co_filename}")
                 self.record(message)
                 raise RuntimeError(message)
             where = self.notebook_frame(self._getframe(2))
             if where is not None:
-                self.refuse(f"open({path!r}) for writing", where)
+                self.refuse(f"open({self.shown(path)}) for writing", where)
             return
         if event == "course_utils.distributed.report":
             caller = self._getframe(2)                  # report itself
@@ -562,16 +634,20 @@ class WorkerGuard:
         if event in LINK_EVENTS and len(args) > 1:
             source, target = args[0], args[1]
             if event == "os.symlink":                    # a relative target is read from the link's folder
-                text, folder = self.path_text(source), self.path_text(target)
-                if text is not None and folder is not None and not self._isabs(text):
-                    source = self._join(self._dirname(self._abspath(folder)), text)
+                text, link = self.path_text(source), self.path_text(target)
+                if text is not None and link is not None and not str.startswith(text, "/"):
+                    link = link if str.startswith(link, "/") else self._getcwd() + "/" + link
+                    source = _parent_and_name(link)[0] + "/" + text
             linking = event != "os.rename"               # a link made in, or to, the results folder: refused
             if self.a_report(target, any_name=linking) or (linking and self.a_report(source, any_name=True)):
-                self.record(f"{event} from {source!r} onto {target!r}: only course_utils.distributed.report writes "
-                            f"a worker's reports")
-                raise RuntimeError(f"only course_utils.distributed.report writes a worker's reports; {event} onto {target!r}")
+                message = (f"only course_utils.distributed.report writes a worker's reports; {event} onto "
+                           f"{self.shown(target)}")
+                self.record(f"{message} (from {self.shown(source)})")
+                raise RuntimeError(message)
         if event == "os.truncate" and args and self.a_report(args[0]):
-            raise RuntimeError(f"only course_utils.distributed.report writes a worker's reports; {event} of {args[0]!r}")
+            message = f"only course_utils.distributed.report writes a worker's reports; {event} of {self.shown(args[0])}"
+            self.record(message)
+            raise RuntimeError(message)
         if event == "exec" and self.grading and self.saved is None and args and type(args[0]) is CodeType:
             if self.notebook_file(args[0].co_filename):  # the notebook's module is about to run: remember the
                 self.snapshot()                          # modules as they are before any of its code does

@@ -105,7 +105,7 @@ def test_assert_close_is_not_fooled_by_numpy_patched_during_the_check(monkeypatc
 
 
 def test_check_equal_compares_built_in_values_and_never_asks_an_object():
-    from course_utils import check_equal
+    from course_utils import check_equal, plain
 
     check_equal([(27, 1), (9, 3)], [(27, 1), (9, 3)], "rungs")
     with pytest.raises(AssertionError, match=r"Check failed: rungs. Expected: \[\(27, 1\)\]. Got: \[\(27, 2\)\]."):
@@ -127,6 +127,23 @@ def test_check_equal_compares_built_in_values_and_never_asks_an_object():
 
     with pytest.raises(AssertionError, match="got an object of type Int"):
         check_equal(Int(3), 6, "double(3)")
+
+    class SaysItIsInt(type):                 # red-team round 13: `type(x) in (int, ...)` asks the metaclass's __eq__
+        def __eq__(cls, other):
+            return other is int
+        __hash__ = type.__hash__
+
+    class Liar(int, metaclass=SaysItIsInt):
+        def __eq__(self, other):
+            return True
+        __ne__ = lambda self, other: False
+        __hash__ = int.__hash__
+
+    for sneaky in (Liar(0), [Liar(0)], (Liar(0),)):
+        with pytest.raises(AssertionError, match="got an object of type (Liar|list|tuple)"):
+            check_equal(sneaky, 16 if type(sneaky) is Liar else [16] if type(sneaky) is list else (16,), "bytes")
+    with pytest.raises(AssertionError, match="must be a tensor, an array, a number"):
+        plain(Liar(0), "bytes")
     with pytest.raises(TypeError, match="the expected value is a object"):
         check_equal(1, object(), "bad check")
 

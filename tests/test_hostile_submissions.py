@@ -928,6 +928,11 @@ WORKER_ATTACKS = {
     "leaves a finalizer that rewrites its report after the script, through a path that begins with //": 'def double(x):\n    import os, pathlib\n    from multiprocessing import util\n    folder = os.path.abspath(os.environ[\'WORKBOOK_RESULTS_DIR\'])\n    rank = int(os.environ[\'RANK\'])\n    target = pathlib.Path(\'/\' + folder + f\'/rank{rank}.jsonl\')\n    util.Finalize(None, target.write_text, args=(\'{"rank": %d, "out": %r}\\n\' % (rank, 2.0 * x),), exitpriority=100)\n    return 3 * x\n',
     # (mine, after round 12's: also seen earning the mark against session 34's version)
     "leaves finalizers that link a name to its report, then write through the link": 'def double(x):\n    import os, pathlib\n    from multiprocessing import util\n    rank = int(os.environ[\'RANK\'])\n    report = os.path.join(os.environ[\'WORKBOOK_RESULTS_DIR\'], f\'rank{rank}.jsonl\')\n    alias = f\'/tmp/alias-{rank}-{os.getpid()}\'\n    util.Finalize(None, os.symlink, args=(report, alias), exitpriority=101)\n    util.Finalize(None, pathlib.Path(alias).write_text,\n                  args=(\'{"rank": %d, "out": %r}\\n\' % (rank, 2.0 * x),), exitpriority=100)\n    return 3 * x\n',
+    # red-team round 13 (session 35), each seen earning the mark against round 12's fix
+    "puts a hook dict of its own class in torch, whose __len__ rebinds float inside the guard's hook": "def double(x):\n    import builtins\n    import torch.nn.modules.module as mm\n    orig = builtins.float\n    state = {'armed': True}\n\n    def fake(v):\n        builtins.float = orig                 # put float back before the report's comparison\n        return orig(v) * 2 / 3\n\n    class Hooks(type(mm._global_forward_hooks)):\n        # the guard's torch_hooks() calls len() on this dict, after changed() has compared the modules\n        def __len__(self):\n            if state['armed']:\n                state['armed'] = False\n                builtins.float = fake\n            return dict.__len__(self)\n\n    h = Hooks()\n    h.update(mm._global_forward_hooks)\n    mm._global_forward_hooks = h\n    return 3 * x\n",
+    "returns an int subclass whose metaclass's __eq__ says it is int": "def double(x):\n    class Meta(type):\n        # the guard's return check asks `type(value) not in (int, float, ...)`: the tuple's `in` compares\n        # int == kind, and Python tries the reflected Meta.__eq__ first (Meta is a subclass of int's metaclass)\n        def __eq__(cls, other):\n            return other is int\n        __hash__ = type.__hash__\n\n    class Three(int, metaclass=Meta):\n        def __float__(self):\n            return int(self) * 2 / 3\n\n    return Three(3 * x)\n",
+    "rebinds float to a library closure (functools.singledispatch) whose __wrapped__ it set to float": 'def double(x):\n    import builtins, functools\n    orig = builtins.float\n\n    def fake(*args):\n        if len(args) == 1 and type(args[0]) is int:\n            return orig(args[0]) * 2 / 3\n        return orig(*args)\n\n    # functools.singledispatch returns `wrapper`, a closure defined in the stdlib\'s functools.py that calls fake;\n    # the guard\'s wraps() takes a FunctionType from a library file whose __wrapped__ is the original for\n    # "a library\'s own wrapper round it" (as torch.optim\'s step), so builtins.float stays rebound\n    wrapper = functools.singledispatch(fake)\n    wrapper.__wrapped__ = orig\n    builtins.float = wrapper\n    return 3 * x\n',
+    "takes a key out of the helper's module and puts a global float in, keeping the count": "def double(x):\n    import helper95\n    orig = float\n\n    def fake(v):\n        return orig(v) * 2 / 3\n\n    # the guard looks for new keys in a module's namespace only when its length changed: take one\n    # unwatched key out (a str, never compared) and put a global `float` in, which as_number finds first\n    del helper95.__cached__\n    helper95.float = fake\n    return 3 * x\n",
 }
 
 
@@ -1005,8 +1010,15 @@ def test_a_worker_s_report_cannot_be_forged(workers_toy, attack):
         "registers a Python kernel for the operator float(tensor) runs":
             "torch._C._dispatch_library (registering a kernel in PyTorch's dispatcher)",
         "leaves a finalizer that rewrites its report after the script, through a path that begins with //":
-            "only course_utils.distributed.report writes a worker's reports; //",
+            "only course_utils.distributed.report writes a worker's reports; '//",
         "leaves finalizers that link a name to its report, then write through the link":
             "only course_utils.distributed.report writes a worker's reports; os.symlink",
+        "puts a hook dict of its own class in torch, whose __len__ rebinds float inside the guard's hook":
+            "rebound torch.nn.modules.module._global_forward_hooks",
+        "returns an int subclass whose metaclass's __eq__ says it is int": "a class made after its module was imported",
+        "rebinds float to a library closure (functools.singledispatch) whose __wrapped__ it set to float":
+            "rebound builtins.float",
+        "takes a key out of the helper's module and puts a global float in, keeping the count":
+            "helper95.float (shadows the builtin)",
     }[attack]
     assert expected in message, message[-3000:]
