@@ -46,7 +46,7 @@ report raises in the worker, which fails its launch, so the check that launched 
 The rest of a check's trust comes from the grader (tools/kernel_guard.py checks, at each launch, that the files
 beside the script are the ones the grader's cells wrote). Red-team round 6 earned 6 of 7 marks in notebook 05 by
 replacing a worker's `report`; that, rewriting the worker script and round 8's four ways past the first version of
-this module are cases in tests/test_hostile_submissions.py (the workers toy).
+this module are cases in tests/test_hostile_workers.py (the workers toy).
 """
 from __future__ import annotations
 
