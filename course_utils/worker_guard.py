@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import _thread
 import builtins
+import gc
 import importlib.util
 import io
 import json
@@ -152,6 +153,9 @@ class WorkerGuard:
         self.report_path = f"{self.results}rank{self.rank}.jsonl" if self.results else None
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self._stat, self._getcwd = os.stat, os.getcwd
+        self._gc_isenabled, self._gc_disable, self._gc_enable = gc.isenabled, gc.disable, gc.enable
+        self.gc_namespace, self.gc_callbacks = vars(gc), gc.callbacks
+        self.gc_off = False                              # automatic collection turned off for good (while grading)
         try:                                             # the folder itself, whatever path names it
             st = os.stat(self.results) if self.results else None
             self.results_id = (st.st_dev, st.st_ino) if st else None
@@ -278,18 +282,26 @@ class WorkerGuard:
             for const in optimizer.Optimizer.profile_hook_step.__code__.co_consts:
                 if type(const) is types.CodeType and const.co_name == "wrapper":
                     self.step_wrapper = const
+        # While grading, no automatic collection from here on: it would run the notebook's finalizers and gc
+        # callbacks between its calls, where no rule watches (round 14). Each event the hook sees turns it off
+        # again (gc.enable() by the notebook's code lasts until its next event, its return at the latest), and
+        # gc.callbacks is compared with the rest. (A worker's scripts make few reference cycles.)
+        self._gc_disable()
+        self.gc_off = True
         self.torch_state = self.torch_hooks()
 
-    def torch_hooks(self, dict=dict, repr=repr, object_repr=object.__repr__) -> tuple:
+    def torch_hooks(self, dict=dict, list=list, repr=repr, object_repr=object.__repr__) -> tuple:
         """What torch keeps outside any module attribute that makes its later operations run someone's code: the
         torch-function and dispatch mode stacks, the thread's dispatch keys, and the global hooks of nn.Module and
         of the optimizers (red-team round 11 left a TorchFunctionMode on, and the script's float() of a tensor it
         returned ran the mode's code). Read with the C functions and the dicts the snapshot found: round 13 put a
         dict of its own class in place of a hook dict, and its __len__ ran inside this hook."""
+        callbacks = dict.get(self.gc_namespace, "callbacks")
+        state = [("gc.callbacks", list.__len__(self.gc_callbacks) if callbacks is self.gc_callbacks else "replaced")]
         if not self.torch_functions:
-            return ()
+            return tuple(state)
         function_modes, dispatch_modes, included, excluded = self.torch_functions
-        state = [("torch-function modes", function_modes()), ("dispatch modes", dispatch_modes()),
+        state += [("torch-function modes", function_modes()), ("dispatch modes", dispatch_modes()),
                  ("the thread's included dispatch keys", repr(included())),
                  ("the thread's excluded dispatch keys", repr(excluded()))]
         for name, namespace, key, saved in self.hooks_saved:
@@ -575,12 +587,22 @@ class WorkerGuard:
                 self.busy[ident] = 1
             if where == _THIS_FILE:
                 return
-            raise RuntimeError(f"{event} inside the worker guard's hook, from {where}: refused")
+            message = f"{event} inside the worker guard's hook, from {where}: refused"
+            self.record(message)                         # (recorded: round 14 caught it to learn where it ran)
+            raise RuntimeError(message)
+        # No garbage collection while the hook runs: a collection runs gc.callbacks and finalizers, the notebook's
+        # code among them (red-team round 14 appended a gc callback and set the threshold to 1, and its callback
+        # rebound float inside the hook, after the comparison had passed builtins).
+        collecting = self._gc_isenabled()
+        if collecting:
+            self._gc_disable()
         self.busy[ident] = 1
         try:
             self._audit(event, args)
         finally:
             del self.busy[ident]
+            if collecting and not self.gc_off:           # (while grading it stays off: see snapshot)
+                self._gc_enable()
 
     def _audit(self, event, args, str=str, type=type, len=len, int=int, any=any,
                RuntimeError=RuntimeError, CodeType=types.CodeType, WRITES=_WRITES, FRAME=FRAME_EVENTS,
