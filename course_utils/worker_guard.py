@@ -173,7 +173,7 @@ class WorkerGuard:
         self._get_ident = _thread.get_ident
         self.main_thread = _thread.get_ident()
         self.known_classes: frozenset = frozenset()
-        self.torch_state: tuple = ()
+        self.hidden_saved: tuple = ()                    # hidden_state() at the snapshot
         self.torch_functions: tuple = ()                 # torch's C functions that read its mode stacks, from the snapshot
         self.hooks_saved: tuple = ()                     # torch's global hook dicts, as the snapshot found them
         self.step_wrapper = None                         # the code of torch.optim's wrapper round an optimizer's step
@@ -183,7 +183,8 @@ class WorkerGuard:
     # would otherwise run that code inside the hook, where nothing is checked.
 
     # --- whose code is it -------------------------------------------------------------------------------------
-    def notebook_file(self, filename, str=str, type=type, marker=write_module_marker) -> bool:
+    def notebook_file(self, filename, str=str, type=type, dict=dict, marker=write_module_marker,
+                      normalized=_normalized, parent_and_name=_parent_and_name) -> bool:
         if type(filename) is not str:
             return True
         known = dict.get(self.known, filename)
@@ -194,10 +195,10 @@ class WorkerGuard:
         elif not str.startswith(filename, "/"):          # a relative file name: not one the guard can place
             known = True
         else:
-            path = _normalized(filename)
+            path = normalized(filename)
             if str.startswith(path, self.library):
                 known = False
-            elif _parent_and_name(path)[0] == self.folder:   # the script and the grader's modules beside it, not the
+            elif parent_and_name(path)[0] == self.folder:    # the script and the grader's modules beside it, not the
                 # module write_module wrote with the notebook's functions; a file it cannot read counts as the
                 # notebook's. (The open raises an event inside this hook, passed as the hook's own.)
                 known = marker(path) is not False
@@ -239,7 +240,7 @@ class WorkerGuard:
                        if (every_value or self.watched(v)) and (only is None or k in only)]
             keys = tuple(k for k, _ in watched)
             return (namespace, keys, itemgetter(*keys) if keys else None, tuple(v for _, v in watched),
-                    len(namespace), frozenset(namespace), tuple(namespace))
+                    frozenset(namespace), tuple(namespace))
         modules, classes = [], {}
         for name, module in list(dict.items(self._modules)):
             if issubclass(type(module), ModuleType):
@@ -255,7 +256,7 @@ class WorkerGuard:
                           and _parent_and_name(_normalized(file))[0] == self.folder and not self.notebook_file(file))
                 modules.append((name, module, entry(namespace, ("audit", "addaudithook", "modules") if module is sys else None,
                                                     every_value=beside)))
-        for _, _, (_, _, _, values, _, _, _) in modules:    # every class a module names: a class attribute set raises
+        for _, _, (_, _, _, values, _, _) in modules:    # every class a module names: a class attribute set raises
             for value in values:                          # no audit event (torch.Tensor.tolist = ...)
                 if issubclass(type(value), type) and id(value) not in classes:
                     classes[id(value)] = (value, entry(type.__dict__["__dict__"].__get__(value)))
@@ -288,12 +289,12 @@ class WorkerGuard:
         # gc.callbacks is compared with the rest. (A worker's scripts make few reference cycles.)
         self._gc_disable()
         self.gc_off = True
-        self.torch_state = self.torch_hooks()
+        self.hidden_saved = self.hidden_state()
 
-    def torch_hooks(self, dict=dict, list=list, repr=repr, object_repr=object.__repr__) -> tuple:
-        """What torch keeps outside any module attribute that makes its later operations run someone's code: the
-        torch-function and dispatch mode stacks, the thread's dispatch keys, and the global hooks of nn.Module and
-        of the optimizers (red-team round 11 left a TorchFunctionMode on, and the script's float() of a tensor it
+    def hidden_state(self, dict=dict, list=list, tuple=tuple, repr=repr, object_repr=object.__repr__) -> tuple:
+        """What Python and torch keep outside any module attribute that makes later operations run someone's code:
+        gc.callbacks, torch's torch-function and dispatch mode stacks, the thread's dispatch keys, and the global
+        hooks of nn.Module and of the optimizers (red-team round 11 left a TorchFunctionMode on, and the script's float() of a tensor it
         returned ran the mode's code). Read with the C functions and the dicts the snapshot found: round 13 put a
         dict of its own class in place of a hook dict, and its __len__ ran inside this hook."""
         callbacks = dict.get(self.gc_namespace, "callbacks")
@@ -309,17 +310,17 @@ class WorkerGuard:
             state.append((name, dict.__len__(saved) if current is saved else f"replaced by {object_repr(current)}"))
         return tuple(state)
 
-    def torch_changed(self, zip=zip) -> list:
+    def hidden_changed(self, zip=zip) -> list:
         if self.saved is None:
             return []
-        return [f"{name} ({before} -> {now})" for (name, before), (_, now) in zip(self.torch_state, self.torch_hooks())
+        return [f"{name} ({before} -> {now})" for (name, before), (_, now) in zip(self.hidden_saved, self.hidden_state())
                 if now != before]
 
-    def stale(self, entry, len=len, all=all, map=map, zip=zip, list=list, iter=iter, type=type, str=str,
-              is_=operator.is_) -> list:
+    def stale(self, entry, len=len, all=all, map=map, zip=zip, list=list, tuple=tuple, iter=iter, type=type, str=str,
+              KeyError=KeyError, is_=operator.is_) -> list:
         """The watched keys of a snapshot entry whose value is no longer the one saved (a library's own wrapper
         round it aside), and the keys added since. One C-level fetch and comparison when nothing changed."""
-        namespace, keys, getter, values, count, every, order = entry
+        namespace, keys, getter, values, every, order = entry
         found = []
         if getter is not None:
             try:
@@ -333,7 +334,7 @@ class WorkerGuard:
         # new keys, as 1-tuples, looked for when the keys are not the same objects in the same order (round 13 took
         # one key out and put another in, which left the count as it was); a key that is not exactly a str is not
         # hashed or compared (its methods are someone's code)
-        if len(namespace) != count or not all(map(is_, list(iter(namespace)), order)):
+        if len(namespace) != len(order) or not all(map(is_, list(iter(namespace)), order)):
             for k in list(iter(namespace)):
                 if type(k) is not str:
                     found.append(("a key that is not a str",))
@@ -347,7 +348,7 @@ class WorkerGuard:
                 types.MemberDescriptorType, property, staticmethod, classmethod)) -> bool:
         return issubclass(type(value), kinds)           # (isinstance would ask the value for its __class__)
 
-    def changed(self, dict=dict, str=str, len=len, any=any, type=type) -> list[str]:
+    def changed(self, dict=dict, str=str, len=len, any=any, type=type, tuple=tuple) -> list[str]:
         found = []
         for name, module, entry in self.saved or ():
             current = dict.get(self._modules, name)
@@ -401,7 +402,7 @@ class WorkerGuard:
         tuples and dicts of them, and objects of classes that existed when the notebook's module was imported
         (torch.Tensor): never of a class made since, whose special methods could be anything that runs later in the
         script (red-team round 9: an int subclass whose __float__ was the notebook's function; round 10: the same
-        with a functools.partial, a bound method or an lru_cache in that slot). Containers are looked into, 4
+        with a functools.partial, a bound method or an lru_cache in that slot). Containers are looked into, 8
         levels and 100,000 items at most: more is refused."""
         if self.saved is None:
             return
@@ -457,7 +458,8 @@ class WorkerGuard:
             return repr(text)
         return f"a path of type {type.__getattribute__(type(path), '__qualname__')}"
 
-    def a_report(self, path, any_name=False, str=str, tuple=tuple, OSError=OSError, ValueError=ValueError) -> bool:
+    def a_report(self, path, any_name=False, str=str, type=type, int=int, range=range, OSError=OSError,
+                 ValueError=ValueError, parent_and_name=_parent_and_name) -> bool:
         """Does `path` name one of the reports of this launch (any file of its results folder, with `any_name`)?
         The folder is compared by its device and inode, not by a prefix of the path (red-team round 12 rewrote its
         report from a finalizer that ran after the script, through a path that began with //, which Linux reads as
@@ -471,7 +473,7 @@ class WorkerGuard:
             return True
         try:
             full = text if str.startswith(text, "/") else self._getcwd() + "/" + text
-            folder, name = _parent_and_name(full)        # the OS resolves . and .. and // in what is stat'ed
+            folder, name = parent_and_name(full)         # the OS resolves . and .. and // in what is stat'ed
             if any_name or str.startswith(name, "rank"):
                 st = self._stat(folder)
                 if (st.st_dev, st.st_ino) == self.results_id:
@@ -512,7 +514,7 @@ class WorkerGuard:
             return [self.plain(v, depth + 1) for v in tuple.__iter__(value)]
         raise TypeError(f"a report holds only dicts, lists, strings, numbers and None, not {type.__getattribute__(kind, '__name__')}")
 
-    def encode(self, value, type=type, str=str, int=int, float=float, dict=dict, list=list,
+    def encode(self, value, type=type, bool=bool, str=str, int=int, float=float, dict=dict, list=list,
                quote=json.encoder.encode_basestring_ascii) -> str:
         """JSON for the plain value `plain` made, by built-in functions only (json's encoder is a class whose
         methods the notebook's code could replace)."""
@@ -555,7 +557,7 @@ class WorkerGuard:
         self.record(message)
         raise RuntimeError(message)
 
-    def record(self, message) -> None:
+    def record(self, message, OSError=OSError) -> None:
         """Write the refusal where the launcher looks for each rank's errors (its earliest is the root cause): on a
         thread, or caught by the notebook's code, the exception itself may never reach the worker's end."""
         if self.results is None:
@@ -570,7 +572,7 @@ class WorkerGuard:
         except OSError:
             pass
 
-    def audit(self, event, args, RuntimeError=RuntimeError):
+    def audit(self, event, args, RuntimeError=RuntimeError, THIS_FILE=_THIS_FILE):
         ident = self._get_ident()
         depth = self.busy.get(ident, 0)
         if depth >= 2:                                   # the busy branch's own _getframe below
@@ -585,7 +587,7 @@ class WorkerGuard:
                 where = raiser.f_code.co_filename if raiser is not None else "C code"
             finally:
                 self.busy[ident] = 1
-            if where == _THIS_FILE:
+            if where == THIS_FILE:
                 return
             message = f"{event} inside the worker guard's hook, from {where}: refused"
             self.record(message)                         # (recorded: round 14 caught it to learn where it ran)
@@ -606,7 +608,7 @@ class WorkerGuard:
 
     def _audit(self, event, args, str=str, type=type, len=len, int=int, any=any,
                RuntimeError=RuntimeError, CodeType=types.CodeType, WRITES=_WRITES, FRAME=FRAME_EVENTS,
-               ANYWHERE=ANYWHERE_EVENTS, BENIGN=BENIGN_GETFRAME):
+               ANYWHERE=ANYWHERE_EVENTS, BENIGN=BENIGN_GETFRAME, LINK=LINK_EVENTS, parent_and_name=_parent_and_name):
         if event == "open":
             path = args[0] if len(args) else None
             if type(path) is int:
@@ -635,7 +637,7 @@ class WorkerGuard:
                 raise RuntimeError(f"report() was called from {caller.f_code.co_filename if caller else 'nowhere'}, "
                                    f"not by the worker script {self.script}'s own code: the report is not taken")
             self.no_new_threads()
-            changed = self.changed() + self.torch_changed()
+            changed = self.changed() + self.hidden_changed()
             if changed:
                 raise RuntimeError("since the notebook's functions were imported, something rebound "
                                    + ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
@@ -648,18 +650,18 @@ class WorkerGuard:
                 return                                   # back into the notebook's own code: checked when that returns
             self.no_new_threads()
             self.plain_result(args[0] if args else None)
-            changed = self.changed() + self.torch_changed()
+            changed = self.changed() + self.hidden_changed()
             if changed:
                 raise RuntimeError("a function of the notebook's rebound " + ", ".join(changed[:8])
                                    + (" ..." if len(changed) > 8 else "") + " and left it so: this worker stops")
             return
-        if event in LINK_EVENTS and len(args) > 1:
+        if event in LINK and len(args) > 1:
             source, target = args[0], args[1]
             if event == "os.symlink":                    # a relative target is read from the link's folder
                 text, link = self.path_text(source), self.path_text(target)
                 if text is not None and link is not None and not str.startswith(text, "/"):
                     link = link if str.startswith(link, "/") else self._getcwd() + "/" + link
-                    source = _parent_and_name(link)[0] + "/" + text
+                    source = parent_and_name(link)[0] + "/" + text
             linking = event != "os.rename"               # a link made in, or to, the results folder: refused
             if self.a_report(target, any_name=linking) or (linking and self.a_report(source, any_name=True)):
                 message = (f"only course_utils.distributed.report writes a worker's reports; {event} onto "
