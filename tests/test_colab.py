@@ -2,6 +2,7 @@
 repository checked out and no network, it installs what is missing and every import of the notebook then works."""
 import ast
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,18 @@ from tools.readme import repository_url
 
 NOTEBOOKS = [p.name for p in find_notebooks(NOTEBOOK_DIR)]
 WHEELHOUSE = ROOT / ".venv" / "wheelhouse"
+
+
+def notebooks_by_block() -> dict[str, list[str]]:
+    """The notebooks grouped by their setup block's text: notebooks whose blocks are the same text install the
+    same thing, so one clean environment runs that block and then every import of each of them."""
+    groups: dict[str, list[str]] = {}
+    for name in NOTEBOOKS:
+        groups.setdefault(colab.current_block(colab.setup_cell(read(NOTEBOOK_DIR / name)).source), []).append(name)
+    return groups
+
+
+BLOCK_GROUPS = list(notebooks_by_block().values())
 
 
 def test_every_setup_block_is_the_one_written_from_the_notebook_s_imports():
@@ -57,7 +70,11 @@ def colab_like(tmp_path_factory):
     clone = base / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     subprocess.run(["git", "-C", str(clone), "tag", f"v{colab.workbook_version()}"], check=True)
-    return site, clone
+    # A bare virtual environment (Python and pip, as Colab's own has), made once: each test copies it, which takes
+    # a fraction of a second where `python -m venv` takes about 5 s (it installs pip). Nothing runs in the template.
+    template = base / "venv-template"
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(template)], check=True)
+    return site, clone, template
 
 
 def imports_of(nb) -> list[str]:
@@ -74,34 +91,53 @@ def imports_of(nb) -> list[str]:
     return sorted(set(statements))
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_the_setup_cell_installs_what_a_clean_colab_lacks_and_every_import_then_works(colab_like, tmp_path, name):
-    site, clone = colab_like
+# torch as the environment finds it, without importing it (an import takes 2 s): where its package is and which
+# version its metadata says. The setup cell must leave both as they were.
+TORCH_PROBE = ("import importlib.metadata, importlib.util\n"
+               "print(importlib.util.find_spec('torch').origin, importlib.metadata.version('torch'))")
+
+
+def test_notebooks_are_grouped_by_the_exact_text_of_their_setup_block():
+    # every notebook is in exactly one group, and a group's blocks are one text (so the test below runs each)
+    assert sorted(n for group in BLOCK_GROUPS for n in group) == sorted(NOTEBOOKS)
+    blocks = notebooks_by_block()
+    for block, group in blocks.items():
+        assert {colab.current_block(colab.setup_cell(read(NOTEBOOK_DIR / n)).source) for n in group} == {block}
+    assert len(blocks) == len(BLOCK_GROUPS) >= 2
+
+
+@pytest.mark.parametrize("names", BLOCK_GROUPS, ids=["+".join(n.split("_")[0] for n in g) for g in BLOCK_GROUPS])
+def test_the_setup_cell_installs_what_a_clean_colab_lacks_and_every_import_then_works(colab_like, tmp_path, names):
+    site, clone, template = colab_like
     venv = tmp_path / "venv"
-    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)], check=True)
+    shutil.copytree(template, venv, symlinks=True)
     python = venv / "bin" / "python"
     purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
+    assert purelib.startswith(str(venv)), purelib            # the copy is an environment of its own
     Path(purelib, "colab-preinstalled.pth").write_text(str(site) + "\n")
     env = {"PATH": f"{venv}/bin:/usr/bin:/bin", "HOME": str(tmp_path), "PIP_NO_INDEX": "1",
            "PIP_FIND_LINKS": str(WHEELHOUSE), "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_CONFIG_FILE": os.devnull,
            # the repository's URL, as git fetches it, is this clone (tagged like a release)
            "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"url.file://{clone}.insteadOf",
            "GIT_CONFIG_VALUE_0": repository_url()}
-    nb = read(NOTEBOOK_DIR / name)
-    block = colab.current_block(colab.setup_cell(nb).source)
-    torch_before = subprocess.run([python, "-c", "import torch; print(torch.__file__, torch.__version__)"],
-                                  capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert torch_before.returncode == 0, torch_before.stderr[-2000:]
+    notebooks = [read(NOTEBOOK_DIR / name) for name in names]
+    block = colab.current_block(colab.setup_cell(notebooks[0]).source)
+    torch_before = subprocess.run([python, "-c", TORCH_PROBE], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert torch_before.returncode == 0 and str(site) in torch_before.stdout, torch_before.stdout + torch_before.stderr
     first = subprocess.run([python, "-c", block], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     assert "course_utils @ git+" in first.stdout, first.stdout      # it had to install course_utils: not there before
-    statements = imports_of(nb)
-    program = "\n".join(statements) + "\nimport course_utils, torch\nprint(course_utils.__file__, torch.__file__, torch.__version__)"
+    torch_after = subprocess.run([python, "-c", TORCH_PROBE], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert torch_after.stdout == torch_before.stdout, "the setup cell replaced Colab's torch"
+    # every import of each notebook of the group, in one process (their blocks are one text: they need one install)
+    statements = sorted({s for nb in notebooks for s in imports_of(nb)})
+    program = ("\n".join(statements) + "\nimport course_utils, torch\n"
+               "print(course_utils.__file__, torch.__file__, torch.__version__)")
     done = subprocess.run([python, "-c", program], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     cu_file, torch_file, torch_version = done.stdout.split()[-3:]
     assert cu_file.startswith(purelib) and not cu_file.startswith(str(ROOT)), cu_file   # installed, not this checkout
-    assert f"{torch_file} {torch_version}" == torch_before.stdout.strip(), "the setup cell replaced Colab's torch"
+    assert torch_file == torch_before.stdout.split()[0], (torch_file, torch_before.stdout)
     again = subprocess.run([python, "-c", block], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert again.returncode == 0 and "installing" not in again.stdout, again.stdout    # what is there is left alone
