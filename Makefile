@@ -57,10 +57,10 @@ run: $(STAMP)
 
 # The unit tests run on TEST_WORKERS pytest-xdist workers, each test file whole on one worker (its module fixtures
 # run once, in its order; no test picks a TCP port another could take: tools.notebooks.ipc_kernel_manager,
-# course_utils.distributed.reserved_port); then the notebooks, one at a time, alone on the machine (their timings
-# are part of what they show).
+# course_utils.distributed.reserved_port), the longest files first (tests/conftest.py); then the notebooks, one at
+# a time, alone on the machine (their timings are part of what they show).
 test: $(STAMP)
-	$(PY) -m pytest tests -ra -m "not notebooks" -n $(TEST_WORKERS) --dist loadfile --durations=10
+	$(PY) -m pytest tests -ra -m "not notebooks" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=10
 	$(PY) -m pytest tests -ra -m notebooks --durations=10
 
 unit: $(STAMP)

@@ -123,9 +123,9 @@ def test_student_edition_is_what_the_probe_and_the_grader_rely_on(path):
         assert stubs[f"exercise-{ex.id}"] == dict(variants_of(nb, ex))["stub"], f"{ex.id}: student stub != probed stub"
 
 
-@pytest.mark.notebooks
 def test_untouched_student_edition_scores_zero_when_graded(tmp_path):
-    # End to end on a real notebook (the cheapest): the grader finds every check and none passes.
+    # End to end on a real notebook (the cheapest, at its quick sizes): the grader finds every check and none passes.
+    # Not marked `notebooks`: no timing of the notebook's is shown here, so it runs beside the other unit tests.
     path = NOTEBOOKS[0]
     submission = tmp_path / path.name
     nbformat.write(student_edition(read(path), path.name), str(submission))
