@@ -105,9 +105,95 @@ def preload_imports(script: str | Path) -> list[str]:
     return loaded
 
 
+# Names whose use imports torch._dynamo (LAZY_TORCH_IMPORTS) in the process that uses them, about 1.7 s of CPU here:
+# the first step of any torch.optim optimizer, DistributedDataParallel(...), ZeroRedundancyOptimizer, FSDP, DTensor,
+# torch.compile. course_utils modules other than the launcher's own may train (course_utils.training, gpt).
+LAZY_IMPORT_USERS = ("torch.optim", "torch.nn.parallel", "torch.distributed.optim", "torch.distributed.fsdp",
+                     "torch.distributed.tensor", "torch.distributed.algorithms", "torch.distributed.pipelining",
+                     "torch._dynamo", "torch.compile", "course_utils", "DistributedDataParallel", "DDP")
+LAUNCHER_MODULES = ("course_utils.distributed", "course_utils.worker_guard", "course_utils.worker_entry")
+
+
+def _names_in(tree) -> set[str]:
+    """The dotted names a module's syntax tree mentions: each import (`from torch import optim` gives torch.optim)
+    and each chain of attributes on a name (`torch.optim.SGD`), as written."""
+    import ast
+
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Attribute):
+            parts, value = [node.attr], node.value
+            while isinstance(value, ast.Attribute):
+                parts.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name):
+                names.add(".".join([value.id, *reversed(parts)]))
+        elif isinstance(node, ast.Name):
+            names.add(node.id)
+    return names
+
+
+def uses_lazy_imports(script: str | Path) -> bool:
+    """Whether the workers of `script` may import LAZY_TORCH_IMPORTS: the script, or a module beside it that the
+    script imports, mentions a name of LAZY_IMPORT_USERS (a course_utils module other than the launcher's own counts
+    too). True when a file cannot be read or parsed: loading them once costs 1.7 s, but a worker that needs them and
+    finds them missing pays that itself, in every launch. A static reading, so it can err both ways; erring, it
+    costs time and never changes what a worker computes."""
+    import ast
+
+    script = Path(script)
+    try:
+        tree = ast.parse(script.read_text(), filename=str(script))
+        names = _names_in(tree)
+        for node in tree.body:                                  # the script's own modules, one level down
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                       [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            for module in modules:
+                beside = script.parent / (module.replace(".", "/") + ".py")
+                if beside.is_file():
+                    names |= _names_in(ast.parse(beside.read_text(), filename=str(beside)))
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return True
+    for name in names:
+        if name in LAUNCHER_MODULES or any(name.startswith(m + ".") for m in LAUNCHER_MODULES):
+            continue
+        if any(name == user or name.startswith(user + ".") for user in LAZY_IMPORT_USERS):
+            return True
+    return False
+
+
+def _tracebacks_without_dynamo() -> None:
+    """torch's log formatter imports torch._dynamo (800 modules, 1.7 s of CPU here) to format any record that
+    carries an exception, as torchrun's `logger.exception` does in this process when a worker fails. A filter on
+    each handler that uses it formats the exception first, as that formatter would (logging.Formatter's
+    formatException), and hands the record over with the text and without the exception: the same output."""
+    import logging
+
+    def exception_as_text(record):
+        if record.exc_info:
+            if not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return True
+
+    loggers = [logging.getLogger("torch"), *(lg for name, lg in logging.Logger.manager.loggerDict.items()
+                                             if name.startswith("torch.") and isinstance(lg, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if type(handler.formatter).__name__ == "TorchLogsFormatter" and exception_as_text not in handler.filters:
+                handler.addFilter(exception_as_text)
+
+
 def main(argv: list[str] | None = None) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, record
     from torch.distributed.run import parse_args, run
+
+    _tracebacks_without_dynamo()
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     node = int(args.node_rank) if str(args.node_rank).isdigit() else 0

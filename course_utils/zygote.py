@@ -31,17 +31,53 @@ import traceback
 
 from .parallel import LAZY_TORCH_IMPORTS
 
-# LAZY_TORCH_IMPORTS (torch._dynamo) are also imported by the first DistributedDataParallel(...) and
-# ZeroRedundancyOptimizer step of every worker that trains: loaded here once, every forked worker has them.
+# Imported at start: what every torchrun process needs. What only some workers need is imported on the first
+# request whose script needs it (preload_for), and kept for every later launch: the torch and numpy modules the
+# script imports (torch.distributed.optim alone is 1.2 s of CPU here), and LAZY_TORCH_IMPORTS (torch._dynamo,
+# 1.7 s), which the first optimizer step, DistributedDataParallel(...) or ZeroRedundancyOptimizer of every worker
+# imports. Loaded at start they cost a zygote whose launches never train (a grader's toy, a ring all-reduce) 3 s.
 PRELOAD = ("torch", "torch.nn", "torch.nn.functional", "torch.optim", "torch.distributed", "torch.distributed.run",
-           "torch.distributed.elastic.multiprocessing.errors", "torch.distributed.optim", *LAZY_TORCH_IMPORTS,
-           "numpy", "course_utils.distributed", "course_utils.torchrun_driver", "course_utils.worker_entry")
+           "torch.distributed.elastic.multiprocessing.errors", "numpy", "course_utils.distributed",
+           "course_utils.torchrun_driver", "course_utils.worker_entry")
 
 
 def _write(fd: int, message: dict) -> None:
     data = (json.dumps(message) + "\n").encode()
     while data:
         data = data[os.write(fd, data):]
+
+
+def worker_script(request: dict) -> str | None:
+    """The script a request's workers run (the argument after worker_entry.py, as the driver's working directory
+    reads it), or None when the request names none."""
+    argv = request.get("argv") or []
+    for i, arg in enumerate(argv[:-1]):
+        if os.path.basename(str(arg)) == "worker_entry.py":
+            return os.path.join(request.get("cwd") or ".", str(argv[i + 1]))
+    return None
+
+
+def preload_for(request: dict, loaded: set[str]) -> None:
+    """Before forking for `request`: import, in the zygote, the torch and numpy modules its script imports, and
+    LAZY_TORCH_IMPORTS if its workers may use them (course_utils.torchrun_driver.uses_lazy_imports); `loaded`
+    holds what earlier requests imported. Whatever fails here is left for the worker to meet."""
+    import importlib
+
+    from course_utils import torchrun_driver
+
+    script = worker_script(request)
+    if script is None:
+        return
+    try:
+        torchrun_driver.preload_imports(script)
+        if not loaded.issuperset(LAZY_TORCH_IMPORTS) and torchrun_driver.uses_lazy_imports(script):
+            for name in LAZY_TORCH_IMPORTS:
+                importlib.import_module(name)
+                loaded.add(name)
+    except BaseException:                                       # noqa: BLE001 (the zygote must keep serving)
+        traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
 
 
 def _become_driver(request: dict, keep_closed: list[int]) -> None:
@@ -98,6 +134,7 @@ def serve() -> None:
     selector = selectors.PollSelector()  # no descriptor of its own for a child to inherit
     selector.register(requests, selectors.EVENT_READ)
     children: dict[int, int] = {}        # pidfd -> pid
+    loaded: set[str] = set()             # what preload_for imported
     pending = b""
     while True:
         for key, _ in selector.select():
@@ -120,6 +157,7 @@ def serve() -> None:
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
                 request = json.loads(line)
+                preload_for(request, loaded)
                 try:
                     pid = os.fork()
                 except OSError as err:

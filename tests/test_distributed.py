@@ -399,6 +399,72 @@ def test_launches_fork_their_torchrun_from_one_warm_zygote_per_environment(tmp_p
     assert len({a["results_dir"], b["results_dir"], c["results_dir"]}) == 3
 
 
+LOADED_AT_START = ("import sys\nloaded = {m: m in sys.modules for m in ('torch._dynamo', 'torch.distributed.optim')}\n"
+                   "from course_utils.distributed import report\n")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the zygote is Linux only")
+def test_a_zygote_loads_what_only_training_workers_need_on_the_first_launch_that_needs_it(tmp_path, monkeypatch):
+    # torch._dynamo (1.7 s of CPU) and torch.distributed.optim (1.2 s) were imported by every zygote at start; now
+    # by the zygote on the first request whose script needs them, and kept. What the worker finds loaded when its
+    # script begins says what it inherited from the zygote.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plain.py").write_text(LOADED_AT_START + "report(loaded)\n")
+    (tmp_path / "trainer.py").write_text("import torch\n\ndef sgd(params):\n    return torch.optim.SGD(params, lr=0.1)\n")
+    (tmp_path / "trains.py").write_text(LOADED_AT_START + "from trainer import sgd\nreport(loaded)\n")
+    (tmp_path / "zero.py").write_text(LOADED_AT_START + "from torch.distributed.optim import ZeroRedundancyOptimizer\n"
+                                      "report(loaded)\n")
+    env = {"WORKBOOK_TEST_VALUE": f"lazy-{tmp_path.name}"}             # a zygote of this test's own
+    first = launch(tmp_path / "plain.py", 1, timeout=120, extra_env=env).results[0][0]
+    assert first == {"torch._dynamo": False, "torch.distributed.optim": False}, first
+    trains = launch(tmp_path / "trains.py", 1, timeout=120, extra_env=env).results[0][0]
+    assert trains == {"torch._dynamo": True, "torch.distributed.optim": False}, trains     # its module uses torch.optim
+    zero = launch(tmp_path / "zero.py", 1, timeout=120, extra_env=env).results[0][0]
+    assert zero == {"torch._dynamo": True, "torch.distributed.optim": True}, zero
+    again = launch(tmp_path / "plain.py", 1, timeout=120, extra_env=env).results[0][0]
+    assert again == {"torch._dynamo": True, "torch.distributed.optim": True}, "the zygote keeps what it loaded"
+
+
+@pytest.mark.parametrize("filtered", [True, False])
+def test_torchrun_s_logged_tracebacks_do_not_import_dynamo_in_the_driver(filtered):
+    # torch's log formatter imports torch._dynamo for any record with an exception (torchrun's logger.exception when
+    # a worker fails: 2 s of CPU per failed launch); the driver's filter gives it the same text without that import.
+    # Unfiltered (the control), the import happens: so the check below can fail.
+    code = ("import logging, sys, torch, torch.distributed.run\n"
+            "from course_utils import torchrun_driver\n"
+            f"if {filtered}:\n    torchrun_driver._tracebacks_without_dynamo()\n"
+            "try:\n    raise ValueError('rank 1 was told to fail')\nexcept ValueError:\n"
+            "    logging.getLogger('torch.distributed.elastic.multiprocessing.api').exception('failed')\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(not filtered)], done.stdout
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("E") and lines[0].endswith("] failed"), lines[:2]
+    assert lines[-1].endswith("] ValueError: rank 1 was told to fail"), lines[-3:]   # the traceback, each line logged
+    assert "Traceback (most recent call last):" in done.stderr
+
+
+@pytest.mark.parametrize("source, beside, expected", [
+    ("from course_utils.distributed import init_worker, report\nimport helper\nreport(helper.f(1))\n",
+     "def f(v):\n    return float(v)\n", False),
+    ("import torch\nimport torch.distributed as dist\nx = torch.ones(3)\ndist.all_reduce(x)\n", "", False),
+    ("import torch\nopt = torch.optim.Adam([torch.zeros(1, requires_grad=True)])\n", "", True),
+    ("from torch import optim\n", "", True),
+    ("from torch.nn.parallel import DistributedDataParallel as DDP\n", "", True),
+    ("import helper\n", "import torch\nSGD = torch.optim.SGD\n", True),          # in the module beside it
+    ("from course_utils.training import train\n", "", True),                       # course_utils may train
+    ("import torch\n(", "", True),                                                 # unreadable: load them
+])
+def test_which_scripts_may_use_torchs_lazy_imports(tmp_path, source, beside, expected):
+    from course_utils.torchrun_driver import uses_lazy_imports
+
+    (tmp_path / "script.py").write_text(source)
+    if beside:
+        (tmp_path / "helper.py").write_text(beside)
+    assert uses_lazy_imports(tmp_path / "script.py") is expected, source
+
+
 def test_without_the_zygote_torchrun_is_a_program_of_its_own(monkeypatch):
     monkeypatch.setenv("WORKBOOK_NO_ZYGOTE", "1")
     row = whoami("x")
