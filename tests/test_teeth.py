@@ -88,17 +88,28 @@ def test_the_probe_puts_back_the_global_random_state(tmp_path):
     assert errors == [] and teeth.problems() == []
 
 
-def test_an_exercise_checked_at_several_sizes_runs_every_check_and_each_must_catch_something(tmp_path):
-    # metadata workbook.teeth_every_check: every check runs on each wrong answer (not only up to the first catch),
-    # and a check that catches none of them is a problem (05's checks at several world sizes use this: a wrong answer
-    # written for the demo's 3 ranks is caught only by the check at another world size, which is what it is for)
+def test_an_exercise_checked_at_several_sizes_runs_its_checks_until_each_has_caught_a_wrong_answer(tmp_path):
+    # metadata workbook.teeth_every_check: a wrong answer's checks run past its first catch while one of them has not
+    # caught any wrong answer yet, and a check that catches none is a problem (05's checks at several world sizes use
+    # this: a wrong answer written for the demo's 3 ranks is caught only by the check at another world size, which is
+    # what it is for). Once each check has caught one, a wrong answer stops at its first catch.
     nb = toy_notebook()
     nb.metadata["workbook"] = {"teeth_every_check": ["ex99.1"]}
+    nb.cells.insert(4, raw("# triples\nreturn 3 * x", "wrong-ex99.1"))          # after the first wrong answer
     (teeth,), _ = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
-    wrong = next(v for v in teeth.variants if v.name.startswith("wrong"))
-    assert wrong.caught_by == ["ex99.1", "ex99.1.b"] and teeth.problems() == []      # 3 + 2 != 6, -1.5 + 2 != -3
-    nb.cells[5].source = "assert double(2) == 4"                                    # 2 + 2 == 4: this one misses it
+    adds, triples = [v for v in teeth.variants if v.name.startswith("wrong")]
+    assert (adds.name, triples.name) == ("wrong: adds instead of multiplying", "wrong: triples")
+    assert adds.caught_by == ["ex99.1", "ex99.1.b"] and teeth.problems() == []        # 3 + 2 != 6, -1.5 + 2 != -3
+    assert triples.caught_by == ["ex99.1"] and triples.failed == {"ex99.1": True}, triples   # both have caught one
+    nb.cells[6].source = "assert double(2) == double(2)"                            # catches nothing
     (teeth,), _ = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
-    assert teeth.problems() == ["ex99.1: its check ex99.1.b catches none of the wrong answers (the probe ran every "
-                                "check on each of them: metadata workbook.teeth_every_check); a check at another world "
-                                "size must be seen catching one"]
+    assert [v.caught_by for v in teeth.variants if v.name.startswith("wrong")] == [["ex99.1"], ["ex99.1"]]
+    assert teeth.problems() == ["ex99.1: its check ex99.1.b catches none of the wrong answers (the probe ran it on "
+                                "each of them until it caught one: metadata workbook.teeth_every_check); a check at "
+                                "another world size must be seen catching one"]
+    # a check that no wrong answer reaches (each is caught before it, without the metadata) is not held to it
+    del nb.metadata["workbook"]
+    (teeth,), _ = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
+    assert teeth.problems() == []
+
+

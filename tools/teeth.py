@@ -32,18 +32,20 @@ PROBE_TAG = "teeth-probe"
 # Defined in the kernel by the first probe cell. Runs each cell of a span through IPython (so %%writefile and other
 # magics work as in the notebook), its output captured, and records which check ids failed and with what.
 _RUNNER = '''\
-def _workbook_teeth(rows_path, exercise, variant, cells, until_caught=False):
+def _workbook_teeth(rows_path, exercise, variant, cells, until_caught=False, until_each_caught=False):
     """Run the (check id or None, source) cells of one variant in this kernel; append its row to rows_path.
     until_caught: stop at the first check that fails by an assertion (a wrong answer is caught; the rest of its
-    checks need not run)."""
+    checks need not run). until_each_caught: the same, except that the checks after the catch still run while one
+    of them has not yet caught any of this exercise's wrong answers in this kernel: each is seen catching one."""
     import json
     from IPython import get_ipython
     from IPython.utils.capture import capture_output
     shell, failed, errors = get_ipython(), {}, []
+    seen = _workbook_teeth.__dict__.setdefault("seen", {}).setdefault(exercise, set())   # checks that caught one
     shown = shell._showtraceback              # the expected failures must not reach the front end as errors
     shell._showtraceback = lambda *args, **kwargs: None
     try:
-        for check, source in cells:
+        for index, (check, source) in enumerate(cells):
             with capture_output():
                 result = shell.run_cell(source, store_history=False)
             error = result.error_before_exec or result.error_in_exec
@@ -52,8 +54,11 @@ def _workbook_teeth(rows_path, exercise, variant, cells, until_caught=False):
             if error is not None:
                 errors.append({"check": check, "type": type(error).__name__, "message": str(error)[-500:],
                                "assertion": isinstance(error, AssertionError)})
-                if until_caught and check is not None and isinstance(error, AssertionError):
-                    break
+                if check is not None and isinstance(error, AssertionError):
+                    if until_each_caught:
+                        seen.add(check)
+                    if until_caught or (until_each_caught and {c for c, _ in cells[index + 1:] if c} <= seen):
+                        break
     finally:
         shell._showtraceback = shown
     with open(rows_path, "a", encoding="utf-8") as f:
@@ -131,12 +136,14 @@ class ExerciseTeeth:
         wrongs = [v for v in self.variants if v.name.startswith("wrong")]
         if self.every_check and wrongs:
             catching = {c for v in wrongs for c in v.caught_by}
-            checks = sorted({c for v in wrongs for c in v.failed})
+            # every check of the exercise (the stub runs them all), not only those the wrong answers reached
+            checks = sorted({c for v in self.variants if v.name in ("stub", "solution (restored)") for c in v.failed}
+                            | {c for v in wrongs for c in v.failed})
             for check in checks:
                 if check not in catching:
-                    out.append(f"{self.id}: its check {check} catches none of the wrong answers (the probe ran every "
-                               f"check on each of them: metadata workbook.teeth_every_check); a check at another world "
-                               f"size must be seen catching one")
+                    out.append(f"{self.id}: its check {check} catches none of the wrong answers (the probe ran it on "
+                               f"each of them until it caught one: metadata workbook.teeth_every_check); a check at "
+                               f"another world size must be seen catching one")
         return out
 
 
@@ -180,8 +187,9 @@ def with_teeth(nb, rows_path: str | Path):
         ex = after.get(index)
         if ex is None:
             continue
+        mode = "until_each_caught" if ex.id in every_check else "until_caught"
         calls = [f"_workbook_teeth({str(rows_path)!r}, {ex.id!r}, {name!r}, {_span(nb, ex, source)!r}"
-                 f"{', until_caught=True' if name.startswith('wrong') and ex.id not in every_check else ''})"
+                 f"{f', {mode}=True' if name.startswith('wrong') else ''})"
                  for name, source in variants_of(nb, ex)]
         head = "" if runner_defined else _RUNNER + "\n\n"
         runner_defined = True
@@ -192,9 +200,11 @@ def with_teeth(nb, rows_path: str | Path):
 
 
 def every_check_exercises(nb) -> list[str]:
-    """Exercises (metadata workbook.teeth_every_check) whose checks run at several world sizes or settings: the probe
-    runs all their checks on each wrong answer (not only up to the first catch), and each check must catch at least
-    one of them (a check at another world size that catches nothing is not seen to work)."""
+    """Exercises (metadata workbook.teeth_every_check) whose checks run at several world sizes or settings: each
+    check must catch at least one of their wrong answers (a check at another world size that catches nothing is not
+    seen to work). The probe runs a wrong answer's checks past its first catch for as long as one of them has not
+    caught any wrong answer yet (until_each_caught); once each has, a wrong answer stops at its first catch, as in
+    other exercises."""
     ids = (nb.metadata.get("workbook") or {}).get("teeth_every_check", [])
     known = {ex.id for ex in find_exercises(nb)}
     unknown = [i for i in ids if i not in known]
