@@ -394,7 +394,7 @@ def _driven(cmd: list[str]) -> list[str]:
         raise ValueError(f"not a torchrun command for this interpreter: {cmd[:3]}")
     n = next((i for i, c in enumerate(cmd[3:]) if not c.startswith("--")), len(cmd) - 3)
     options, rest = cmd[3:3 + n], cmd[3 + n:]             # torchrun's --options, then the script and its args
-    return [sys.executable, "-m", "course_utils.torchrun_driver", *options, *_WORKER_ENTRY, *rest]
+    return [*_DRIVER, *options, *_WORKER_ENTRY, *rest]
 
 
 def _check_positive_ints(**values: int) -> None:
@@ -449,7 +449,9 @@ def _run_all(cmds: list[list[str]], env: dict[str, str], timeout: float, what: s
     return [(proc.returncode, _read(log)) for proc, log in zip(procs, logs)]
 
 
-_DRIVER = [sys.executable, "-m", "course_utils.torchrun_driver"]
+# -P: torchrun's process puts nothing from the working folder on sys.path (a grading kernel's working folder is the
+# submission's to write in; a module planted there would run in torchrun's process, which forks the workers)
+_DRIVER = [sys.executable, "-P", "-m", "course_utils.torchrun_driver"]
 # Variables that change from launch to launch without changing how torch imports: a zygote is shared across them
 # (each child still gets its launch's exact environment). pytest names the running test in one.
 _PER_LAUNCH_ENV = (RESULTS_ENV, "PYTEST_CURRENT_TEST")
@@ -459,11 +461,11 @@ def _start(cmd: list[str], env: dict[str, str], log):
     """Start one torchrun process. A driver command is forked from the zygote for this environment when there is
     one (course_utils.zygote: torch is already imported there, which saves each launch about 2.8 s); anything
     else, or where there is no zygote, is started as its own program."""
-    if cmd[:3] == _DRIVER:
+    if cmd[:len(_DRIVER)] == _DRIVER:
         zygote = zygote_for(env, ignore=_PER_LAUNCH_ENV)
         if zygote is not None:
             try:
-                return zygote.start(cmd[3:], env, os.getcwd(), log.name)
+                return zygote.start(cmd[len(_DRIVER):], env, os.getcwd(), log.name)
             except ZygoteUnavailable as err:
                 print(f"course_utils: the zygote failed ({err}); starting torchrun as a program", file=sys.stderr)
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)

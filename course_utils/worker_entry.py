@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     if forked:
         _as_a_program()
     sys.argv = [script, *argv[1:]]
-    sys.path[0] = os.path.dirname(script)                    # as `python script.py` does
+    if sys.flags.safe_path:                                  # forked from torchrun's `python -P` process
+        sys.path.insert(0, os.path.dirname(script))          # (its sys.path[0] is the standard library's zip)
+    else:
+        sys.path[0] = os.path.dirname(script)                # as `python script.py` does
     try:
         worker_guard.run_script(script)                      # as runpy.run_path(script, run_name="__main__"), guarded
     except WorkerFinished:                                   # finish_worker in a forked worker: done

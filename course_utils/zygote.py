@@ -100,8 +100,7 @@ def _become_driver(request: dict, keep_closed: list[int]) -> None:
         os.environ.update(request["env"])
         from course_utils import torchrun_driver
 
-        sys.argv = [torchrun_driver.__file__, *request["argv"]]
-        sys.path[0] = os.getcwd()                               # what `python -m` puts first
+        sys.argv = [torchrun_driver.__file__, *request["argv"]]    # as `python -P -m` (no working folder on sys.path)
         torchrun_driver.main(request["argv"])                   # ends with os._exit(its exit code)
     except SystemExit as err:
         code = err.code if isinstance(err.code, int) else 1
@@ -202,7 +201,10 @@ class Zygote:
         import tempfile
 
         self._stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-c", "from course_utils.zygote import serve; serve()"], stdin=subprocess.PIPE,
+        # -P: nothing from the working folder on sys.path (a grading kernel's folder is the submission's to write
+        # in: a numpy.py planted there ran in the zygote, and every worker forked later inherited what it did)
+        self.proc = subprocess.Popen([sys.executable, "-P", "-c", "from course_utils.zygote import serve; serve()"],
+                                     stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._stderr, env=env)
         self.owner = os.getpid()
         self._cond = threading.Condition()

@@ -425,6 +425,30 @@ def test_a_zygote_loads_what_only_training_workers_need_on_the_first_launch_that
     assert again == {"torch._dynamo": True, "torch.distributed.optim": True}, "the zygote keeps what it loaded"
 
 
+@pytest.mark.parametrize("zygote", ["zygote", "program"])
+def test_torchrun_imports_nothing_from_the_launcher_s_working_folder(tmp_path, monkeypatch, zygote):
+    # A grading kernel's working folder is the submission's to write in, and torchrun's process (the zygote, or
+    # `python -m course_utils.torchrun_driver`) started there with it first on sys.path: a numpy.py planted there
+    # ran inside it, before any worker existed, so every forked worker inherited what it did (red-team, session 36:
+    # seen running in both). Workers still import the modules beside their script, as `python script.py` would.
+    folder, work = tmp_path / "cwd", tmp_path / "work"
+    folder.mkdir(), work.mkdir()
+    planted = tmp_path / "planted-ran"
+    for name in ("numpy", "yaml", "sympy", "typing_extensions"):
+        (folder / f"{name}.py").write_text(f"open({str(planted)!r}, 'a').write({name!r} + ' ran\\n')\n"
+                                            "raise ImportError('planted')\n")
+    (work / "beside.py").write_text("VALUE = 42\n")
+    (work / "script.py").write_text("import sys\nfrom course_utils.distributed import report\nimport beside\n"
+                                    "report({'value': beside.VALUE, 'path0': sys.path[0]})\n")
+    monkeypatch.chdir(folder)
+    if zygote == "program":
+        monkeypatch.setenv("WORKBOOK_NO_ZYGOTE", "1")
+    env = {"WORKBOOK_TEST_VALUE": f"cwd-{tmp_path.name}"}               # a zygote of this test's own, started here
+    row = launch(work / "script.py", 1, timeout=120, extra_env=env).results[0][0]
+    assert row == {"value": 42, "path0": str(work)}, row
+    assert not planted.exists(), planted.read_text()
+
+
 @pytest.mark.parametrize("filtered", [True, False])
 def test_torchrun_s_logged_tracebacks_do_not_import_dynamo_in_the_driver(filtered):
     # torch's log formatter imports torch._dynamo for any record with an exception (torchrun's logger.exception when
@@ -469,7 +493,7 @@ def test_without_the_zygote_torchrun_is_a_program_of_its_own(monkeypatch):
     monkeypatch.setenv("WORKBOOK_NO_ZYGOTE", "1")
     row = whoami("x")
     assert row["launcher"] == os.getpid()
-    assert row["driver_cmdline"][1:3] == ["-m", "course_utils.torchrun_driver"], row["driver_cmdline"]
+    assert row["driver_cmdline"][1:4] == ["-P", "-m", "course_utils.torchrun_driver"], row["driver_cmdline"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the zygote is Linux only")
