@@ -451,7 +451,9 @@ def _run_all(cmds: list[list[str]], env: dict[str, str], timeout: float, what: s
 
 # -P: torchrun's process puts nothing from the working folder on sys.path (a grading kernel's working folder is the
 # submission's to write in; a module planted there would run in torchrun's process, which forks the workers)
-_DRIVER = [sys.executable, "-P", "-m", "course_utils.torchrun_driver"]
+# (-P is Python 3.11's; on 3.10 the folder stays on sys.path, as before)
+SAFE_PATH = ["-P"] if sys.version_info >= (3, 11) else []
+_DRIVER = [sys.executable, *SAFE_PATH, "-m", "course_utils.torchrun_driver"]
 # Variables that change from launch to launch without changing how torch imports: a zygote is shared across them
 # (each child still gets its launch's exact environment). pytest names the running test in one.
 _PER_LAUNCH_ENV = (RESULTS_ENV, "PYTEST_CURRENT_TEST")

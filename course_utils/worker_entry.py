@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     if forked:
         _as_a_program()
     sys.argv = [script, *argv[1:]]
-    if sys.flags.safe_path:                                  # forked from torchrun's `python -P` process
+    if getattr(sys.flags, "safe_path", False):               # forked from torchrun's `python -P` process
         sys.path.insert(0, os.path.dirname(script))          # (its sys.path[0] is the standard library's zip)
     else:
         sys.path[0] = os.path.dirname(script)                # as `python script.py` does

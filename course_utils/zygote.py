@@ -203,7 +203,8 @@ class Zygote:
         self._stderr = tempfile.TemporaryFile()
         # -P: nothing from the working folder on sys.path (a grading kernel's folder is the submission's to write
         # in: a numpy.py planted there ran in the zygote, and every worker forked later inherited what it did)
-        self.proc = subprocess.Popen([sys.executable, "-P", "-c", "from course_utils.zygote import serve; serve()"],
+        safe_path = ["-P"] if sys.version_info >= (3, 11) else []    # Python 3.11's; on 3.10 as before
+        self.proc = subprocess.Popen([sys.executable, *safe_path, "-c", "from course_utils.zygote import serve; serve()"],
                                      stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._stderr, env=env)
         self.owner = os.getpid()
