@@ -24,7 +24,8 @@ export PYTHONHASHSEED ?= 0
 # pip compiles every module it installs to bytecode (about 50 s of one core for torch and the rest here), although
 # a run imports a small part of them. `make setup` installs without that and Python writes the bytecode of what is
 # imported, once, on first import; so it must be allowed to (some machines set PYTHONDONTWRITEBYTECODE=1). A grading
-# sandbox cannot write it, so setup imports what sandboxed kernels and workers import first (tools.bytecode, 15 s).
+# sandbox cannot write it, so `make grade` first imports what sandboxed kernels and workers import (tools.bytecode:
+# 15 s the first time, 4 s after that).
 unexport PYTHONDONTWRITEBYTECODE
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check --no-compile
 
@@ -51,7 +52,6 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) -r requirements.txt
 	$(PIP) --no-deps -e .
 	$(PY) -m tools.colab --wheelhouse $(VENV)/wheelhouse
-	$(PY) -m tools.bytecode
 	@touch $@
 
 run: $(STAMP)
@@ -82,6 +82,7 @@ student: $(STAMP)
 
 grade: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/submission.ipynb (or a folder of them)"; exit 2; }
+	$(PY) -m tools.bytecode
 	$(PY) -m tools.grade $(NB) --instructor $(INSTRUCTOR) --out build/grades --cell-timeout $(CELL_TIMEOUT) -j $(J)
 
 autograder: $(STAMP)

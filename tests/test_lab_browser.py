@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tools.notebooks import ROOT
+from tools.notebooks import NOTEBOOK_DIR, ROOT, quick_parameters, read, with_parameters
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt-get install chromium; .ci/run "
@@ -39,7 +39,10 @@ def lab(tmp_path):
     holds only the student notebook; the port comes from the server's own runtime file."""
     root, runtime, settings = tmp_path / "lab", tmp_path / "runtime", tmp_path / "settings"
     root.mkdir()
-    shutil.copy(ROOT / "student" / NOTEBOOK, root / NOTEBOOK)
+    # the student edition at its quick sizes (the parameters cell rewritten, as papermill does): the test is about
+    # what the page and the saved notebook show, not about 00's measurements, which nbval runs at default sizes
+    nbformat.write(with_parameters(read(ROOT / "student" / NOTEBOOK), quick_parameters(read(NOTEBOOK_DIR / NOTEBOOK))),
+                   str(root / NOTEBOOK))
     # every cell in the page (no virtual scrolling), so the test sees each one; no news pop-up
     tracker = settings / "@jupyterlab" / "notebook-extension"
     tracker.mkdir(parents=True)
