@@ -142,8 +142,10 @@ def uses_lazy_imports(script: str | Path) -> bool:
     """Whether the workers of `script` may import LAZY_TORCH_IMPORTS: the script, or a module beside it that the
     script imports, mentions a name of LAZY_IMPORT_USERS (a course_utils module other than the launcher's own counts
     too). True when a file cannot be read or parsed: loading them once costs 1.7 s, but a worker that needs them and
-    finds them missing pays that itself, in every launch. A static reading, so it can err both ways; erring, it
-    costs time and never changes what a worker computes."""
+    finds them missing pays that itself, in every launch. A static reading, so it can err both ways (it misses
+    torch.func, torch.utils.checkpoint, aliases and imports inside functions); erring, it costs time and never
+    changes what a worker computes. While grading the zygote loads them at start whatever this says (zygote.serve):
+    torch._dynamo's first import rebinds torch.manual_seed, which the worker guard would count as tampering."""
     import ast
 
     script = Path(script)

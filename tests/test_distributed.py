@@ -423,6 +423,11 @@ def test_a_zygote_loads_what_only_training_workers_need_on_the_first_launch_that
     assert zero == {"torch._dynamo": True, "torch.distributed.optim": True}, zero
     again = launch(tmp_path / "plain.py", 1, timeout=120, extra_env=env).results[0][0]
     assert again == {"torch._dynamo": True, "torch.distributed.optim": True}, "the zygote keeps what it loaded"
+    # while grading, torch._dynamo is loaded before any worker exists (the worker guard would see its first import
+    # rebind torch.manual_seed in the middle of a script), whatever the script names
+    grading = launch(tmp_path / "plain.py", 1, timeout=120,
+                     extra_env={"WORKBOOK_TEST_VALUE": f"lazy-grading-{tmp_path.name}", "WORKBOOK_GRADING": "1"})
+    assert grading.results[0][0] == {"torch._dynamo": True, "torch.distributed.optim": False}, grading.results
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P is Python 3.11's")
