@@ -31,7 +31,7 @@ except ImportError:                  # Windows: the port still comes from below 
     fcntl = None
 
 from .processes import kill_tree
-from .zygote import ZygoteUnavailable, zygote_for
+from .zygote import SAFE_PATH, ZygoteUnavailable, zygote_for
 
 RESULTS_ENV = "WORKBOOK_RESULTS_DIR"
 
@@ -449,11 +449,7 @@ def _run_all(cmds: list[list[str]], env: dict[str, str], timeout: float, what: s
     return [(proc.returncode, _read(log)) for proc, log in zip(procs, logs)]
 
 
-# -P: torchrun's process puts nothing from the working folder on sys.path (a grading kernel's working folder is the
-# submission's to write in; a module planted there would run in torchrun's process, which forks the workers)
-# (-P is Python 3.11's; on 3.10 the folder stays on sys.path, as before)
-SAFE_PATH = ["-P"] if sys.version_info >= (3, 11) else []
-_DRIVER = [sys.executable, *SAFE_PATH, "-m", "course_utils.torchrun_driver"]
+_DRIVER = [sys.executable, *SAFE_PATH, "-m", "course_utils.torchrun_driver"]      # SAFE_PATH: see zygote
 # Variables that change from launch to launch without changing how torch imports: a zygote is shared across them
 # (each child still gets its launch's exact environment). pytest names the running test in one.
 _PER_LAUNCH_ENV = (RESULTS_ENV, "PYTEST_CURRENT_TEST")

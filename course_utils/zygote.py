@@ -31,6 +31,11 @@ import traceback
 
 from .parallel import LAZY_TORCH_IMPORTS
 
+# -P: nothing from the working folder on sys.path, for the zygote and for torchrun as a program (a grading kernel's
+# working folder is the submission's to write in: a numpy.py planted there ran in torchrun's process, and every
+# worker forked from it inherited what it did). -P is Python 3.11's; on 3.10 the folder stays on sys.path, as before.
+SAFE_PATH = ["-P"] if sys.version_info >= (3, 11) else []
+
 # Imported at start: what every torchrun process needs. What only some workers need is imported on the first
 # request whose script needs it (preload_for), and kept for every later launch: the torch and numpy modules the
 # script imports (torch.distributed.optim alone is 1.2 s of CPU here), and LAZY_TORCH_IMPORTS (torch._dynamo,
@@ -209,10 +214,7 @@ class Zygote:
         import tempfile
 
         self._stderr = tempfile.TemporaryFile()
-        # -P: nothing from the working folder on sys.path (a grading kernel's folder is the submission's to write
-        # in: a numpy.py planted there ran in the zygote, and every worker forked later inherited what it did)
-        safe_path = ["-P"] if sys.version_info >= (3, 11) else []    # Python 3.11's; on 3.10 as before
-        self.proc = subprocess.Popen([sys.executable, *safe_path, "-c", "from course_utils.zygote import serve; serve()"],
+        self.proc = subprocess.Popen([sys.executable, *SAFE_PATH, "-c", "from course_utils.zygote import serve; serve()"],
                                      stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._stderr, env=env)
         self.owner = os.getpid()

@@ -29,21 +29,15 @@ def notebook_imports(notebooks: list[Path]) -> list[str]:
     """The absolute imports of every code cell of the notebooks whose top-level package is installed, sorted. That
     includes the imports of the files a cell writes (%%writefile: 05's worker scripts, which workers import), but
     not the modules a notebook writes itself (not installed)."""
+    from .colab import notebook_code
+
     names = set()
     for path in notebooks:
-        for cell in read(path).cells:
-            if cell.cell_type != "code":
-                continue
-            source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
-            try:
-                tree = ast.parse(source)
-            except SyntaxError:
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Import):
-                    names.update(alias.name for alias in node.names)
-                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    names.add(node.module)
+        for node in ast.walk(ast.parse(notebook_code(read(path)))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module)
     return sorted(n for n in names if importlib.util.find_spec(n.split(".")[0]) is not None)
 
 
