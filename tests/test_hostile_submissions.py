@@ -300,6 +300,11 @@ STOPS_THE_RUN = {"floods its output", "echoes every token the grader sends", "re
                  # a thread of the submission's still running: no later check can be trusted, so none passes
                  "patches the helpers' NumPy from a thread that keeps running", "starts a thread made of builtins only"}
 
+# Judged apart, only an attack that kills the submission's kernel (or makes it stop running the grader's cells) stops
+# the run (an output flood kills it; a replaced run_cell runs none of the grader's cells after it, the serving of
+# calls included); a thread, an input transformer or an echo in the submission's kernel reaches no check.
+STOPS_THE_RUN_APART = {"floods its output", "replaces the shell's run_cell"}
+
 # Known open (red-team round 12, session 35): NumPy's as_strided with a stride that lands on any address reads and
 # writes the kernel's memory with no audit event, so a submission can overwrite, in place, the bytecode of the check
 # helpers (no object is replaced, so no comparison sees it). Nothing that runs in the submission's process can stand
@@ -334,18 +339,27 @@ def submission(extra: str = "", solved: bool = False, edit=None):
     return nb
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def judged(mode: str, nb):
+    """The instructor's notebook as graded in `mode`: "kernel" (checks in the submission's kernel, behind
+    tools.kernel_guard) or "apart" (checks in a judge of their own, tools.judge)."""
+    if mode == "apart":
+        nb.metadata["workbook"] = {"judge": "apart"}
+    return nb
+
+
+@pytest.fixture(scope="module", params=["kernel", "apart"])
+def graded(tmp_path_factory, request):
     """Grade the victim (a correct submission), every attack, and the victim again under another name."""
     import tempfile
 
-    base = tmp_path_factory.mktemp("hostile")
+    mode = request.param
+    base = tmp_path_factory.mktemp(f"hostile-{mode}")
     scratch = Path(tempfile.mkdtemp(prefix="hostile-runs-"))     # the kernels' folders: only this suite's
     saved_tempdir, tempfile.tempdir = tempfile.tempdir, str(scratch)
     instructor, subs, out = base / "instructor", base / "subs", base / "grades"
     for d in (instructor, subs):
         d.mkdir()
-    instructor_path = write(guarded_notebook(), instructor / "98_guarded.ipynb")
+    instructor_path = write(judged(mode, guarded_notebook()), instructor / "98_guarded.ipynb")
     limits = Limits(cell_seconds=5, total_seconds=60, output_bytes=1 << 20,
                     sandbox={"memory_bytes": 3 << 30, "processes": 64})
     fill = dict(instructor=str(instructor_path), out=str(out), site=str(SITE), planted=PLANTED,
@@ -368,7 +382,7 @@ def graded(tmp_path_factory):
     reports.update({name: r for name, r in zip([n for n in every if not NEEDS.get(n) or NEEDS[n] in on], graded)})
     reports["after"] = grade(write(submission(solved=True), subs / "after_98_guarded.ipynb"), instructor, out, limits=limits)
     tempfile.tempdir = saved_tempdir
-    yield {"reports": reports, "victim_bytes": victim_bytes, "out": out, "scratch": scratch}
+    yield {"reports": reports, "victim_bytes": victim_bytes, "out": out, "scratch": scratch, "mode": mode}
     import shutil
 
     shutil.rmtree(scratch, ignore_errors=True)
@@ -385,7 +399,7 @@ def test_an_attack_earns_only_the_exercise_it_solved(graded, attack):
     require(graded, attack)
     report = graded["reports"][attack]
     passed = {c["id"] for c in report["checks"] if c["passed"]}
-    if attack in STOPS_THE_RUN:
+    if attack in (STOPS_THE_RUN if graded["mode"] == "kernel" else STOPS_THE_RUN_APART):
         assert passed == set(), f"{attack}: earned {sorted(passed)}; run: {report['run']}"
     else:                                  # the run went to its end: the attack was really tried on every check
         assert passed == {"ex98.2"} and report["run"] == "finished", (attack, sorted(passed), report["run"])
@@ -394,9 +408,11 @@ def test_an_attack_earns_only_the_exercise_it_solved(graded, attack):
     assert {"ex98.1", "ex98.1.array"} <= set(failed) and all(failed.values()), failed
 
 
-@pytest.mark.xfail(strict=True, reason="known open: writes to the kernel's memory through NumPy (see KNOWN_OPEN)")
 @pytest.mark.parametrize("attack", list(KNOWN_OPEN))
-def test_a_known_open_attack_still_earns_marks(graded, attack):
+def test_a_known_open_attack_still_earns_marks_in_one_kernel_and_nothing_judged_apart(graded, attack, request):
+    if graded["mode"] == "kernel":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="known open in one kernel: writes to the kernel's "
+                                                                  "memory through NumPy (see KNOWN_OPEN)"))
     report = graded["reports"][attack]
     assert report["run"] == "finished" and report["total"] == 3, (report["run"], report["errors"])
     passed = {c["id"] for c in report["checks"] if c["passed"]}
@@ -437,7 +453,10 @@ def test_the_limits_that_stopped_an_attack_are_named(graded):
     # since round 6 the guard refuses submitted code any process start, so the first fork stops the flood; the
     # sandbox's process limit (tests/test_sandbox.py) stays for processes started in ways no audit event reports
     flood = reports["floods the machine with processes"]
-    assert any("os.fork (starting a process)" in e["message"] for e in flood["errors"]), flood["errors"]
+    if graded["mode"] == "kernel":
+        assert any("os.fork (starting a process)" in e["message"] for e in flood["errors"]), flood["errors"]
+    else:                                  # no guard in the submission's kernel: the sandbox's process limit stops it
+        assert any("Resource temporarily unavailable" in e["message"] for e in flood["errors"]), flood["errors"]
 
 
 def test_the_sandbox_protections_are_reported(graded):

@@ -33,6 +33,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from .exercises import (ANSWER_PLACEHOLDER, ANSWER_TAG, CHECK_TAG, EXERCISE_TAG, find_exercises, find_questions,
                         replace_solutions, stub_lines)
+from .judge import judged_apart, run_steps_apart
 from .kernel import Limits, SandboxedKernel
 from .notebooks import NOTEBOOK_DIR, cell_tags, read, with_parameters
 
@@ -305,7 +306,10 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
         steps, report["missing_exercises"] = plan(submission_nb, instructor_nb, exercises)
         modules = set().union(*(imported_modules(s.source) for s in steps if s.kind == "setup"))
         limits = limits or Limits(cell_seconds=cell_timeout, total_seconds=total_timeout)
-        outcome = run_steps(steps, modules, limits, hidden=frozenset(hidden))
+        if judged_apart(instructor_nb):           # checks in a kernel of their own (tools.judge)
+            outcome = run_steps_apart(steps, limits, hidden=frozenset(hidden))
+        else:
+            outcome = run_steps(steps, modules, limits, hidden=frozenset(hidden))
         results, report["errors"], report["run"] = outcome["checks"], outcome["errors"], outcome["run"]
         report["protections"] = outcome["protections"]
     for cid in expected:

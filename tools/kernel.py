@@ -84,6 +84,11 @@ class SandboxedKernel:
         self._base = None
         self._log_tail = ""
 
+    @property
+    def socket_dir(self) -> Path:
+        """The folder the sandbox shows the kernel read-write at the same path (its sockets, and the judge's)."""
+        return self._base / "ipc"
+
     # -- lifecycle --------------------------------------------------------------------------------------------
     def __enter__(self) -> "SandboxedKernel":
         try:
@@ -97,6 +102,12 @@ class SandboxedKernel:
         self.close()
 
     def start(self, ready_timeout: float = 120.0) -> None:
+        self.launch()
+        self.wait_ready(ready_timeout)
+
+    def launch(self) -> None:
+        """Start the sandbox and its kernel without waiting for it (wait_ready does). Call it from the thread that
+        will outlive the kernel: the sandbox dies with the thread that started it (its parent-death signal)."""
         self._base = Path(tempfile.mkdtemp(prefix="grade-kernel-"))
         os.chmod(self._base, 0o711)                     # the kernel's user may pass through to its sockets, not list
         sockets, root = self._base / "ipc", self._base / "root"
@@ -109,7 +120,7 @@ class SandboxedKernel:
         connection = sockets / "kernel.json"
         write_connection_file(str(connection), transport="ipc", ip=str(sockets / "k"),
                               key=secrets.token_hex(32).encode())
-        uid = secrets.choice(SANDBOX_UIDS) if os.geteuid() == 0 else None
+        self._uid = uid = secrets.choice(SANDBOX_UIDS) if os.geteuid() == 0 else None
         self._cgroup = f"workbook-grade-{secrets.token_hex(6)}" if os.geteuid() == 0 else None
         spec = default_spec(**{**self.limits.sandbox, "uid": uid, "readonly": self.readonly, "socket_dir": str(sockets),
                                "cgroup": self._cgroup,
@@ -131,6 +142,9 @@ class SandboxedKernel:
         self._client = BlockingKernelClient(context=self._context)
         self._client.load_connection_file(str(connection))
         self._client.start_channels()
+
+    def wait_ready(self, ready_timeout: float = 120.0) -> None:
+        sockets, uid = self._base / "ipc", self._uid
         start = time.monotonic()
         while True:                                       # wait_for_ready, but give up as soon as the sandbox exits
             if self._proc.poll() is not None:

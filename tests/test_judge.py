@@ -1,0 +1,204 @@
+"""The wire of a notebook judged apart (tools.judge_wire), in one process: both ends over a socket pair, with the
+grader's relay reduced to passing the frames; and what the judge reads from the submission's side, when that side
+sends what it likes."""
+import random
+import socket
+import struct
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils.gpt import GPTConfig
+from tools import judge_wire as W
+
+
+class Pair:
+    """The judge's Client and the submission's side, `namespace` holding the submission's functions."""
+
+    def __init__(self, namespace, forge=None):
+        self.judge_end, self.relay_end = socket.socketpair()
+        self.namespace, self.forge = namespace, forge
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+        self.client = W.Client("unused")
+        self.client.sock = self.judge_end
+
+    def _serve(self):
+        while True:
+            try:
+                body = W.recv_body(self.relay_end, 1 << 30)
+            except (EOFError, OSError):                 # closed at the test's end
+                return
+            prefix, call = body[:8], body[8:]
+            header, buffers = W.parse_body(call)
+            if self.forge is not None:                  # the submission's side answering as it likes
+                reply = self.forge(header, buffers)
+            else:
+                try:
+                    reply = W.pack_body(*W.handle(header, buffers, self.namespace))
+                except Exception as err:                # noqa: BLE001
+                    reply = W.pack_body({"ok": False, "type": type(err).__name__, "message": str(err), "traceback": ""})
+            W.send_body(self.relay_end, reply, prefix)
+
+    def proxy(self, name):
+        return self.client.proxy(name)
+
+    def close(self):
+        self.judge_end.close()
+        self.relay_end.close()
+
+
+@pytest.fixture
+def pair():
+    made = []
+
+    def make(namespace, forge=None):
+        made.append(Pair(namespace, forge))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def test_values_cross_as_themselves(pair):
+    p = pair({"echo": lambda *a, **k: (a, k)})
+    t = torch.arange(12, dtype=torch.float64).reshape(3, 4)
+    values = [None, True, 7, -(10 ** 30), 1.5, float("nan"), -0.0, 2 + 3j, "text", b"\x00\xff", (1, (2, 3)), [1, [2]],
+              {"a": 1, 3: [4]}, slice(1, 9, 2), range(2, 10, 3), t, t.T, t.to(torch.bfloat16), torch.tensor(True),
+              torch.zeros(0, 3), np.arange(6, dtype=np.int16).reshape(2, 3), np.asfortranarray(np.ones((2, 3))),
+              np.float32(2.5), np.int64(-4), np.dtype("float32"), torch.float16, torch.device("cpu"),
+              GPTConfig(vocab_size=11, n_layer=2)]
+    (args, kwargs) = p.proxy("echo")(*values, key=t)
+    assert len(args) == len(values) and torch.equal(kwargs["key"], t)
+    for sent, got in zip(values, args):
+        assert type(got) is type(sent), (sent, got)
+        if isinstance(sent, torch.Tensor):
+            assert got.dtype == sent.dtype and got.shape == sent.shape and torch.equal(got, sent)
+            assert got.stride() == sent.stride(), "a transposed view arrives with its strides (not made contiguous)"
+        elif isinstance(sent, np.ndarray):
+            assert got.dtype == sent.dtype and np.array_equal(got, sent) and got.flags.f_contiguous == sent.flags.f_contiguous
+        elif isinstance(sent, float) and sent != sent:
+            assert got != got
+        else:
+            assert got == sent and repr(got) == repr(sent)
+
+
+def test_what_the_function_changes_in_place_comes_back_to_the_caller_s_objects(pair):
+    def step(p, buf, grads, state, gen):
+        buf.mul_(0.5).add_(grads[0])
+        p.sub_(buf)
+        grads.append(torch.ones(2))
+        state["count"] = state.get("count", 0) + 1
+        state["noise"] = torch.rand(2, generator=gen)
+        return p                                       # the caller's own tensor comes back as itself
+
+    p = pair({"step": step})
+    w, buf, grads, state = torch.zeros(2), torch.ones(2), [torch.full((2,), 2.0)], {}
+    gen, twin = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    out = p.proxy("step")(w, buf, grads, state, gen)
+    assert out is w and torch.equal(w, torch.full((2,), -2.5)) and torch.equal(buf, torch.full((2,), 2.5))
+    assert len(grads) == 2 and torch.equal(grads[1], torch.ones(2)) and state["count"] == 1
+    assert torch.equal(state["noise"], torch.rand(2, generator=twin)), "the noise is the generator's own draw"
+    assert torch.equal(gen.get_state(), twin.get_state()), "the caller's generator moved on by what the function drew"
+    p.proxy("step")(w, buf, grads, state, gen)
+    assert state["count"] == 2 and len(grads) == 3
+
+
+def test_a_function_that_draws_from_a_global_generator_moves_the_judge_s_and_only_by_a_draw_of_its_own(pair):
+    p = pair({"draws": lambda: torch.rand(1).item(), "pure": lambda x: 2 * x})
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    p.proxy("pure")(3)
+    assert torch.equal(before, torch.get_rng_state()), "a function that draws nothing leaves the state alone"
+    p.proxy("draws")()                                 # in this test both sides share one process: two draws
+    after = torch.get_rng_state()
+    torch.manual_seed(0)
+    torch.rand(1)
+    assert not torch.equal(after, torch.get_rng_state()), "one draw is not enough: the judge drew one of its own"
+    torch.rand(1)
+    assert torch.equal(after, torch.get_rng_state())
+    state = random.getstate()
+    W.draw_from(["random"])
+    assert random.getstate() != state
+
+
+def test_the_submission_s_exceptions_are_raised_in_the_judge_as_python_s_own_or_as_a_submission_error(pair):
+    class Sneaky(Exception):
+        pass
+
+    def fails(kind):
+        raise {"value": ValueError("bad shape"), "own": Sneaky("mine"), "stop": StopIteration("x")}[kind]
+
+    p = pair({"fails": fails})
+    with pytest.raises(ValueError, match="bad shape"):
+        p.proxy("fails")("value")
+    with pytest.raises(W.SubmissionError, match="Sneaky: mine"):
+        p.proxy("fails")("own")
+    with pytest.raises(W.SubmissionError, match="StopIteration"):   # never a StopIteration that ends a check's loop
+        p.proxy("fails")("stop")
+    with pytest.raises(NameError, match="not defined in the submission's kernel"):
+        p.proxy("missing")()
+
+
+def test_an_object_of_the_submission_s_own_class_cannot_come_back(pair):
+    class Anything:
+        def __eq__(self, other):
+            return True
+
+    p = pair({"f": lambda x: Anything()})
+    with pytest.raises(W.SubmissionError, match="WireError: a value of type .*Anything, which cannot cross"):
+        p.proxy("f")(1)
+
+
+def _reply(result_tree, buffers=(), **extra):
+    return lambda header, bufs: W.pack_body({"ok": True, "result": result_tree, "updates": [], **extra}, list(buffers))
+
+
+@pytest.mark.parametrize("tree, buffers, message", [
+    (["A", 0, "|O", [1], "C", 0], [b"\x00" * 8], "dtype"),                                   # an object array
+    (["A", 0, "<f8", [3], "C", 0], [b"\x00" * 8], "with 8 bytes"),                           # fewer bytes than shape
+    (["T", 0, "float32", [2, 2], [1, 1 << 20], False, 0], [b"\x00" * 16], "stride"),           # a stride far out
+    (["T", 0, "float32", [-1], None, False, 0], [b""], "bad shape"),
+    (["T", 0, "int64", [1], None, True, 0], [b"\x00" * 8], "requires grad"),
+    (["O", "os.system", []], [], "cannot read"),                                              # a class not named
+    (["O", "course_utils.gpt.GPTConfig", [["__class__", ["n"]]]], [], "does not have"),
+    (["J", 99], [], "never sent"),
+    (["R", 0], [], "came before nothing"),
+    (["i", "9" * 5000], [], "cannot read"),
+    (["l", 0, [["l", 0, []]]], [], "given twice"),
+    (["zz"], [], "cannot read"),
+    ((["t", [["t", [["t", []]]]]]), [], None),                                                # fine: a tuple
+])
+def test_what_the_submission_s_side_sends_is_read_as_untrusted(pair, tree, buffers, message):
+    p = pair({}, forge=_reply(tree, buffers))
+    if message is None:
+        assert p.proxy("f")() == (((),),)
+        return
+    with pytest.raises(W.WireError, match=message):
+        p.proxy("f")()
+
+
+def test_nesting_and_updates_the_judge_never_sent_are_refused(pair):
+    deep = ["n"]
+    for _ in range(W.MAX_DEPTH + 5):
+        deep = ["t", [deep]]
+    with pytest.raises(W.WireError, match="too deep"):
+        pair({}, forge=_reply(deep)).proxy("f")()
+    forged_update = lambda h, b: W.pack_body({"ok": True, "result": ["n"], "updates": [[5, ["n"]]]})
+    with pytest.raises(W.WireError, match="never sent"):
+        pair({}, forge=forged_update).proxy("f")(torch.zeros(1))
+    reshaped = lambda h, b: W.pack_body({"ok": True, "result": ["n"],
+                                         "updates": [[0, ["T", 0, "float32", [2], None, False, 0]]]}, [b"\x00" * 8])
+    with pytest.raises(W.SubmissionError, match="changed the shape or dtype"):
+        pair({}, forge=reshaped).proxy("f")(torch.zeros(1))
+
+
+def test_a_frame_over_its_limit_is_refused_before_it_is_read():
+    a, b = socket.socketpair()
+    a.sendall(struct.pack(">Q", 1 << 40))
+    with pytest.raises(W.WireError, match="over the"):
+        W.recv_body(b, 1 << 20)
+    a.close(), b.close()

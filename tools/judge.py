@@ -1,0 +1,249 @@
+"""Grading a notebook judged apart: the checks run in a kernel that never runs the submission's code.
+
+Two sandboxed kernels (tools.kernel), started side by side:
+- the submission's kernel runs the instructor's cells and the submission's exercise cells, in order, and no check;
+- the judge runs the instructor's cells and checks, in order, and no exercise cell: each name an exercise defines
+  is, in the judge, a proxy (tools.judge_wire) that calls the submission's function in the submission's kernel.
+
+A call's arguments cross as data, the function runs in the submission's kernel, and its result comes back as data,
+with what it changed in place and what it drew from the global random states; the grader relays each call between
+the two kernels' sockets and never reads more than a call's size limit. Expected values, comparisons and verdicts
+exist only in the judge. So nothing the submission does in its own process (rebinding or patching the check
+helpers, writing to the process's memory through NumPy, forging output) reaches a check: the most its code can do
+is answer the calls, and answering them rightly is solving the exercise. A check passes when the judge's cell
+completed without an exception.
+
+A notebook opts in with `"judge": "apart"` in its `workbook` metadata; the others are graded in one kernel, with
+tools.kernel_guard in front of the checks (tools.grade).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from .judge_wire import WireError, pack_body, recv_body, send_body
+from .kernel import Limits, SandboxedKernel
+
+WIRE_SOURCE = Path(__file__).with_name("judge_wire.py").read_text()
+CALL_LIMIT = 64 << 20                    # bytes of one call or of one reply
+
+# Installed once in each kernel as a module of its own (the repository's tools package is not in either sandbox).
+INSTALL = ("import sys as _s, types as _t\n"
+           "_m = _t.ModuleType('workbook_wire')\n"
+           "_s.modules['workbook_wire'] = _m\n"
+           "exec(compile({source!r}, 'workbook_wire', 'exec'), _m.__dict__)\n"
+           "{then}\n"
+           "del _s, _t, _m")
+
+
+def judged_apart(instructor_nb) -> bool:
+    return (instructor_nb.metadata.get("workbook") or {}).get("judge") == "apart"
+
+
+def _listen(kernel: SandboxedKernel, name: str) -> tuple[socket.socket, str]:
+    """A Unix socket the kernel may connect to, in the folder its sandbox shows it (its only way out)."""
+    path = kernel.socket_dir / name
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    os.chmod(path, 0o666)
+    server.listen(2)
+    return server, str(path)
+
+
+class Relay:
+    """The grader between the two kernels: it takes each call from the judge, starts a serving session in the
+    submission's kernel when none is running, passes the call on and the reply back."""
+
+    def __init__(self, judge: SandboxedKernel, submission: SandboxedKernel, limits: Limits):
+        self.judge, self.submission, self.limits = judge, submission, limits
+        self.judge_server, self.judge_path = _listen(judge, "judge")
+        self.sub_server, self.sub_path = _listen(submission, "judge")
+        self.lock = threading.Lock()
+        self.conn = None                  # the submission's side of the current session
+        self.session = None               # the thread running the session's cell
+        self.session_results: list = []
+        self.active = False               # True while one of the judge's cells runs: only then may a session start
+        self.calls = 0
+        self.closed = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    # -- the submission's serving sessions -------------------------------------------------------------------
+    def _session(self) -> socket.socket:
+        with self.lock:
+            if self.conn is not None:
+                return self.conn
+            if not self.active:
+                raise ConnectionError("the judge's cell had already ended")
+            if self.session is not None:                  # the last session's cell ends first (one client, one cell)
+                self.session.join()
+                self.session = None
+            if not self.submission.alive():
+                raise ConnectionError(f"the submission's kernel is gone ({self.submission.dead_reason})")
+            source = f"__import__('workbook_wire').serve({self.sub_path!r}, get_ipython().user_ns, {CALL_LIMIT})"
+            timeout = self.limits.cell_seconds + 15       # a session lasts at most one of the judge's cells
+
+            def run():
+                self.session_results.append(self.submission.run(source, timeout=timeout))
+
+            self.session = threading.Thread(target=run, daemon=True)
+            self.session.start()
+            self.sub_server.settimeout(0.5)
+            end = time.monotonic() + 30
+            while True:
+                try:
+                    conn, _ = self.sub_server.accept()
+                    break
+                except (socket.timeout, BlockingIOError):
+                    if not self.session.is_alive() or time.monotonic() > end:
+                        result = self.session_results[-1] if self.session_results else None
+                        raise ConnectionError("the submission's kernel did not start answering calls"
+                                              + (f": {result.message[-300:]}" if result and result.message else ""))
+            conn.settimeout(None)
+            self.conn = conn
+            return conn
+
+    def begin(self) -> None:
+        with self.lock:
+            self.active = True
+
+    def end_session(self) -> None:
+        """After each of the judge's cells: the submission's kernel leaves its serving cell."""
+        with self.lock:
+            self.active = False
+            conn, session, self.conn, self.session = self.conn, self.session, None, None
+        if conn is not None:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+        if session is not None:
+            session.join()
+
+    # -- the judge's calls -----------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        conn = None
+        while not self.closed:
+            try:
+                if conn is None:
+                    conn, _ = self.judge_server.accept()
+                body = recv_body(conn, CALL_LIMIT + 8)
+            except (OSError, EOFError, WireError):
+                if conn is not None:
+                    conn.close()
+                conn = None                               # the judge reconnects after an interrupted call
+                continue
+            prefix, call = body[:8], body[8:]
+            self.calls += 1
+            try:
+                sub = self._session()
+                send_body(sub, call)
+                reply = recv_body(sub, CALL_LIMIT)
+            except (OSError, EOFError, WireError, ConnectionError) as err:
+                self.end_session_async()
+                reply = pack_body({"grader": f"the submission's kernel did not answer the call: {err}"})
+            try:
+                send_body(conn, reply, prefix)
+            except OSError:
+                conn.close()
+                conn = None
+
+    def end_session_async(self) -> None:
+        with self.lock:
+            conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.end_session()
+        for server in (self.judge_server, self.sub_server):
+            try:
+                server.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            server.close()
+
+
+def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidden: frozenset = frozenset()) -> dict:
+    """Run the plan (tools.grade.plan) with the checks in a judge of their own; the same outcome as
+    tools.grade.run_steps: {"checks": {id: [(passed, message, withheld)]}, "errors": [...], "run": str,
+    "protections": {...}} (the protections are the submission's kernel's)."""
+    outcome = {"checks": {}, "errors": [], "run": "finished", "protections": {"on": [], "off": {}}}
+    submission, judge, relay = kernel_factory(limits), kernel_factory(limits), None
+    try:
+        kernels = ((submission, "the kernel"), (judge, "the judge's kernel"))
+        for step_name in ("launch", "wait_ready"):        # both boot side by side: about half the wait
+            for kernel, who in kernels:
+                try:
+                    getattr(kernel, step_name)()
+                except Exception as err:                 # noqa: BLE001 (reported, never raised)
+                    outcome["run"] = f"{who} did not start: {err}"
+                    return outcome
+        outcome["protections"] = submission.protections
+        relay = Relay(judge, submission, limits)
+        boot_timeout = max(limits.cell_seconds, 120)
+        for kernel, then, who in ((submission, "", "the kernel"),
+                                  (judge, f"_m.CLIENT = _m.Client({relay.judge_path!r}, {CALL_LIMIT})", "the judge")):
+            boot = kernel.run(INSTALL.format(source=WIRE_SOURCE, then=then), timeout=boot_timeout)
+            if boot.status != "ok":
+                outcome["run"] = (kernel.dead_reason if not kernel.alive() else
+                                  f"the grader's set-up failed in {who}: {boot.message[-500:]}")
+                return outcome
+
+        def in_judge(source: str):
+            relay.begin()
+            try:
+                return judge.run(source)
+            finally:
+                relay.end_session()
+
+        after_hidden = False
+        for step in steps:
+            if not submission.alive():
+                outcome["run"] = submission.dead_reason
+                break
+            if not judge.alive():
+                outcome["run"] = f"the judge's kernel stopped: {judge.dead_reason}"
+                break
+            if step.kind == "check":
+                after_hidden = after_hidden or step.id in hidden
+                r = in_judge(step.source)
+                ok = r.status == "ok"
+                outcome["checks"].setdefault(step.id, []).append(
+                    (True, "", False) if ok else (False, r.message[-2000:] or "the check did not complete",
+                                                  after_hidden and step.id not in hidden))
+                continue
+            r = submission.run(step.source)
+            if step.kind == "exercise":
+                if r.status != "ok":
+                    outcome["errors"].append({"cell": step.index, "message": r.message[-600:], "after_hidden": after_hidden})
+                names = "\n".join(f"{n} = __import__('workbook_wire').CLIENT.proxy({n!r})" for n in sorted(step.names))
+                j = judge.run(names or "pass")
+                if j.status != "ok":
+                    outcome["run"] = f"the grader's proxies failed in the judge: {j.message[-300:]}"
+                    break
+                continue
+            j = in_judge(step.source)                     # an instructor cell: its error, the judge's first
+            failed = j if j.status != "ok" else r if r.status != "ok" else None
+            if failed is not None:
+                outcome["errors"].append({"cell": step.index, "message": failed.message[-600:], "after_hidden": after_hidden})
+        else:
+            if not submission.alive():
+                outcome["run"] = submission.dead_reason
+            elif not judge.alive():
+                outcome["run"] = f"the judge's kernel stopped: {judge.dead_reason}"
+    finally:
+        if relay is not None:
+            relay.close()
+        judge.close()
+        submission.close()
+    return outcome
