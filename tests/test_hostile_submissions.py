@@ -492,20 +492,20 @@ def test_nothing_a_submission_started_outlives_its_grading(graded):
     assert not list(graded["scratch"].iterdir()), "kernel folders were left behind"
 
 
-def grade_with_a_hidden_check(tmp_path, name, hidden_check, answer):
+def grade_with_a_hidden_check(tmp_path, name, hidden_check, answer, mode="kernel"):
     """Grade a submission whose exercise cell is `answer` against a toy instructor notebook: one exercise (double),
     a visible check, the hidden check `hidden_check`, an instructor cell that calls double again, then a second
     visible check."""
     from tests.nbfactory import code, notebook
 
-    instructor = notebook(
+    instructor = judged(mode, notebook(
         code("import numpy as np\nfrom course_utils import assert_close"),
         code("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION", "exercise-ex97.1"),
         code("assert_close(double(np.ones(2)), np.full(2, 2.0), name='double(ones)')", "check-ex97.1"),
         code(hidden_check, "check-ex97.1.more", "hidden"),
         code("print(double(1))"),
         code("assert_close(double(np.ones(3)), np.full(3, 2.0), name='double(ones(3))')", "check-ex97.1.after"),
-    )
+    ))
     (tmp_path / "i").mkdir()
     write(instructor, tmp_path / "i" / f"97_{name}.ipynb")
     submission_nb = notebook(*[code(c.source, *c.metadata.get("tags", [])) for c in instructor.cells[1:]])
@@ -514,7 +514,8 @@ def grade_with_a_hidden_check(tmp_path, name, hidden_check, answer):
                  limits=Limits(cell_seconds=10, total_seconds=60))
 
 
-def test_a_hidden_check_s_source_never_reaches_the_submission(tmp_path):
+@pytest.mark.parametrize("mode", ["kernel", "apart"])
+def test_a_hidden_check_s_source_never_reaches_the_submission(tmp_path, mode):
     # A submission's function, called by the checks and by a later cell, looks for a hidden check's text wherever
     # the kernel keeps sources (the line cache of tracebacks, IPython's input history and namespace) and raises it
     # in an error message, which the feedback shows. The hidden check's source travels encrypted and is never
@@ -531,13 +532,14 @@ def test_a_hidden_check_s_source_never_reaches_the_submission(tmp_path):
             "        raise ValueError('LEAKED ' + found[0][:300])\n"
             "    return x + 2\n")
     report = grade_with_a_hidden_check(
-        tmp_path, "hidden", f"# {marker}: the hidden-check-text\nassert_close(double(np.arange(3.0)), 2 * np.arange(3.0), name='x')", leak)
+        tmp_path, "hidden", f"# {marker}: the hidden-check-text\nassert_close(double(np.arange(3.0)), 2 * np.arange(3.0), name='x')", leak, mode)
     assert report["run"] == "finished" and report["score"] == 0, report
     for path in (tmp_path / "out").iterdir():
         assert marker not in path.read_text(errors="replace"), f"the hidden check's text reached {path.name}"
 
 
-def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_error(tmp_path):
+@pytest.mark.parametrize("mode", ["kernel", "apart"])
+def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_error(tmp_path, mode):
     # The submission's function records the arguments a hidden check gives it and raises them in the next
     # instructor cell that calls it: the feedback withholds the text of errors after a hidden check.
     spy = ("SEEN = []\n"
@@ -547,13 +549,14 @@ def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_error(tmp_path
            "        raise ValueError('SPIED ' + ' '.join(SEEN))\n"
            "    return x + 2\n")
     report = grade_with_a_hidden_check(
-        tmp_path, "spy", "assert_close(double(np.arange(1234.0)), 2 * np.arange(1234.0), name='x')", spy)
+        tmp_path, "spy", "assert_close(double(np.arange(1234.0)), 2 * np.arange(1234.0), name='x')", spy, mode)
     assert report["score"] == 0 and any("SPIED" in e["message"] and "1234" in e["message"] for e in report["errors"]), report
     feedback_text = (tmp_path / "out" / "sub_97_spy.md").read_text()
     assert "1234" not in feedback_text and "withheld" in feedback_text, feedback_text
 
 
-def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_check_s_message(tmp_path):
+@pytest.mark.parametrize("mode", ["kernel", "apart"])
+def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_check_s_message(tmp_path, mode):
     # The same spy, raising what it saw when a visible check that runs after the hidden one calls it (red-team round
     # 4 read a hidden check's inputs this way in notebook 05): that check's message is kept for the instructors (the
     # JSON) and withheld from the feedback and from Gradescope's output.
@@ -568,7 +571,7 @@ def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_check_s_messag
            "        raise ValueError('SPIED ' + ' '.join(SEEN))\n"
            "    return x + 2\n")
     report = grade_with_a_hidden_check(
-        tmp_path, "spy2", "assert_close(double(np.arange(1234.0)), 2 * np.arange(1234.0), name='x')", spy)
+        tmp_path, "spy2", "assert_close(double(np.arange(1234.0)), 2 * np.arange(1234.0), name='x')", spy, mode)
     after = next(c for c in report["checks"] if c["id"] == "ex97.1.after")
     assert not after["passed"] and after["after_hidden"] and "1234" in after["message"], after
     assert "1234" in json.dumps(report), "the instructors' JSON keeps the message"

@@ -19,7 +19,9 @@ class Pair:
 
     def __init__(self, namespace, forge=None):
         self.judge_end, self.relay_end = socket.socketpair()
-        self.namespace, self.forge = namespace, forge
+        self.namespace, self.forge, self.sizes = namespace, forge, []
+        W.SUBMISSION_CACHE.entries.clear()             # (both ends share this process's module)
+        W.SUBMISSION_CACHE.total = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
         self.client = W.Client("unused")
@@ -32,6 +34,7 @@ class Pair:
             except (EOFError, OSError):                 # closed at the test's end
                 return
             prefix, call = body[:8], body[8:]
+            self.sizes.append(len(call))
             header, buffers = W.parse_body(call)
             if self.forge is not None:                  # the submission's side answering as it likes
                 reply = self.forge(header, buffers)
@@ -108,7 +111,13 @@ def test_what_the_function_changes_in_place_comes_back_to_the_caller_s_objects(p
 
 
 def test_a_function_that_draws_from_a_global_generator_moves_the_judge_s_and_only_by_a_draw_of_its_own(pair):
-    p = pair({"draws": lambda: torch.rand(1).item(), "pure": lambda x: 2 * x})
+    p = pair({"draws": lambda: torch.rand(1).item(), "pure": lambda x: 2 * x, "np": lambda: np.random.random(),
+              "py": lambda: random.random()})
+    for name, expected in (("np", ["numpy"]), ("py", ["random"]), ("draws", ["torch"]), ("pure", [])):
+        header, buffers, _ = W.encode_message({"op": "call", "name": name}, {"args": (3,) if name == "pure" else (),
+                                                                            "kwargs": {}})
+        reply, _ = W.handle(header, buffers, p.namespace)
+        assert reply["drew"] == expected, f"{name} drew from {reply['drew']}, not {expected}"
     torch.manual_seed(0)
     before = torch.get_rng_state()
     p.proxy("pure")(3)
@@ -160,7 +169,7 @@ def _reply(result_tree, buffers=(), **extra):
 @pytest.mark.parametrize("tree, buffers, message", [
     (["A", 0, "|O", [1], "C", 0], [b"\x00" * 8], "dtype"),                                   # an object array
     (["A", 0, "<f8", [3], "C", 0], [b"\x00" * 8], "with 8 bytes"),                           # fewer bytes than shape
-    (["T", 0, "float32", [2, 2], [1, 1 << 20], False, 0], [b"\x00" * 16], "stride"),           # a stride far out
+    (["T", 0, "float32", [2, 2], [1, 1 << 40], False, 0], [b"\x00" * 16], "stride"),           # a stride far out
     (["T", 0, "float32", [-1], None, False, 0], [b""], "bad shape"),
     (["T", 0, "int64", [1], None, True, 0], [b"\x00" * 8], "requires grad"),
     (["O", "os.system", []], [], "cannot read"),                                              # a class not named
@@ -202,3 +211,122 @@ def test_a_frame_over_its_limit_is_refused_before_it_is_read():
     with pytest.raises(W.WireError, match="over the"):
         W.recv_body(b, 1 << 20)
     a.close(), b.close()
+
+
+def test_a_large_tensor_is_sent_once_while_it_is_unchanged_and_again_when_either_side_changes_it(pair):
+    calls = []
+
+    def total(X, double=False):
+        calls.append(X)
+        if double:
+            X.mul_(2)                                  # the submission's side changes the tensor it holds
+        return float(X.sum())
+
+    p = pair({"total": total})
+    f = p.proxy("total")
+    X = torch.ones(512, 1024, dtype=torch.float64)     # 4 MiB
+    assert f(X) == X.numel() and f(X) == X.numel()
+    assert p.sizes[0] > 4 << 20 and p.sizes[1] < 4096, p.sizes
+    assert calls[0] is calls[1], "the submission's side used the tensor it kept"
+    X.add_(1)                                          # the judge changes it: sent again, whole
+    assert f(X) == 2 * X.numel() and p.sizes[2] > 4 << 20
+    assert f(X, double=True) == 4 * X.numel() and torch.equal(X, torch.full_like(X, 4.0)), "its change came back"
+    assert f(X) == 4 * X.numel() and p.sizes[-1] > 4 << 20, "changed there, sent again whole"
+    W.SUBMISSION_CACHE.entries.clear()                 # the submission's side loses what it kept: sent again whole
+    W.SUBMISSION_CACHE.total = 0
+    assert f(X) == 4 * X.numel() and p.sizes[-1] > 4 << 20 and p.sizes[-2] < 4096, p.sizes[-3:]
+
+
+def test_calls_under_no_grad_and_a_default_dtype_run_so_in_the_submission_s_kernel(pair):
+    def step(p):
+        p.sub_(1.0)                                    # an error on a leaf that requires grad, unless under no_grad
+        return torch.zeros(1).dtype
+
+    p = pair({"step": step})
+    w = torch.zeros(3, requires_grad=True)
+    with torch.no_grad():
+        assert p.proxy("step")(w) == torch.float32
+    assert torch.equal(w.detach(), torch.full((3,), -1.0))
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        p.proxy("step")(w)
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert p.proxy("step")(torch.zeros(1)) == torch.float64
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+# -- end to end: a toy notebook judged apart, graded in its two sandboxed kernels ------------------------------------
+TOY_SETUP = ("import numpy as np, torch\nimport course_utils as cu\n"
+             "from course_utils import assert_close, check_equal, check_that, plain\nfrom course_utils.gpt import GPTConfig")
+TOY_SOLUTIONS = {
+    "ex95.1": "def momentum_(p, grad, buf, lr, beta):\n    buf.mul_(beta).add_(grad)\n    p.sub_(lr * buf)",
+    "ex95.2": ("def noisy_mean(x, generator):\n"
+               "    return x.mean(0) + 0.01 * torch.randn(x.shape[1], generator=generator, dtype=x.dtype)"),
+    "ex95.3": "def first_rows(x):\n    return x.reshape(x.shape[0], -1)[:, :2]",
+    "ex95.4": "def head_size(config):\n    return config.n_embd // config.n_head",
+}
+TOY_CHECKS = {
+    "ex95.1": ("p, buf = torch.zeros(3, requires_grad=True), torch.zeros(3)\n"
+               "ref = torch.zeros(3, requires_grad=True)\nopt = torch.optim.SGD([ref], lr=0.5, momentum=0.9)\n"
+               "for _ in range(4):\n    g = torch.arange(3.0)\n    with torch.no_grad():\n        momentum_(p, g.clone(), buf, 0.5, 0.9)\n"
+               "    ref.grad = g.clone()\n    opt.step()\n"
+               "assert_close(p.detach(), ref.detach(), rtol=1e-6, name='momentum_ vs torch.optim.SGD')"),
+    "ex95.2": ("x = torch.randn(50, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))\n"
+               "g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)\n"
+               "state = torch.get_rng_state()\n"
+               "a = plain(noisy_mean(x.clone(), g1))\n"
+               "check_that(torch.equal(a, x.mean(0) + 0.01 * torch.randn(4, generator=g2, dtype=x.dtype)), 'the generator draws')\n"
+               "check_that(torch.equal(g1.get_state(), g2.get_state()), 'the caller\\'s generator moved on')\n"
+               "check_that(torch.equal(state, torch.get_rng_state()), 'the global random state is left untouched')\n"
+               "check_equal(cu.map_on_cores(lambda s: tuple(plain(noisy_mean(x, torch.Generator().manual_seed(s))).shape),"
+               " [1, 2, 3], processes=2), [(4,)] * 3, 'called from forked children')"),
+    "ex95.3": ("x = torch.arange(24.0).reshape(2, 3, 4).transpose(1, 2)\n"
+               "assert_close(first_rows(x), x.reshape(2, -1)[:, :2], name='first_rows on a transposed view')\n"
+               "big = torch.randn(600, 600, dtype=torch.float64)\n"
+               "for _ in range(3):\n    assert_close(first_rows(big), big[:, :2], name='first_rows on a large tensor')"),
+    "ex95.4": "check_equal(head_size(GPTConfig(vocab_size=10, n_embd=64, n_head=4)), 16, 'head size of a GPTConfig')",
+}
+TOY_WRONG = {
+    "ex95.1": "def momentum_(p, grad, buf, lr, beta):\n    buf.mul_(beta).add_(grad)\n    p.sub_(lr * grad)",
+    "ex95.2": ("def noisy_mean(x, generator):\n"
+               "    return x.mean(0) + 0.01 * torch.randn(x.shape[1], dtype=x.dtype)   # the global generator"),
+    "ex95.3": "def first_rows(x):\n    return x.view(x.shape[0], -1)[:, :2]",
+    "ex95.4": "def head_size(config):\n    return config.n_embd",
+}
+
+
+def judged_toy(answers: dict):
+    from tests.nbfactory import code, notebook
+
+    cells = [code(TOY_SETUP)]
+    for ex in TOY_SOLUTIONS:
+        body = "\n".join("    " + line for line in TOY_SOLUTIONS[ex].splitlines()[1:])
+        solution = f"{TOY_SOLUTIONS[ex].splitlines()[0]}\n    ### BEGIN SOLUTION\n{body}\n    ### END SOLUTION"
+        cells += [code(answers.get(ex, solution), f"exercise-{ex}"), code(TOY_CHECKS[ex], f"check-{ex}")]
+    nb = notebook(*cells)
+    nb.metadata["workbook"] = {"judge": "apart"}
+    return nb
+
+
+def test_a_toy_judged_apart_gives_its_solution_full_marks_and_each_wrong_answer_only_its_own_failure(tmp_path):
+    from tests.nbfactory import write
+    from tools.grade import grade_all
+    from tools.kernel import Limits
+
+    (tmp_path / "i").mkdir()
+    (tmp_path / "subs").mkdir()
+    write(judged_toy({}), tmp_path / "i" / "95_judged.ipynb")
+    write(judged_toy({}), tmp_path / "subs" / "a_solved_95_judged.ipynb")
+    for ex, wrong in TOY_WRONG.items():
+        write(judged_toy({ex: wrong}), tmp_path / "subs" / f"wrong_{ex}_95_judged.ipynb")
+    limits = Limits(cell_seconds=30, total_seconds=120, sandbox={"memory_bytes": 4 << 30, "processes": 64})
+    reports = {r["notebook"]: r for r in grade_all(tmp_path / "subs", tmp_path / "i", tmp_path / "out", jobs=2, limits=limits)}
+    solved = reports["a_solved_95_judged.ipynb"]
+    assert (solved["score"], solved["total"], solved["run"]) == (4, 4, "finished"), solved["checks"]
+    expected_failure = {"ex95.1": "momentum_ vs torch.optim.SGD", "ex95.2": "the global random state is left untouched",
+                        "ex95.3": "view size is not compatible", "ex95.4": "Expected: 16. Got: 64"}
+    for ex, message in expected_failure.items():
+        report = reports[f"wrong_{ex}_95_judged.ipynb"]
+        failed = {c["id"]: c["message"] for c in report["checks"] if not c["passed"]}
+        assert set(failed) == {ex} and message in failed[ex], (ex, failed)

@@ -28,7 +28,7 @@ from .judge_wire import WireError, pack_body, recv_body, send_body
 from .kernel import Limits, SandboxedKernel
 
 WIRE_SOURCE = Path(__file__).with_name("judge_wire.py").read_text()
-CALL_LIMIT = 64 << 20                    # bytes of one call or of one reply
+CALL_LIMIT = 256 << 20                   # bytes of one call or of one reply
 
 # Installed once in each kernel as a module of its own (the repository's tools package is not in either sandbox).
 INSTALL = ("import sys as _s, types as _t\n"
@@ -62,6 +62,7 @@ class Relay:
         self.judge_server, self.judge_path = _listen(judge, "judge")
         self.sub_server, self.sub_path = _listen(submission, "judge")
         self.lock = threading.Lock()
+        self.forwarding = threading.Lock()   # one call at a time reaches the submission's kernel
         self.conn = None                  # the submission's side of the current session
         self.session = None               # the thread running the session's cell
         self.session_results: list = []
@@ -126,31 +127,35 @@ class Relay:
 
     # -- the judge's calls -----------------------------------------------------------------------------------
     def _loop(self) -> None:
-        conn = None
+        """Accept the judge's connections: its own, a new one after an interrupted call, one per forked child."""
         while not self.closed:
             try:
-                if conn is None:
-                    conn, _ = self.judge_server.accept()
-                body = recv_body(conn, CALL_LIMIT + 8)
-            except (OSError, EOFError, WireError):
-                if conn is not None:
-                    conn.close()
-                conn = None                               # the judge reconnects after an interrupted call
-                continue
-            prefix, call = body[:8], body[8:]
-            self.calls += 1
-            try:
-                sub = self._session()
-                send_body(sub, call)
-                reply = recv_body(sub, CALL_LIMIT)
-            except (OSError, EOFError, WireError, ConnectionError) as err:
-                self.end_session_async()
-                reply = pack_body({"grader": f"the submission's kernel did not answer the call: {err}"})
-            try:
-                send_body(conn, reply, prefix)
+                conn, _ = self.judge_server.accept()
             except OSError:
-                conn.close()
-                conn = None
+                return
+            threading.Thread(target=self._serve_judge, args=(conn,), daemon=True).start()
+
+    def _serve_judge(self, conn) -> None:
+        with conn:
+            while not self.closed:
+                try:
+                    body = recv_body(conn, CALL_LIMIT + 8)
+                except (OSError, EOFError, WireError):
+                    return                                # closed, or a stream the judge abandoned mid-call
+                prefix, call = body[:8], body[8:]
+                with self.forwarding:
+                    self.calls += 1
+                    try:
+                        sub = self._session()
+                        send_body(sub, call)
+                        reply = recv_body(sub, CALL_LIMIT)
+                    except (OSError, EOFError, WireError, ConnectionError) as err:
+                        self.end_session_async()
+                        reply = pack_body({"grader": f"the submission's kernel did not answer the call: {err}"})
+                try:
+                    send_body(conn, reply, prefix)
+                except OSError:
+                    return
 
     def end_session_async(self) -> None:
         with self.lock:
@@ -232,10 +237,9 @@ def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidde
                     outcome["run"] = f"the grader's proxies failed in the judge: {j.message[-300:]}"
                     break
                 continue
-            j = in_judge(step.source)                     # an instructor cell: its error, the judge's first
-            failed = j if j.status != "ok" else r if r.status != "ok" else None
-            if failed is not None:
-                outcome["errors"].append({"cell": step.index, "message": failed.message[-600:], "after_hidden": after_hidden})
+            j = in_judge(step.source)   # an instructor cell: the judge's error is the one to report (the submission's
+            if j.status != "ok":        # kernel may lack names its checks defined, which it never ran)
+                outcome["errors"].append({"cell": step.index, "message": j.message[-600:], "after_hidden": after_hidden})
         else:
             if not submission.alive():
                 outcome["run"] = submission.dead_reason

@@ -14,11 +14,15 @@ import builtins
 import dataclasses
 import importlib
 import json
+import os
 import random
 import socket
 import struct
 import sys
+import threading
 import traceback
+import weakref
+from collections import OrderedDict
 
 MAX_DEPTH = 40
 MAX_NODES = 2_000_000
@@ -28,6 +32,39 @@ TENSOR_DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "comp
                  "int64", "uint8", "bool")
 ARRAY_KINDS = "biufc"                      # bool, int, uint, float, complex: never object, void or strings
 ALLOWED_CLASSES = ("course_utils.gpt.GPTConfig",)     # dataclasses that may cross, by their dotted name
+CACHE_MIN_BYTES = 1 << 20                 # a tensor this large is sent once, then named by its key while unchanged
+CACHE_BYTES, CACHE_ENTRIES = 512 << 20, 16
+
+
+class TensorCache:
+    """Large tensors the submission's side holds from earlier calls, least recently used first. The judge's side
+    decides: it holds weak references and the state each tensor was sent in, evicts, and names what it evicted in
+    its next call ("drop"); the submission's side holds the tensors and drops what it is told to."""
+
+    def __init__(self, next_key=0):
+        self.entries, self.total, self.next_key = OrderedDict(), 0, next_key
+
+    def store(self, key, value, nbytes, evict=True) -> list:
+        self.entries[key] = (value, nbytes)
+        self.total += nbytes
+        evicted = []
+        while evict and self.entries and (self.total > CACHE_BYTES or len(self.entries) > CACHE_ENTRIES):
+            old, (_, size) = self.entries.popitem(last=False)
+            self.total -= size
+            evicted.append(old)
+        return evicted
+
+    def use(self, key):
+        value, _ = self.entries[key]
+        self.entries.move_to_end(key)
+        return value
+
+    def drop(self, key):
+        if key in self.entries:
+            self.total -= self.entries.pop(key)[1]
+
+
+SUBMISSION_CACHE = TensorCache()         # the submission's side (this module lives on in its kernel between sessions)
 
 
 class WireError(ValueError):
@@ -108,8 +145,9 @@ class Encoder:
     arrays, lists, dicts, generators) get a node number, so a second occurrence is a reference to the first;
     `known` maps id() of objects the other side sent to their numbers there (sent back as ["J", n])."""
 
-    def __init__(self, known=None):
-        self.buffers, self.memo, self.keep, self.known = [], {}, [], known or {}
+    def __init__(self, known=None, cache=None):
+        self.buffers, self.memo, self.keep, self.known, self.cache = [], {}, [], known or {}, cache
+        self.dropped = []                                # cache keys evicted while encoding
 
     def buffer(self, data: bytes) -> int:
         self.buffers.append(bytes(data))
@@ -186,10 +224,21 @@ class Encoder:
         if dtype not in TENSOR_DTYPES or x.layout != torch.strided or x.is_quantized or x.is_meta:
             raise WireError(f"a tensor of dtype {x.dtype} and layout {x.layout}, which cannot be sent")
         n = self.node(x)
+        stride = list(x.stride()) if x.device.type == "cpu" and all(s > 0 for s in x.stride()) else None
+        grad = bool(x.requires_grad and x.is_leaf)
+        key = None
+        if self.cache is not None and x.numel() * x.element_size() >= CACHE_MIN_BYTES and x.device.type == "cpu":
+            state = (x._version, x.data_ptr(), x.storage_offset(), tuple(x.shape), tuple(x.stride()), x.dtype, grad)
+            for key, ((ref, was), _) in list(self.cache.entries.items()):
+                if ref() is x and was == state:
+                    self.cache.use(key)
+                    return ["C", n, key]                  # unchanged since it was sent: the other side has it
+            key = self.cache.next_key
+            self.cache.next_key += 1
+            self.dropped += self.cache.store(key, (weakref.ref(x), state), x.numel() * x.element_size())
         values = x.detach().cpu().resolve_conj().resolve_neg().contiguous()
         data = values.reshape(-1).view(torch.uint8).numpy().tobytes() if values.numel() else b""
-        stride = list(x.stride()) if x.device.type == "cpu" and all(s > 0 for s in x.stride()) else None
-        return ["T", n, dtype, list(x.shape), stride, bool(x.requires_grad and x.is_leaf), self.buffer(data)]
+        return ["T", n, dtype, list(x.shape), stride, grad, self.buffer(data)] + ([key] if key is not None else [])
 
     def generator(self, x):
         if x.device.type != "cpu":
@@ -217,8 +266,9 @@ class Decoder:
     """The inverse of Encoder, for untrusted input: exact types only; `peer` resolves ["J", n] to objects of
     this side that were sent as node n."""
 
-    def __init__(self, buffers, peer=None):
-        self.buffers, self.nodes, self.peer, self.count = buffers, {}, peer or {}, 0
+    def __init__(self, buffers, peer=None, cache=None):
+        self.buffers, self.nodes, self.peer, self.count, self.cache = buffers, {}, peer or {}, 0, cache
+        self.snapshots = {}                              # node -> the cached tensor's value when it was stored
 
     def buf(self, i):
         if type(i) is not int or not 0 <= i < len(self.buffers):
@@ -289,8 +339,20 @@ class Decoder:
             if type(a[0]) is not int or a[0] not in self.peer:
                 raise WireError(f"a reference to object {a[0]!r}, which was never sent")
             return self.peer[a[0]]
-        if tag == "T" and torch is not None:
-            return self._node(a[0], self.tensor(*a[1:]))
+        if tag == "T" and torch is not None and len(a) == 7 and self.cache is not None:      # sent to be kept
+            if type(a[6]) is not int:
+                raise WireError("a cache key that is not a number")
+            t = self._node(a[0], self.tensor(*a[1:6]))
+            self.cache.store(a[6], (t, t.detach().clone()), t.numel() * t.element_size(), evict=False)
+            return t
+        if tag == "T" and torch is not None and len(a) == 6:
+            return self._node(a[0], self.tensor(*a[1:6]))
+        if tag == "C" and self.cache is not None:
+            if a[1] not in self.cache.entries:
+                raise WireError(f"a cached tensor {a[1]!r} this side does not hold")
+            t, snapshot = self.cache.use(a[1])
+            self.snapshots[a[0]] = snapshot
+            return self._node(a[0], t)
         if tag == "G" and torch is not None:
             g = torch.Generator()
             g.set_state(torch.frombuffer(bytearray(self.buf(a[1])), dtype=torch.uint8))
@@ -346,14 +408,13 @@ class Decoder:
                     or not all(type(s) is int and 0 < s < 1 << 40 for s in stride)):
                 raise WireError(f"a bad stride {stride!r}")
             span = 1 + sum((n - 1) * s for n, s in zip(shape, stride))
-            if span > max(count, 1) * 64:
-                raise WireError(f"a stride {stride} that spans {span:,} elements for {count:,}")
-            laid = torch.empty_strided(shape, stride, dtype=dt)
-            try:
-                laid.copy_(values)
-            except RuntimeError:                        # overlapping strides: keep the values, densely laid
-                laid = values
-            values = laid
+            if span <= 64 * count + 4096:              # (a narrow view of a large tensor arrives dense: its values
+                laid = torch.empty_strided(shape, stride, dtype=dt)      # are what it is; no storage it never had)
+                try:
+                    laid.copy_(values)
+                except RuntimeError:                    # overlapping strides: keep the values, densely laid
+                    laid = values
+                values = laid
         if requires_grad:
             if not (dt.is_floating_point or dt.is_complex):
                 raise WireError("an integer tensor that requires grad")
@@ -379,15 +440,31 @@ def encode_message(header: dict, fields: dict, known=None) -> tuple:
 
 
 # -- random states ----------------------------------------------------------------------------------------------
+_NUMPY_STATE = {}
+
+
 def rng_states() -> dict:
-    """The global random states a function may draw from: torch's CPU generator, NumPy's legacy one, Python's."""
+    """What the global random generators a function may draw from hold now, as bytes to compare: torch's CPU
+    generator, NumPy's legacy one (read in place: np.random.get_state() costs 40 us a call), Python's."""
+    import ctypes
+
     states = {"random": random.getstate()}
     torch, np = _torch(), _numpy()
     if torch is not None:
-        states["torch"] = torch.get_rng_state()
+        states["torch"] = torch.get_rng_state().numpy().tobytes()
     if np is not None:
-        states["numpy"] = np.random.get_state()
+        generator = np.random.mtrand._rand._bit_generator
+        if id(generator) not in _NUMPY_STATE:
+            _NUMPY_STATE.clear()
+            _NUMPY_STATE[id(generator)] = (generator, generator.ctypes.state_address)
+        address = _NUMPY_STATE[id(generator)][1]
+        states["numpy"] = ctypes.string_at(address, 624 * 4 + 8)     # MT19937's key and position
     return states
+
+
+def changed_states(now: dict, before: dict) -> list:
+    """The names of the generators whose state differs between two rng_states()."""
+    return sorted(k for k, v in now.items() if before.get(k) != v)
 
 
 def draw_from(names) -> None:
@@ -401,56 +478,65 @@ def draw_from(names) -> None:
         np.random.random()
 
 
-def changed_states(now: dict, before: dict) -> list:
-    """The names of the generators whose state differs between two rng_states()."""
-    torch, np = _torch(), _numpy()
-    changed = []
-    for key, state in now.items():
-        old = before.get(key)
-        if key == "torch":
-            same = old is not None and bool(torch.equal(state, old))
-        elif key == "numpy":
-            same = old is not None and state[0] == old[0] and bool(np.array_equal(state[1], old[1])) and state[2:] == old[2:]
-        else:
-            same = state == old
-        if not same:
-            changed.append(key)
-    return changed
-
-
 # -- the submission's side --------------------------------------------------------------------------------------
 def _bytes_of(x):
     torch = _torch()
     if torch is not None and isinstance(x, torch.Tensor):
-        v = x.detach().contiguous()
-        return (str(v.dtype), tuple(v.shape), v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+        return x.detach().clone()                      # compared byte for byte by _same
     if torch is not None and isinstance(x, torch.Generator):
         return x.get_state().numpy().tobytes()
     return (x.dtype.str, x.shape, x.tobytes())
 
 
+def _same(now, before) -> bool:
+    torch = _torch()
+    if torch is not None and isinstance(before, torch.Tensor):
+        now = now.detach()
+        if now.dtype != before.dtype or now.shape != before.shape:
+            return False
+        if not now.numel():
+            return True
+        flat = lambda t: t.contiguous().reshape(-1).view(torch.uint8)
+        return bool(torch.equal(flat(now), flat(before)))
+    return _bytes_of(now) == before
+
+
 def handle(header: dict, buffers: list, namespace: dict) -> tuple:
     """Run one call in the submission's kernel; the reply's header and buffers."""
-    dec = Decoder(buffers)
+    if header.get("reset") is True:
+        SUBMISSION_CACHE.entries.clear()
+        SUBMISSION_CACHE.total = 0
+    for key in header.get("drop") or () if type(header.get("drop")) is list else ():
+        SUBMISSION_CACHE.drop(key)
+    dec = Decoder(buffers, cache=SUBMISSION_CACHE)
     name = header.get("name")
     args = dec.decode(header["args"])
     kwargs = dec.decode(header["kwargs"])
     torch, np = _torch(), _numpy()
-    before = {n: _bytes_of(o) for n, o in dec.nodes.items()
+    before = {n: dec.snapshots[n] if n in dec.snapshots else _bytes_of(o) for n, o in dec.nodes.items()
               if (torch is not None and isinstance(o, (torch.Tensor, torch.Generator)))
               or (np is not None and isinstance(o, np.ndarray))}
     fn = namespace.get(name) if type(name) is str else None
     if fn is None:
         raise NameError(f"name {name!r} is not defined in the submission's kernel (did its exercise cell run?)")
     states = rng_states()
-    result = fn(*args, **(kwargs if type(kwargs) is dict else {}))
+    if torch is not None and type(header.get("dtype")) is str and header["dtype"] in TENSOR_DTYPES:
+        torch.set_default_dtype(getattr(torch, header["dtype"]))     # as the caller's cells left it
+    if torch is not None and type(header.get("grad")) is bool:
+        with torch.set_grad_enabled(header["grad"]):                  # under the caller's torch.no_grad(), say
+            result = fn(*args, **(kwargs if type(kwargs) is dict else {}))
+    else:
+        result = fn(*args, **(kwargs if type(kwargs) is dict else {}))
     drawn = changed_states(rng_states(), states)
     known = {id(o): n for n, o in dec.nodes.items()}
     updates = []
     enc = Encoder(known)                               # updates first, then the result: the judge reads them so
     for n, o in dec.nodes.items():                     # what the function changed in place, by the caller's numbers
         if n in before:
-            if _bytes_of(o) != before[n]:
+            if not _same(o, before[n]):
+                for key, ((t, _), _) in list(SUBMISSION_CACHE.entries.items()):
+                    if t is o:                         # the judge sends it again, as it is now there
+                        SUBMISSION_CACHE.drop(key)
                 updates.append([n, enc.array(o) if np is not None and isinstance(o, np.ndarray) else
                                 enc.generator(o) if isinstance(o, torch.Generator) else enc.tensor(o)])
         elif type(o) in (list, dict):                  # their items now (the caller's own objects by number)
@@ -475,9 +561,10 @@ def serve(path: str, namespace: dict, limit: int = 1 << 30) -> None:
             try:
                 reply, out = handle(header, buffers, namespace)
             except BaseException as err:              # noqa: BLE001 (every failure goes back to the judge)
-                tb = traceback.format_exception(type(err), err, err.__traceback__)
+                frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename != "workbook_wire"]
+                where = "".join(traceback.format_list(frames[-10:]))       # the submission's frames, not the wire's
                 reply, out = {"ok": False, "type": type(err).__name__, "message": str(err)[-4000:],
-                              "traceback": "".join(tb[-12:])[-6000:]}, []
+                              "traceback": where[-6000:]}, []
                 if isinstance(err, (SystemExit, GeneratorExit)):
                     raise
             send_body(sock, pack_body(reply, out))
@@ -491,11 +578,17 @@ _RAISED_AS_ITSELF = {name for name, v in vars(builtins).items()
                      and not issubclass(v, (StopIteration, StopAsyncIteration))}
 
 
+class _CacheMiss(Exception):
+    pass
+
+
 class Client:
     """The judge's end: `proxy(name)` is a function that calls the submission's `name` in its kernel."""
 
     def __init__(self, path: str, limit: int = 1 << 30):
         self.path, self.limit, self.sock, self.seq = path, limit, None, 0
+        self.pid, self.lock = os.getpid(), threading.Lock()
+        self.cache, self.drop, self.reset = TensorCache(), [], False
 
     def connect(self):
         if self.sock is None:
@@ -514,8 +607,40 @@ class Client:
         return call
 
     def call(self, name: str, args: tuple, kwargs: dict):
-        enc = Encoder()
+        if os.getpid() != self.pid:                    # a forked child of the judge's (cu.map_on_cores): a connection
+            self.sock, self.lock, self.pid = None, threading.Lock(), os.getpid()     # of its own, never the parent's
+            self.cache = None                          # (the submission's side keeps one cache, the parent's)
+        with self.lock:                                # one call at a time per connection (threads of the judge's)
+            for attempt in (1, 2):
+                try:
+                    return self._call(name, args, kwargs)
+                except _CacheMiss:                       # the other side lost a cached tensor: send it whole
+                    self._forget()
+            raise SubmissionError("the submission's kernel lost the tensors it was sent, twice")
+
+    def _forget(self):
+        """Start both caches afresh (after a call that failed part way, whose stores the other side may lack)."""
+        if self.cache is not None:
+            self.cache, self.drop, self.reset = TensorCache(self.cache.next_key), [], True
+
+    def _call(self, name: str, args: tuple, kwargs: dict):
+        try:
+            return self._send(name, args, kwargs)
+        except BaseException as err:
+            if not getattr(err, "from_submission", False):   # the call may not have reached the other side whole
+                self._forget()
+            raise
+
+    def _send(self, name: str, args: tuple, kwargs: dict):
+        enc = Encoder(cache=self.cache)
         header = {"op": "call", "name": name, "args": enc.encode(tuple(args)), "kwargs": enc.encode(dict(kwargs))}
+        header["drop"], self.drop = self.drop + enc.dropped, []
+        if self.reset:
+            header["reset"], self.reset = True, False
+        torch = _torch()
+        if torch is not None:
+            header["grad"] = bool(torch.is_grad_enabled())
+            header["dtype"] = str(torch.get_default_dtype()).removeprefix("torch.")
         sent = dict(enumerate(enc.keep))
         self.seq += 1
         sock = self.connect()
@@ -533,6 +658,8 @@ class Client:
         if reply.get("grader"):                       # the grader's own word (the submission's kernel is gone ...)
             raise SubmissionError(str(reply["grader"]))
         if reply.get("ok") is not True:
+            if reply.get("type") == "WireError" and str(reply.get("message", "")).startswith("a cached tensor"):
+                raise _CacheMiss()
             return self.raise_error(name, reply)
         dec = Decoder(buffers, peer=sent)              # in the order the submission's side wrote them
         updates = reply.get("updates")
@@ -585,7 +712,7 @@ class Client:
     def raise_error(name, reply):
         kind, message = str(reply.get("type", "Exception")), str(reply.get("message", ""))
         where = str(reply.get("traceback", ""))
-        text = f"{message}\n\n[raised by {name} in the submission's kernel]\n{where}".rstrip()
-        if kind in _RAISED_AS_ITSELF:
-            raise getattr(builtins, kind)(text) from None
-        raise SubmissionError(f"{kind}: {text}") from None
+        text = f"{message}\n\n[raised by {name}, which ran in the submission's kernel:]\n{where}".rstrip()
+        err = getattr(builtins, kind)(text) if kind in _RAISED_AS_ITSELF else SubmissionError(f"{kind}: {text}")
+        err.from_submission = True                     # raised by the function itself: the call went through
+        raise err from None
