@@ -70,7 +70,7 @@ def test_values_cross_as_themselves(pair):
     p = pair({"echo": lambda *a, **k: (a, k)})
     t = torch.arange(12, dtype=torch.float64).reshape(3, 4)
     values = [None, True, 7, -(10 ** 30), 1.5, float("nan"), -0.0, 2 + 3j, "text", b"\x00\xff", (1, (2, 3)), [1, [2]],
-              {"a": 1, 3: [4]}, slice(1, 9, 2), range(2, 10, 3), t, t.T, t.to(torch.bfloat16), torch.tensor(True),
+              {"a": 1, 3: [4]}, slice(1, 9, 2), range(2, 10, 3), t, t.T, t[1:, 2:], t.to(torch.bfloat16), torch.tensor(True),
               torch.zeros(0, 3), np.arange(6, dtype=np.int16).reshape(2, 3), np.asfortranarray(np.ones((2, 3))),
               np.float32(2.5), np.int64(-4), np.dtype("float32"), torch.float16, torch.device("cpu"),
               GPTConfig(vocab_size=11, n_layer=2)]
@@ -81,6 +81,7 @@ def test_values_cross_as_themselves(pair):
         if isinstance(sent, torch.Tensor):
             assert got.dtype == sent.dtype and got.shape == sent.shape and torch.equal(got, sent)
             assert got.stride() == sent.stride(), "a transposed view arrives with its strides (not made contiguous)"
+            assert got.storage_offset() == sent.storage_offset(), "a view that starts further into its storage too"
         elif isinstance(sent, np.ndarray):
             assert got.dtype == sent.dtype and np.array_equal(got, sent) and got.flags.f_contiguous == sent.flags.f_contiguous
         elif isinstance(sent, float) and sent != sent:
@@ -169,7 +170,8 @@ def _reply(result_tree, buffers=(), **extra):
 @pytest.mark.parametrize("tree, buffers, message", [
     (["A", 0, "|O", [1], "C", 0], [b"\x00" * 8], "dtype"),                                   # an object array
     (["A", 0, "<f8", [3], "C", 0], [b"\x00" * 8], "with 8 bytes"),                           # fewer bytes than shape
-    (["T", 0, "float32", [2, 2], [1, 1 << 40], False, 0], [b"\x00" * 16], "stride"),           # a stride far out
+    (["T", 0, "float32", [2, 2], [1, 1 << 40, 0], False, 0], [b"\x00" * 16], "stride"),        # a stride far out
+    (["T", 0, "float32", [2, 2], [1, 2], False, 0], [b"\x00" * 16], "stride"),                  # no storage offset
     (["T", 0, "float32", [-1], None, False, 0], [b""], "bad shape"),
     (["T", 0, "int64", [1], None, True, 0], [b"\x00" * 8], "requires grad"),
     (["O", "os.system", []], [], "cannot read"),                                              # a class not named
@@ -258,13 +260,20 @@ def test_calls_under_no_grad_and_a_default_dtype_run_so_in_the_submission_s_kern
 
 # -- end to end: a toy notebook judged apart, graded in its two sandboxed kernels ------------------------------------
 TOY_SETUP = ("import numpy as np, torch\nimport course_utils as cu\n"
-             "from course_utils import assert_close, check_equal, check_that, plain\nfrom course_utils.gpt import GPTConfig")
+             "from course_utils import assert_close, check_equal, check_that, plain\nfrom course_utils.gpt import GPTConfig\n"
+             "from course_utils.memory import track_peak_memory\n"
+             "class Scaled(torch.nn.Module):\n    def __init__(self, n, scale):\n        super().__init__()\n"
+             "        self.inner, self.scale = torch.nn.Linear(n, n, bias=False), scale")
 TOY_SOLUTIONS = {
     "ex95.1": "def momentum_(p, grad, buf, lr, beta):\n    buf.mul_(beta).add_(grad)\n    p.sub_(lr * buf)",
     "ex95.2": ("def noisy_mean(x, generator):\n"
                "    return x.mean(0) + 0.01 * torch.randn(x.shape[1], generator=generator, dtype=x.dtype)"),
     "ex95.3": "def first_rows(x):\n    return x.reshape(x.shape[0], -1)[:, :2]",
     "ex95.4": "def head_size(config):\n    return config.n_embd // config.n_head",
+    "ex95.5": "def column(x, j):\n    return x[:, j]",
+    "ex95.6": "def scale_(t, a):\n    t.mul_(a)",
+    "ex95.7": "def round_ste(w):\n    return w + (w.round() - w).detach()",
+    "ex95.8": "def effective_weight(layer):\n    return layer.inner.weight * layer.scale",
 }
 TOY_CHECKS = {
     "ex95.1": ("p, buf = torch.zeros(3, requires_grad=True), torch.zeros(3)\n"
@@ -286,6 +295,20 @@ TOY_CHECKS = {
                "big = torch.randn(600, 600, dtype=torch.float64)\n"
                "for _ in range(3):\n    assert_close(first_rows(big), big[:, :2], name='first_rows on a large tensor')"),
     "ex95.4": "check_equal(head_size(GPTConfig(vocab_size=10, n_embd=64, n_head=4)), 16, 'head size of a GPTConfig')",
+    "ex95.5": ("x = torch.arange(12.0).view(3, 4)\nc = column(x, 2)\nassert_close(c, x[:, 2].clone(), name='column 2')\n"
+               "c[0] = -1.0\ncheck_that(x[0, 2].item() == -1.0, 'a write through the column shows in x (a view)')\n"
+               "y = torch.arange(30.0)[5:].view(5, 5)   # starts 5 elements into its storage\n"
+               "assert_close(column(y, 1), y[:, 1].clone(), name='column 1 of a view that starts further in')"),
+    "ex95.6": ("t = torch.ones(1000)\nwith track_peak_memory('cpu') as mem:\n    scale_(t, 3.0)\n"
+               "check_that(torch.equal(t, torch.full((1000,), 3.0)), 't is scaled in place')\n"
+               "check_equal(mem.total, 0, 'bytes allocated by scale_')"),
+    "ex95.7": ("w = torch.tensor([0.2, 1.7, -0.6], requires_grad=True)\nout = round_ste(w)\n"
+               "assert_close(out.detach(), torch.tensor([0.0, 2.0, -1.0]), name='forward: rounded')\n"
+               "(out * torch.tensor([1.0, 2.0, 3.0])).sum().backward()\n"
+               "check_that(w.grad is not None and torch.equal(w.grad, torch.tensor([1.0, 2.0, 3.0])), "
+               "'the gradient passes straight through', got=w.grad)"),
+    "ex95.8": ("layer = Scaled(3, 2.5)\nassert_close(plain(effective_weight(layer)).detach(), layer.inner.weight.detach() * 2.5, "
+               "name='the effective weight of a module of the notebook\\'s class')"),
 }
 TOY_WRONG = {
     "ex95.1": "def momentum_(p, grad, buf, lr, beta):\n    buf.mul_(beta).add_(grad)\n    p.sub_(lr * grad)",
@@ -293,6 +316,10 @@ TOY_WRONG = {
                "    return x.mean(0) + 0.01 * torch.randn(x.shape[1], dtype=x.dtype)   # the global generator"),
     "ex95.3": "def first_rows(x):\n    return x.view(x.shape[0], -1)[:, :2]",
     "ex95.4": "def head_size(config):\n    return config.n_embd",
+    "ex95.5": "def column(x, j):\n    return x[:, j].clone()",
+    "ex95.6": "def scale_(t, a):\n    t.copy_(t * a)",
+    "ex95.7": "def round_ste(w):\n    return w.round()",
+    "ex95.8": "def effective_weight(layer):\n    return layer.inner.weight",
 }
 
 
@@ -310,6 +337,9 @@ def judged_toy(answers: dict):
 
 
 def test_a_toy_judged_apart_gives_its_solution_full_marks_and_each_wrong_answer_only_its_own_failure(tmp_path):
+    # In-place changes under no_grad, generators and the global random state, calls from forked children, a
+    # transposed view handed in, a large tensor (sent once), a dataclass, a view handed back, allocations counted,
+    # a gradient through the submission's function, a module of the notebook's own class.
     from tests.nbfactory import write
     from tools.grade import grade_all
     from tools.kernel import Limits
@@ -323,9 +353,11 @@ def test_a_toy_judged_apart_gives_its_solution_full_marks_and_each_wrong_answer_
     limits = Limits(cell_seconds=30, total_seconds=120, sandbox={"memory_bytes": 4 << 30, "processes": 64})
     reports = {r["notebook"]: r for r in grade_all(tmp_path / "subs", tmp_path / "i", tmp_path / "out", jobs=2, limits=limits)}
     solved = reports["a_solved_95_judged.ipynb"]
-    assert (solved["score"], solved["total"], solved["run"]) == (4, 4, "finished"), solved["checks"]
+    assert (solved["score"], solved["total"], solved["run"]) == (8, 8, "finished"), solved["checks"]
     expected_failure = {"ex95.1": "momentum_ vs torch.optim.SGD", "ex95.2": "the global random state is left untouched",
-                        "ex95.3": "view size is not compatible", "ex95.4": "Expected: 16. Got: 64"}
+                        "ex95.3": "view size is not compatible", "ex95.4": "Expected: 16. Got: 64",
+                        "ex95.5": "a write through the column shows in x", "ex95.6": "bytes allocated by scale_. Expected: 0.",
+                        "ex95.7": "the gradient passes straight through", "ex95.8": "the effective weight of a module"}
     for ex, message in expected_failure.items():
         report = reports[f"wrong_{ex}_95_judged.ipynb"]
         failed = {c["id"]: c["message"] for c in report["checks"] if not c["passed"]}

@@ -67,6 +67,7 @@ class Relay:
         self.session = None               # the thread running the session's cell
         self.session_results: list = []
         self.active = False               # True while one of the judge's cells runs: only then may a session start
+        self.pending = None               # the thread running the submission's copy of the same cell, if any
         self.calls = 0
         self.closed = False
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -79,9 +80,10 @@ class Relay:
                 return self.conn
             if not self.active:
                 raise ConnectionError("the judge's cell had already ended")
-            if self.session is not None:                  # the last session's cell ends first (one client, one cell)
-                self.session.join()
-                self.session = None
+            for earlier in (self.pending, self.session):  # the cell running there ends first (one client, one cell)
+                if earlier is not None:
+                    earlier.join()
+            self.pending = self.session = None
             if not self.submission.alive():
                 raise ConnectionError(f"the submission's kernel is gone ({self.submission.dead_reason})")
             source = f"__import__('workbook_wire').serve({self.sub_path!r}, get_ipython().user_ns, {CALL_LIMIT})"
@@ -227,6 +229,19 @@ def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidde
                     (True, "", False) if ok else (False, r.message[-2000:] or "the check did not complete",
                                                   after_hidden and step.id not in hidden))
                 continue
+            if step.kind == "setup":
+                # An instructor cell: both kernels run it, side by side (a call from the judge's copy waits for the
+                # submission's to end). The judge's error is the one reported: the submission's kernel may lack
+                # names that check cells defined, since it never runs them.
+                pending = threading.Thread(target=submission.run, args=(step.source,), daemon=True)
+                relay.pending = pending
+                pending.start()
+                j = in_judge(step.source)
+                pending.join()
+                relay.pending = None
+                if j.status != "ok":
+                    outcome["errors"].append({"cell": step.index, "message": j.message[-600:], "after_hidden": after_hidden})
+                continue
             r = submission.run(step.source)
             if step.kind == "exercise":
                 if r.status != "ok":
@@ -237,9 +252,6 @@ def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidde
                     outcome["run"] = f"the grader's proxies failed in the judge: {j.message[-300:]}"
                     break
                 continue
-            j = in_judge(step.source)   # an instructor cell: the judge's error is the one to report (the submission's
-            if j.status != "ok":        # kernel may lack names its checks defined, which it never ran)
-                outcome["errors"].append({"cell": step.index, "message": j.message[-600:], "after_hidden": after_hidden})
         else:
             if not submission.alive():
                 outcome["run"] = submission.dead_reason

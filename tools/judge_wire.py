@@ -234,7 +234,8 @@ class Encoder:
             return ["W", self.node(x), node, x.storage_offset() - b.storage_offset(), list(x.shape), list(x.stride()),
                     list(b.stride())]
         n = self.node(x)
-        stride = list(x.stride()) if x.device.type == "cpu" and all(s > 0 for s in x.stride()) else None
+        # its layout: strides, then where it starts in its storage (a view that starts further in stays one)
+        stride = list(x.stride()) + [x.storage_offset()] if x.device.type == "cpu" and all(s > 0 for s in x.stride()) else None
         grad = bool(x.requires_grad and x.is_leaf)
         key = None
         if (self.cache is not None and x.numel() * x.element_size() >= CACHE_MIN_BYTES and x.device.type == "cpu"
@@ -476,14 +477,16 @@ class Decoder:
             raise WireError(f"a tensor of shape {shape} and dtype {dtype} with {len(data)} bytes")
         flat = torch.frombuffer(bytearray(data), dtype=dt) if count else torch.empty(0, dtype=dt)
         values = flat.reshape(shape)
-        if stride is not None and count:                # the same layout as the sender's (a transposed view stays one)
-            if (not isinstance(stride, list) or len(stride) != len(shape)
-                    or not all(type(s) is int and 0 < s < 1 << 40 for s in stride)):
+        if stride is not None and count:                # the same layout as the sender's (a transposed view stays one,
+            if (not isinstance(stride, list) or len(stride) != len(shape) + 1    # and one that starts further into
+                    or not all(type(s) is int and 0 <= s < 1 << 40 for s in stride)                 # its storage)
+                    or 0 in stride[:-1]):
                 raise WireError(f"a bad stride {stride!r}")
-            span = 1 + sum((n - 1) * s for n, s in zip(shape, stride))
+            stride, offset = stride[:-1], stride[-1]
+            span = offset + 1 + sum((n - 1) * s for n, s in zip(shape, stride))
             if span <= 64 * count + 4096:              # (a narrow view of a large tensor arrives dense: its values
-                laid = torch.empty_strided(shape, stride, dtype=dt)      # are what it is; no storage it never had)
-                try:
+                laid = torch.zeros(span, dtype=dt).as_strided(shape, stride, offset)   # are what it is; no storage it
+                try:                                                                 # never had; zeros around it)
                     laid.copy_(values)
                 except RuntimeError:                    # overlapping strides: keep the values, densely laid
                     laid = values
