@@ -135,6 +135,21 @@ def test_a_function_that_draws_from_a_global_generator_moves_the_judge_s_and_onl
     assert random.getstate() != state
 
 
+def test_a_call_starts_from_the_judge_s_global_random_states():
+    torch.manual_seed(0)
+    judge_state, expected = torch.get_rng_state(), torch.rand(2)
+    np.random.seed(1)
+    np_state, np_expected = np.random.get_state(), np.random.random(2)
+    torch.manual_seed(123)                             # the submission's kernel's own states differ
+    np.random.seed(456)
+    header, buffers, _ = W.encode_message({"op": "call", "name": "draw"}, {
+        "args": (), "kwargs": {}, "rng": {"torch": judge_state, "numpy": tuple(np_state)}})
+    reply, out = W.handle(header, buffers, {"draw": lambda: (torch.rand(2), np.random.random(2))})
+    got = W.Decoder(out).decode(reply["result"])
+    assert torch.equal(got[0], expected) and np.array_equal(got[1], np_expected), (got, expected, np_expected)
+    assert reply["drew"] == ["numpy", "torch"]
+
+
 def test_the_submission_s_exceptions_are_raised_in_the_judge_as_python_s_own_or_as_a_submission_error(pair):
     class Sneaky(Exception):
         pass
@@ -237,6 +252,10 @@ def test_a_large_tensor_is_sent_once_while_it_is_unchanged_and_again_when_either
     W.SUBMISSION_CACHE.entries.clear()                 # the submission's side loses what it kept: sent again whole
     W.SUBMISSION_CACHE.total = 0
     assert f(X) == 4 * X.numel() and p.sizes[-1] > 4 << 20 and p.sizes[-2] < 4096, p.sizes[-3:]
+    X.data.mul_(2)                                     # writes that leave X's version counter as it was
+    assert f(X) == 8 * X.numel(), "a write through .data is seen"
+    X.numpy()[0, 0] = 100.0
+    assert f(X) == 8 * X.numel() + 92, "a write through a NumPy array sharing its memory is seen"
 
 
 def test_calls_under_no_grad_and_a_default_dtype_run_so_in_the_submission_s_kernel(pair):

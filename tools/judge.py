@@ -28,7 +28,7 @@ from .judge_wire import WireError, pack_body, recv_body, send_body
 from .kernel import Limits, SandboxedKernel
 
 WIRE_SOURCE = Path(__file__).with_name("judge_wire.py").read_text()
-CALL_LIMIT = 256 << 20                   # bytes of one call or of one reply
+CALL_LIMIT = 128 << 20                   # bytes of one call or of one reply
 
 # Installed once in each kernel as a module of its own (the repository's tools package is not in either sandbox).
 INSTALL = ("import sys as _s, types as _t\n"
@@ -144,7 +144,7 @@ class Relay:
                     body = recv_body(conn, CALL_LIMIT + 8)
                 except (OSError, EOFError, WireError):
                     return                                # closed, or a stream the judge abandoned mid-call
-                prefix, call = body[:8], body[8:]
+                prefix, call = body[:8], memoryview(body)[8:]
                 with self.forwarding:
                     self.calls += 1
                     try:

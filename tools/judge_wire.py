@@ -86,18 +86,19 @@ def pack_body(header: dict, buffers=()) -> bytes:
 
 def send_body(sock, body: bytes, prefix: bytes = b"") -> None:
     """A frame: its length (8 bytes), then `prefix` (the judge's call number, where there is one) and the body."""
-    sock.sendall(struct.pack(">Q", len(prefix) + len(body)) + prefix + body)
+    sock.sendall(struct.pack(">Q", len(prefix) + len(body)) + bytes(prefix))
+    sock.sendall(body)                                   # (not joined: a large body is not copied once more)
 
 
 def recv_exact(sock, n: int) -> bytes:
-    chunks, got = [], 0
+    out = bytearray(n)                                   # read in place: one copy of a large message, not two
+    view, got = memoryview(out), 0
     while got < n:
-        chunk = sock.recv(min(n - got, 1 << 20))
-        if not chunk:
+        k = sock.recv_into(view[got:], min(n - got, 1 << 22))
+        if not k:
             raise EOFError("the connection closed")
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+        got += k
+    return bytes(out) if n <= 1 << 16 else out
 
 
 def recv_body(sock, limit: int) -> bytes:
@@ -239,8 +240,14 @@ class Encoder:
         grad = bool(x.requires_grad and x.is_leaf)
         key = None
         if (self.cache is not None and x.numel() * x.element_size() >= CACHE_MIN_BYTES and x.device.type == "cpu"
-                and not x.is_inference()):               # (an inference tensor keeps no version counter)
-            state = (x._version, x.data_ptr(), x.storage_offset(), tuple(x.shape), tuple(x.stride()), x.dtype, grad)
+                and not x.is_inference() and x.is_contiguous()):   # (an inference tensor keeps no version counter)
+            # unchanged: the same version, place and layout, and the same checksum of its bytes (a write through
+            # x.data or a NumPy array sharing its memory leaves the version as it was)
+            words = x.detach().reshape(-1).view(torch.uint8)
+            words = words.view(torch.int32) if words.numel() % 4 == 0 else words
+            checksum = (int(words.sum(dtype=torch.int64)), int(words[1::3].sum(dtype=torch.int64)))
+            state = (x._version, x.data_ptr(), x.storage_offset(), tuple(x.shape), tuple(x.stride()), x.dtype, grad,
+                     checksum)
             for key, ((ref, was), _) in list(self.cache.entries.items()):
                 if ref() is x and was == state:
                     self.cache.use(key)
@@ -484,7 +491,7 @@ class Decoder:
                 raise WireError(f"a bad stride {stride!r}")
             stride, offset = stride[:-1], stride[-1]
             span = offset + 1 + sum((n - 1) * s for n, s in zip(shape, stride))
-            if span <= 64 * count + 4096:              # (a narrow view of a large tensor arrives dense: its values
+            if span <= 4 * count + 4096:              # (a narrow view of a large tensor arrives dense: its values
                 laid = torch.zeros(span, dtype=dt).as_strided(shape, stride, offset)   # are what it is; no storage it
                 try:                                                                 # never had; zeros around it)
                     laid.copy_(values)
@@ -538,6 +545,37 @@ def rng_states() -> dict:
     return states
 
 
+def states_to_send(names) -> dict:
+    """The judge's global random states by name, as values the wire carries."""
+    torch, np = _torch(), _numpy()
+    out = {}
+    if "random" in names:
+        version, internal, gauss = random.getstate()
+        out["random"] = (version, list(internal), gauss)
+    if "torch" in names and torch is not None:
+        out["torch"] = torch.get_rng_state()
+    if "numpy" in names and np is not None:
+        out["numpy"] = tuple(np.random.get_state())
+    return out
+
+
+JUDGE_STATES = {}                        # the submission's side: the judge's global random states, as last sent
+
+
+def use_judge_states(sent) -> None:
+    """Start the call from the judge's global random states (kept between calls: only changed ones are sent)."""
+    torch, np = _torch(), _numpy()
+    if type(sent) is dict:
+        JUDGE_STATES.update(sent)
+    if "random" in JUDGE_STATES:
+        version, internal, gauss = JUDGE_STATES["random"]
+        random.setstate((version, tuple(internal), gauss))
+    if "torch" in JUDGE_STATES and torch is not None:
+        torch.set_rng_state(JUDGE_STATES["torch"])
+    if "numpy" in JUDGE_STATES and np is not None:
+        np.random.set_state(JUDGE_STATES["numpy"])
+
+
 def changed_states(now: dict, before: dict) -> list:
     """The names of the generators whose state differs between two rng_states()."""
     return sorted(k for k, v in now.items() if before.get(k) != v)
@@ -588,13 +626,18 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
     name = header.get("name")
     args = dec.decode(header["args"])
     kwargs = dec.decode(header["kwargs"])
+    handed = dict(dec.nodes)                           # the call's objects (the random states decoded below are not)
     torch, np = _torch(), _numpy()
-    before = {n: dec.snapshots[n] if n in dec.snapshots else _bytes_of(o) for n, o in dec.nodes.items()
+    before = {n: dec.snapshots[n] if n in dec.snapshots else _bytes_of(o) for n, o in handed.items()
               if (torch is not None and isinstance(o, (torch.Tensor, torch.Generator)))
               or (np is not None and isinstance(o, np.ndarray))}
     fn = namespace.get(name) if type(name) is str else None
     if fn is None:
         raise NameError(f"name {name!r} is not defined in the submission's kernel (did its exercise cell run?)")
+    if "rng" in header:
+        use_judge_states(dec.decode(header["rng"]))
+    elif JUDGE_STATES:
+        use_judge_states(None)
     states = rng_states()
     if torch is not None and type(header.get("dtype")) is str and header["dtype"] in TENSOR_DTYPES:
         torch.set_default_dtype(getattr(torch, header["dtype"]))     # as the caller's cells left it
@@ -609,12 +652,12 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
             measured = stack.enter_context(track_peak_memory("cpu"))
         result = fn(*args, **(kwargs if type(kwargs) is dict else {}))
     drawn = changed_states(rng_states(), states)
-    known = {id(o): n for n, o in dec.nodes.items()}
+    known = {id(o): n for n, o in handed.items()}
     updates = []
-    bases = {o.untyped_storage().data_ptr(): (n, o) for n, o in dec.nodes.items()
+    bases = {o.untyped_storage().data_ptr(): (n, o) for n, o in handed.items()
              if torch is not None and isinstance(o, torch.Tensor) and o.device.type == "cpu"}
     enc = Encoder(known, bases=bases)                               # updates first, then the result: the judge reads them so
-    for n, o in dec.nodes.items():                     # what the function changed in place, by the caller's numbers
+    for n, o in handed.items():                        # what the function changed in place, by the caller's numbers
         if n in before:
             if not _same(o, before[n]):
                 for key, ((t, _), _) in list(SUBMISSION_CACHE.entries.items()):
@@ -627,7 +670,7 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
             updates.append([n, enc.encode(o)])
             known[id(o)] = n
     reply = {"ok": True, "result": enc.encode(result), "updates": updates, "drew": drawn}
-    inputs = [(n, o) for n, o in dec.nodes.items() if torch is not None and isinstance(o, torch.Tensor) and o.requires_grad]
+    inputs = [(n, o) for n, o in handed.items() if torch is not None and isinstance(o, torch.Tensor) and o.requires_grad]
     outputs = [(enc.memo[id(o)], o) for o in enc.keep
                if torch is not None and isinstance(o, torch.Tensor) and o.grad_fn is not None and id(o) not in known
                and id(o) not in enc.views]
@@ -743,6 +786,7 @@ class Client:
         self.path, self.limit, self.sock, self.seq = path, limit, None, 0
         self.pid, self.lock = os.getpid(), threading.Lock()
         self.cache, self.drop, self.reset = TensorCache(), [], False
+        self.sent_states = {}                          # fingerprints of the global random states last sent
 
     def connect(self):
         if self.sock is None:
@@ -776,6 +820,7 @@ class Client:
         """Start both caches afresh (after a call that failed part way, whose stores the other side may lack)."""
         if self.cache is not None:
             self.cache, self.drop, self.reset = TensorCache(self.cache.next_key), [], True
+        self.sent_states = {}
 
     def _call(self, name: str, args: tuple, kwargs: dict):
         try:
@@ -800,6 +845,14 @@ class Client:
         enc = Encoder(cache=self.cache)
         header = {"op": "call", "name": name, "args": enc.encode(tuple(args)), "kwargs": enc.encode(dict(kwargs)),
                   "seq": self.seq + 1}
+        # The function starts from the judge's global random states (as it would in one kernel); those that
+        # changed since the last call are sent (the other side keeps them)
+        handed = len(enc.keep)                         # the objects of the call (not the random states below)
+        now = rng_states()
+        changed = changed_states(now, self.sent_states)
+        if changed:
+            header["rng"] = enc.encode(states_to_send(changed))
+        self.sent_states = now
         header["drop"], self.drop = self.drop + enc.dropped, []
         if self.reset:
             header["reset"], self.reset = True, False
@@ -809,7 +862,7 @@ class Client:
         if torch is not None:
             header["grad"] = bool(torch.is_grad_enabled())
             header["dtype"] = str(torch.get_default_dtype()).removeprefix("torch.")
-        sent = dict(enumerate(enc.keep))
+        sent = dict(enumerate(enc.keep[:handed]))
         self.seq += 1
         sock = self.connect()
         try:
