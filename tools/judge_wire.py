@@ -22,6 +22,7 @@ import sys
 import threading
 import traceback
 import weakref
+import zlib
 from collections import OrderedDict
 
 MAX_DEPTH = 40
@@ -32,6 +33,7 @@ TENSOR_DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "comp
                  "int64", "uint8", "bool")
 ARRAY_KINDS = "biufc"                      # bool, int, uint, float, complex: never object, void or strings
 ALLOWED_CLASSES = ("course_utils.gpt.GPTConfig",)     # dataclasses that may cross, by their dotted name
+MAX_PADDING = 64 << 20
 CACHE_MIN_BYTES = 1 << 20                 # a tensor this large is sent once, then named by its key while unchanged
 CACHE_BYTES, CACHE_ENTRIES = 512 << 20, 16
 
@@ -228,8 +230,10 @@ class Encoder:
         dtype = str(x.dtype).removeprefix("torch.")
         if dtype not in TENSOR_DTYPES or x.layout != torch.strided or x.is_quantized or x.is_meta:
             raise WireError(f"a tensor of dtype {x.dtype} and layout {x.layout}, which cannot be sent")
-        base = self.bases.get(x.untyped_storage().data_ptr()) if self.bases and x.device.type == "cpu" else None
-        if base is not None and base[1] is not x and base[1].dtype == x.dtype and all(s >= 0 for s in x.stride()):
+        base = (self.bases.get(x.untyped_storage().data_ptr()) if self.bases and x.device.type == "cpu" and x.numel()
+                else None)
+        if (base is not None and base[1] is not x and base[1].dtype == x.dtype and all(s >= 0 for s in x.stride())
+                and _dense(base[1])):                   # (a view of a tensor with gaps goes as a copy)
             node, b = base                               # a view of a tensor the caller handed: where it lies in it
             self.views.add(id(x))                        # (rebuilt there on the caller's tensor, graph and all)
             return ["W", self.node(x), node, x.storage_offset() - b.storage_offset(), list(x.shape), list(x.stride()),
@@ -243,9 +247,7 @@ class Encoder:
                 and not x.is_inference() and x.is_contiguous()):   # (an inference tensor keeps no version counter)
             # unchanged: the same version, place and layout, and the same checksum of its bytes (a write through
             # x.data or a NumPy array sharing its memory leaves the version as it was)
-            words = x.detach().reshape(-1).view(torch.uint8)
-            words = words.view(torch.int32) if words.numel() % 4 == 0 else words
-            checksum = (int(words.sum(dtype=torch.int64)), int(words[1::3].sum(dtype=torch.int64)))
+            checksum = zlib.crc32(memoryview(x.detach().reshape(-1).view(torch.uint8).numpy()))   # 3 GB/s
             state = (x._version, x.data_ptr(), x.storage_offset(), tuple(x.shape), tuple(x.stride()), x.dtype, grad,
                      checksum)
             for key, ((ref, was), _) in list(self.cache.entries.items()):
@@ -282,6 +284,17 @@ class Encoder:
         return ["A", n, x.dtype.str, list(x.shape), order, self.buffer(x.tobytes(order=order))]
 
 
+def _dense(t) -> bool:
+    """Does every address between a tensor's first and last element hold one of its elements (no gaps, no
+    overlaps)?"""
+    expected = 1
+    for step, size in sorted((s, k) for k, s in zip(t.shape, t.stride()) if k != 1):
+        if step != expected:
+            return False
+        expected *= size
+    return t.numel() > 0
+
+
 def _check_shape(shape) -> int:
     if not isinstance(shape, list) or len(shape) > 32 or not all(type(s) is int and 0 <= s < 1 << 40 for s in shape):
         raise WireError(f"a bad shape {shape!r}")
@@ -298,6 +311,8 @@ class Decoder:
     def __init__(self, buffers, peer=None, cache=None, namespace=None):
         self.buffers, self.nodes, self.peer, self.count, self.cache = buffers, {}, peer or {}, 0, cache
         self.namespace = namespace                       # the submission's side: where notebook classes are found
+        self.padding = 0                                 # bytes of storage laid out around tensors' elements
+        self.parameters = {}                             # id(tensor) -> its Parameter (tied weights stay tied)
         self.snapshots = {}                              # node -> the cached tensor's value when it was stored
 
     def buf(self, i):
@@ -431,7 +446,13 @@ class Decoder:
         torch.nn.Module.__init__(obj)
         state = self.decode(state_tree, depth + 1)
         for name, t in state["parameters"].items():
-            obj._parameters[name] = None if t is None else torch.nn.Parameter(t, requires_grad=t.requires_grad)
+            if t is not None and id(t) not in self.parameters:
+                parameter = torch.nn.Parameter(t, requires_grad=t.requires_grad)
+                self.parameters[id(t)] = self.parameters[id(parameter)] = parameter
+                for k, o in self.nodes.items():          # the Parameter is the object the call sees: its changes
+                    if o is t:                           # and gradients are the caller's
+                        self.nodes[k] = parameter
+            obj._parameters[name] = None if t is None else self.parameters[id(t)]
         obj._buffers.update(state["buffers"])
         obj._modules.update(state["modules"])
         obj.training = bool(state["training"])
@@ -449,13 +470,7 @@ class Decoder:
         if (not isinstance(stride, list) or len(stride) != len(shape) or not all(type(s) is int and 0 <= s < 1 << 40 for s in stride)
                 or type(offset) is not int or base_stride != list(base.stride())):
             raise WireError("a view with a bad layout, or of a tensor laid out otherwise than the judge's")
-        expected = 1                                     # every address in its extent is one of its elements
-        dims = sorted(((s, k) for k, s in zip(base.shape, base.stride()) if k != 1))
-        dense = True
-        for step, size in dims:
-            dense = dense and step == expected
-            expected *= size
-        if not dense:
+        if not _dense(base):                             # every address in its extent is one of its elements
             raise WireError("a view of a tensor with gaps in its storage")
         start = base.storage_offset() + offset
         first, last = base.storage_offset(), base.storage_offset() + sum((k - 1) * s for k, s in zip(base.shape, base.stride()))
@@ -491,13 +506,19 @@ class Decoder:
                 raise WireError(f"a bad stride {stride!r}")
             stride, offset = stride[:-1], stride[-1]
             span = offset + 1 + sum((n - 1) * s for n, s in zip(shape, stride))
-            if span <= 4 * count + 4096:              # (a narrow view of a large tensor arrives dense: its values
-                laid = torch.zeros(span, dtype=dt).as_strided(shape, stride, offset)   # are what it is; no storage it
-                try:                                                                 # never had; zeros around it)
-                    laid.copy_(values)
-                except RuntimeError:                    # overlapping strides: keep the values, densely laid
-                    laid = values
-                values = laid
+            if span > 4 * count + 4096:                 # a narrow view of a large tensor arrives dense (its values are
+                stride, offset = None, min(offset, 4096)    # what it is), still some way into a storage of zeros if
+                span = offset + count                        # it was not at the start (a function that ignores the
+            self.padding += (span - count) * dt.itemsize     # offset is as wrong here as there)
+            if self.padding > MAX_PADDING:
+                raise WireError("tensors laid out in far more storage than their elements")
+            laid = torch.zeros(span, dtype=dt)
+            laid = laid.as_strided(shape, stride, offset) if stride is not None else laid[offset:].view(shape)
+            try:
+                laid.copy_(values)
+            except RuntimeError:                        # overlapping strides: keep the values, densely laid
+                laid = values
+            values = laid
         if requires_grad:
             if not (dt.is_floating_point or dt.is_complex):
                 raise WireError("an integer tensor that requires grad")
@@ -620,12 +641,14 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
     if header.get("reset") is True:
         SUBMISSION_CACHE.entries.clear()
         SUBMISSION_CACHE.total = 0
-    for key in header.get("drop") or () if type(header.get("drop")) is list else ():
-        SUBMISSION_CACHE.drop(key)
     dec = Decoder(buffers, cache=SUBMISSION_CACHE, namespace=namespace)
     name = header.get("name")
-    args = dec.decode(header["args"])
-    kwargs = dec.decode(header["kwargs"])
+    try:
+        args = dec.decode(header["args"])
+        kwargs = dec.decode(header["kwargs"])
+    finally:                                           # what the judge evicted, after this call's stores and uses
+        for key in header.get("drop") or () if type(header.get("drop")) is list else ():
+            SUBMISSION_CACHE.drop(key)
     handed = dict(dec.nodes)                           # the call's objects (the random states decoded below are not)
     torch, np = _torch(), _numpy()
     before = {n: dec.snapshots[n] if n in dec.snapshots else _bytes_of(o) for n, o in handed.items()
@@ -655,7 +678,7 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
     known = {id(o): n for n, o in handed.items()}
     updates = []
     bases = {o.untyped_storage().data_ptr(): (n, o) for n, o in handed.items()
-             if torch is not None and isinstance(o, torch.Tensor) and o.device.type == "cpu"}
+             if torch is not None and isinstance(o, torch.Tensor) and o.device.type == "cpu" and o.numel()}
     enc = Encoder(known, bases=bases)                               # updates first, then the result: the judge reads them so
     for n, o in handed.items():                        # what the function changed in place, by the caller's numbers
         if n in before:
@@ -808,6 +831,7 @@ class Client:
         if os.getpid() != self.pid:                    # a forked child of the judge's (cu.map_on_cores): a connection
             self.sock, self.lock, self.pid = None, threading.Lock(), os.getpid()     # of its own, never the parent's
             self.cache = None                          # (the submission's side keeps one cache, the parent's)
+            self.sent_states = {}                      # (and one set of the judge's random states: a sibling's)
         with self.lock:                                # one call at a time per connection (threads of the judge's)
             for attempt in (1, 2):
                 try:
@@ -844,7 +868,7 @@ class Client:
             return self._backward(*args)
         enc = Encoder(cache=self.cache)
         header = {"op": "call", "name": name, "args": enc.encode(tuple(args)), "kwargs": enc.encode(dict(kwargs)),
-                  "seq": self.seq + 1}
+                  "seq": f"{os.getpid()}-{self.seq + 1}"}      # (a forked child's calls have numbers of their own)
         # The function starts from the judge's global random states (as it would in one kernel); those that
         # changed since the last call are sent (the other side keeps them)
         handed = len(enc.keep)                         # the objects of the call (not the random states below)
@@ -879,6 +903,7 @@ class Client:
         if reply.get("grader"):                       # the grader's own word (the submission's kernel is gone ...)
             raise SubmissionError(str(reply["grader"]))
         if reply.get("ok") is not True:
+            self.sent_states = {}                      # it may have failed before it took them: sent again next time
             if reply.get("type") == "WireError" and str(reply.get("message", "")).startswith("a cached tensor"):
                 raise _CacheMiss()
             return self.raise_error(name, reply)
