@@ -13,13 +13,13 @@ not a check: a file it does not list runs after the listed ones, and the order o
 
 SECONDS = {
     "test_distributed.py": 100,
-    "test_hostile_submissions.py": 150,
+    "test_hostile_submissions.py": 120,
     "test_hostile_workers.py": 91,
     "test_colab.py": 78,
     "test_lab_browser.py": 50,
     "test_notebooks.py": 34,
     "test_grading.py": 33,
-    "test_judge.py": 30,
+    "test_judge.py": 20,
     "test_book.py": 17,
     "test_autograder.py": 8,
     "test_teeth.py": 7,

@@ -305,6 +305,20 @@ STOPS_THE_RUN = {"floods its output", "echoes every token the grader sends", "re
 # calls included); a thread, an input transformer or an echo in the submission's kernel reaches no check.
 STOPS_THE_RUN_APART = {"floods its output", "replaces the shell's run_cell"}
 
+# Judged apart, the attacks that could matter there run: those aimed at the checks' helpers, results and exceptions
+# (a check runs in the judge: none of them reaches it), at the kernel's machinery, at the grader's files and at its
+# limits. The others take apart the one-kernel guard's own defences (frames, closures, the audit hook, dispatch
+# keys), which judging apart does not rely on; the memory write of KNOWN_OPEN runs in both modes.
+APART_ATTACKS = {"rebinds the check helpers", "patches the helpers in their modules", "patches numpy's comparisons",
+                 "patches numpy from inside the function a check calls", "returns an object that runs code when the check converts it",
+                 "returns an object equal to everything", "replaces AssertionError", "swallows exceptions with a custom handler",
+                 "rewrites the checks with an input transformer", "echoes every token the grader sends",
+                 "replaces the shell's run_cell", "looks for the grader's key and entry points to forge its proofs",
+                 "reads the instructor's solution", "writes another submission's report",
+                 "plants a file in the grader's Python environment", "fills the grader's disk through its socket folder",
+                 "loops forever at the top of its cell", "floods the machine with processes",
+                 "allocates more memory than it may", "floods its output", "kills the grader's processes"}
+
 # Known open (red-team round 12, session 35): NumPy's as_strided with a stride that lands on any address reads and
 # writes the kernel's memory with no audit event, so a submission can overwrite, in place, the bytecode of the check
 # helpers (no object is replaced, so no comparison sees it). Nothing that runs in the submission's process can stand
@@ -324,6 +338,8 @@ NEEDS = {"reads the instructor's solution": "private root file system",
 
 
 def require(graded, attack):
+    if attack not in graded["reports"] and graded["mode"] == "apart":
+        pytest.skip("judged apart, this attack on the one-kernel guard's own defences is not run (see APART_ATTACKS)")
     protection = NEEDS.get(attack)
     if protection and not any(protection in p for p in graded["reports"]["victim"]["protections"]["on"]):
         pytest.skip(f"the sandbox could not use '{protection}' here: "
@@ -369,7 +385,7 @@ def graded(tmp_path_factory, request):
     on = " ".join(reports["victim"]["protections"]["on"])
     attacks = base / "attacks"                         # graded as a class folder, two at a time
     attacks.mkdir()
-    every = {**ATTACKS, **KNOWN_OPEN}
+    every = {k: v for k, v in {**ATTACKS, **KNOWN_OPEN}.items() if mode == "kernel" or k in APART_ATTACKS or k in KNOWN_OPEN}
     for i, (name, attack) in enumerate(every.items()):
         if NEEDS.get(name) and NEEDS[name] not in on:
             continue                                   # never run an attack this machine's sandbox cannot stop

@@ -19,6 +19,7 @@ tools.kernel_guard in front of the checks (tools.grade).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -253,8 +254,88 @@ def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidde
             elif not judge.alive():
                 outcome["run"] = f"the judge's kernel stopped: {judge.dead_reason}"
     finally:
+        for kernel in (judge, submission):               # both killed first: their teardowns overlap
+            proc = getattr(kernel, "_proc", None)
+            if proc is not None and proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         if relay is not None:
             relay.close()
         judge.close()
         submission.close()
     return outcome
+
+
+def check_notebook(path: Path, out_dir: Path, quick: bool = True, cell_timeout: int = 300) -> list[dict]:
+    """Grade `path` judged apart (whatever its metadata says) as its own submission, then once per round of its
+    plausible wrong answers (round k puts each exercise's k-th wrong answer in, cycling): one row per grading,
+    {"what", "score", "total", "run", "earned"}, where "earned" lists the exercises whose checks all passed (for a
+    wrong answer, a check that cannot tell it apart when judged apart)."""
+    import nbformat
+
+    from .exercises import find_exercises
+    from .grade import grade
+    from .notebooks import quick_parameters, read
+    from .teeth import variants_of
+
+    nb = read(path)
+    exercises = find_exercises(nb)
+    wrongs = {ex.id: [v for name, v in variants_of(nb, ex) if name.startswith("wrong")] for ex in exercises}
+    instructor_dir = out_dir / "instructor"
+    instructor_dir.mkdir(parents=True, exist_ok=True)
+    judged = read(path)
+    judged.metadata.setdefault("workbook", {})["judge"] = "apart"
+    nbformat.write(judged, str(instructor_dir / path.name))
+    parameters = quick_parameters(nb) if quick else None
+    rows = []
+    for k in range(-1, max((len(w) for w in wrongs.values()), default=0)):
+        sub = read(path)
+        used = set()
+        for ex in exercises:
+            if k >= 0 and wrongs[ex.id]:
+                sub.cells[ex.cell].source = wrongs[ex.id][k % len(wrongs[ex.id])]
+                used.add(ex.id)
+        what = "solution" if k < 0 else f"wrong answers, round {k + 1}"
+        submission = out_dir / f"{'solution' if k < 0 else f'wrong{k + 1}'}_{path.name}"
+        nbformat.write(sub, str(submission))
+        report = grade(submission, instructor_dir, out_dir / "grades", cell_timeout=cell_timeout, parameters=parameters,
+                       expected=path.name)
+        passed = {c["id"] for c in report["checks"] if c["passed"]}
+        earned = [ex.id for ex in exercises if set(ex.checks) <= passed and (k < 0 or ex.id in used)]
+        rows.append({"what": what, "score": report["score"], "total": report["total"], "run": report["run"],
+                     "earned": earned, "seconds": report["seconds"]})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tools.judge NOTEBOOK...`: before a notebook is marked "judge": "apart", grade it that way: its
+    solution must get full marks and no round of its wrong answers may earn an exercise."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--default-sizes", action="store_true", help="grade at the notebook's default sizes")
+    args = parser.parse_args(argv)
+    failed = False
+    for path in args.notebooks:
+        with tempfile.TemporaryDirectory(prefix="judge-check-") as tmp:
+            for row in check_notebook(path, Path(tmp), quick=not args.default_sizes):
+                solution = row["what"] == "solution"
+                bad = (row["score"] != row["total"] or row["run"] != "finished") if solution else bool(row["earned"])
+                failed = failed or bad
+                line = f"{path.name}: {row['what']}: {row['score']}/{row['total']} in {row['seconds']:.0f} s"
+                if not solution:
+                    line += f"; exercises earned: {', '.join(row['earned']) or 'none'}"
+                if bad:
+                    line += f"  <-- not full marks ({row['run']})" if solution else "  <-- a wrong answer earned marks"
+                print(line, flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
