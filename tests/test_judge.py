@@ -405,3 +405,50 @@ def test_a_notebook_is_checked_judged_apart_before_it_is_marked_so(tmp_path, cap
     assert main([str(weak)]) == 1
     out = capsys.readouterr().out
     assert "exercises earned: ex98.1  <-- a wrong answer earned marks" in out, out
+
+
+def test_views_handed_back_are_the_caller_s_own_and_only_inside_what_it_handed(pair):
+    deep = torch.arange(1e5)[50000:50035].view(5, 7)   # far into its storage: it crosses dense, not at offset 0
+    p = pair({"right": lambda x, j: torch.as_strided(x, (x.shape[0],), (x.shape[1],), x.storage_offset() + j),
+              "wrong": lambda x, j: torch.as_strided(x, (x.shape[0],), (x.shape[1],), j),    # ignores the offset
+              "first_row": lambda x: x[0], "fresh": lambda x: torch.empty(0)})
+    got = p.proxy("right")(deep, 3)
+    assert torch.equal(got, deep[:, 3]) and got.untyped_storage().data_ptr() == deep.untyped_storage().data_ptr()
+    with pytest.raises(W.WireError, match="outside the tensor"):
+        p.proxy("wrong")(deep, 3)
+    qkv = torch.randn(4, 12)
+    q = qkv.split(4, dim=1)[0]                         # a view with gaps: what comes back of it is a copy, right
+    assert torch.equal(p.proxy("first_row")(q), q[0])
+    assert p.proxy("fresh")(torch.zeros(3, 0)).shape == (0,)     # empty tensors all have storage address 0
+
+
+def test_more_large_tensors_than_the_cache_holds_leave_both_sides_with_the_same_entries(pair):
+    p = pair({"total": lambda ts: float(sum(t.sum() for t in ts))})
+    tensors = [torch.full((300_000,), float(i)) for i in range(W.CACHE_ENTRIES + 4)]   # 1.2 MB each
+    for _ in range(3):
+        assert p.proxy("total")(tensors) == sum(300_000.0 * i for i in range(len(tensors)))
+    assert set(W.SUBMISSION_CACHE.entries) == set(p.client.cache.entries), "the submission's side keeps no more"
+
+
+class Tied(torch.nn.Module):                           # a class of "the notebook's" (found by name on the other side)
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(3, 3, bias=False), torch.nn.Linear(3, 3, bias=False)
+        self.b.weight = self.a.weight
+
+
+def test_a_module_s_parameters_are_the_call_s_inputs_for_gradients_and_stay_tied(pair):
+    p = pair({"apply": lambda layer, x: layer(x), "count": lambda m: sum(q.numel() for q in m.parameters()),
+              "Tied": Tied})
+    lin, x = torch.nn.Linear(3, 2), torch.randn(4, 3)
+    p.proxy("apply")(lin, x).sum().backward()
+    assert lin.weight.grad is not None and torch.allclose(lin.weight.grad, x.sum(0).expand(2, 3)), lin.weight.grad
+    assert p.proxy("count")(Tied()) == 9, "tied weights stay one parameter"
+
+
+def test_the_judge_s_random_states_are_sent_again_after_a_call_that_failed(pair):
+    p = pair({})
+    torch.manual_seed(123)
+    with pytest.raises(NameError):
+        p.proxy("missing")()
+    assert p.client.sent_states == {}, "the next call sends every state again"

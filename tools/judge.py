@@ -54,6 +54,16 @@ def _listen(kernel: SandboxedKernel, name: str) -> tuple[socket.socket, str]:
     return server, str(path)
 
 
+def _hang_up(sock) -> None:
+    """Shut a socket down (a thread blocked on it wakes) and close it."""
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+
 class Relay:
     """The grader between the two kernels: it takes each call from the judge, starts a serving session in the
     submission's kernel when none is running, passes the call on and the reply back."""
@@ -117,12 +127,7 @@ class Relay:
         with self.lock:
             self.active = False
             conn, session, self.conn, self.session = self.conn, self.session, None, None
-        if conn is not None:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
+        _hang_up(conn)
         if session is not None:
             session.join()
 
@@ -161,22 +166,13 @@ class Relay:
     def end_session_async(self) -> None:
         with self.lock:
             conn, self.conn = self.conn, None
-        if conn is not None:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
+        _hang_up(conn)
 
     def close(self) -> None:
         self.closed = True
         self.end_session()
         for server in (self.judge_server, self.sub_server):
-            try:
-                server.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            server.close()
+            _hang_up(server)
 
 
 def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidden: frozenset = frozenset()) -> dict:
