@@ -7,8 +7,8 @@ longest files first (longest-processing-time first) keeps that tail short: a 50 
 core busy for 50 s after the other had nothing left to do. xdist's own reordering sorts files by their number of
 tests, which says little about their time (the JupyterLab test is one test of about 50 s).
 
-SECONDS holds each slow file's time in a `--durations=0` run of session 36 (37 for the hostile suite, now in two modes, and test_judge) (2-core machine). It is a schedule hint,
-not a check: a file it does not list runs after the listed ones, and the order of tests inside a file never changes.
+SECONDS holds each slow file's time in a `--durations=0` run of session 36 (of 37 for the hostile suite and
+test_judge), on the 2-core machine. It is a schedule hint, not a check: a file it does not list runs after the listed ones, and the order of tests inside a file never changes.
 """
 
 SECONDS = {

@@ -76,9 +76,8 @@ class Relay:
         self.forwarding = threading.Lock()   # one call at a time reaches the submission's kernel
         self.conn = None                  # the submission's side of the current session
         self.session = None               # the thread running the session's cell
-        self.session_results: list = []
+        self.session_result = None        # how the last session's cell ended
         self.active = False               # True while one of the judge's cells runs: only then may a session start
-        self.calls = 0
         self.closed = False
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
@@ -99,8 +98,9 @@ class Relay:
             timeout = self.limits.cell_seconds + 15       # a session lasts at most one of the judge's cells
 
             def run():
-                self.session_results.append(self.submission.run(source, timeout=timeout))
+                self.session_result = self.submission.run(source, timeout=timeout)
 
+            self.session_result = None
             self.session = threading.Thread(target=run, daemon=True)
             self.session.start()
             self.sub_server.settimeout(0.5)
@@ -111,7 +111,7 @@ class Relay:
                     break
                 except (socket.timeout, BlockingIOError):
                     if not self.session.is_alive() or time.monotonic() > end:
-                        result = self.session_results[-1] if self.session_results else None
+                        result = self.session_result
                         raise ConnectionError("the submission's kernel did not start answering calls"
                                               + (f": {result.message[-300:]}" if result and result.message else ""))
             conn.settimeout(None)
@@ -126,8 +126,8 @@ class Relay:
         """After each of the judge's cells: the submission's kernel leaves its serving cell."""
         with self.lock:
             self.active = False
-            conn, session, self.conn, self.session = self.conn, self.session, None, None
-        _hang_up(conn)
+            session, self.session = self.session, None
+        self.hang_up_session()
         if session is not None:
             session.join()
 
@@ -150,20 +150,20 @@ class Relay:
                     return                                # closed, or a stream the judge abandoned mid-call
                 prefix, call = body[:8], memoryview(body)[8:]
                 with self.forwarding:
-                    self.calls += 1
                     try:
                         sub = self._session()
                         send_body(sub, call)
                         reply = recv_body(sub, CALL_LIMIT)
                     except (OSError, EOFError, WireError, ConnectionError) as err:
-                        self.end_session_async()
+                        self.hang_up_session()
                         reply = pack_body({"grader": f"the submission's kernel did not answer the call: {err}"})
                 try:
                     send_body(conn, reply, prefix)
                 except OSError:
                     return
 
-    def end_session_async(self) -> None:
+    def hang_up_session(self) -> None:
+        """Close the submission's side of the current session (its serving cell then ends)."""
         with self.lock:
             conn, self.conn = self.conn, None
         _hang_up(conn)
@@ -208,13 +208,14 @@ def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidde
             finally:
                 relay.end_session()
 
+        def stopped() -> str:
+            if not submission.alive():
+                return submission.dead_reason
+            return "" if judge.alive() else f"the judge's kernel stopped: {judge.dead_reason}"
+
         after_hidden = False
         for step in steps:
-            if not submission.alive():
-                outcome["run"] = submission.dead_reason
-                break
-            if not judge.alive():
-                outcome["run"] = f"the judge's kernel stopped: {judge.dead_reason}"
+            if stopped():
                 break
             if step.kind == "check":
                 after_hidden = after_hidden or step.id in hidden
@@ -244,11 +245,8 @@ def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidde
                     outcome["run"] = f"the grader's proxies failed in the judge: {j.message[-300:]}"
                     break
                 continue
-        else:
-            if not submission.alive():
-                outcome["run"] = submission.dead_reason
-            elif not judge.alive():
-                outcome["run"] = f"the judge's kernel stopped: {judge.dead_reason}"
+        if outcome["run"] == "finished":                 # (a failure of the proxies' own cell says so instead)
+            outcome["run"] = stopped() or "finished"
     finally:
         for kernel in (judge, submission):               # both killed first: their teardowns overlap
             proc = getattr(kernel, "_proc", None)

@@ -11,6 +11,8 @@ This file is executed as source in both kernels (neither imports the repository'
 functions serve both sides; `serve` is the submission's side, `Client` the judge's.
 """
 import builtins
+import contextlib
+import ctypes
 import dataclasses
 import importlib
 import json
@@ -266,7 +268,7 @@ class Encoder:
         attributes (its hooks stay behind). Rebuilt on the other side from its own class of that name."""
         n = self.node(x)
         cls = type(x)
-        state = {"parameters": {k: v for k, v in x._parameters.items()}, "buffers": dict(x._buffers),
+        state = {"parameters": dict(x._parameters), "buffers": dict(x._buffers),
                  "modules": dict(x._modules), "training": x.training,
                  "attributes": {k: v for k, v in vars(x).items() if not k.startswith("_") and k != "training"}}
         return ["M", n, cls.__module__, cls.__qualname__, self.encode(state, depth + 1)]
@@ -313,7 +315,7 @@ class Decoder:
         self.namespace = namespace                       # the submission's side: where notebook classes are found
         self.padding = 0                                 # bytes of storage laid out around tensors' elements
         self.parameters = {}                             # id(tensor) -> its Parameter (tied weights stay tied)
-        self.snapshots = {}                              # node -> the cached tensor's value when it was stored
+        self.snapshots = {}                              # node -> a cached tensor's value as the call found it
 
     def buf(self, i):
         if type(i) is not int or not 0 <= i < len(self.buffers):
@@ -388,7 +390,8 @@ class Decoder:
             if type(a[6]) is not int:
                 raise WireError("a cache key that is not a number")
             t = self._node(a[0], self.tensor(*a[1:6]))
-            self.cache.store(a[6], (t, t.detach().clone()), t.numel() * t.element_size(), evict=False)
+            self.snapshots[a[0]] = t.detach().clone()    # (the call's "before", taken once)
+            self.cache.store(a[6], (t, self.snapshots[a[0]]), t.numel() * t.element_size(), evict=False)
             return t
         if tag == "T" and torch is not None and len(a) == 6:
             return self._node(a[0], self.tensor(*a[1:6]))
@@ -550,8 +553,6 @@ _NUMPY_STATE = {}
 def rng_states() -> dict:
     """What the global random generators a function may draw from hold now, as bytes to compare: torch's CPU
     generator, NumPy's legacy one (read in place: np.random.get_state() costs 40 us a call), Python's."""
-    import ctypes
-
     states = {"random": random.getstate()}
     torch, np = _torch(), _numpy()
     if torch is not None:
@@ -614,7 +615,8 @@ def draw_from(names) -> None:
 
 
 # -- the submission's side --------------------------------------------------------------------------------------
-def _bytes_of(x):
+def _snapshot(x):
+    """What an object handed in holds, to tell afterwards whether the call changed it (_same)."""
     torch = _torch()
     if torch is not None and isinstance(x, torch.Tensor):
         return x.detach().clone()                      # compared byte for byte by _same
@@ -633,7 +635,7 @@ def _same(now, before) -> bool:
             return True
         flat = lambda t: t.contiguous().reshape(-1).view(torch.uint8)
         return bool(torch.equal(flat(now), flat(before)))
-    return _bytes_of(now) == before
+    return _snapshot(now) == before
 
 
 def handle(header: dict, buffers: list, namespace: dict) -> tuple:
@@ -651,7 +653,7 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
             SUBMISSION_CACHE.drop(key)
     handed = dict(dec.nodes)                           # the call's objects (the random states decoded below are not)
     torch, np = _torch(), _numpy()
-    before = {n: dec.snapshots[n] if n in dec.snapshots else _bytes_of(o) for n, o in handed.items()
+    before = {n: dec.snapshots[n] if n in dec.snapshots else _snapshot(o) for n, o in handed.items()
               if (torch is not None and isinstance(o, (torch.Tensor, torch.Generator)))
               or (np is not None and isinstance(o, np.ndarray))}
     fn = namespace.get(name) if type(name) is str else None
@@ -664,8 +666,6 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
     states = rng_states()
     if torch is not None and type(header.get("dtype")) is str and header["dtype"] in TENSOR_DTYPES:
         torch.set_default_dtype(getattr(torch, header["dtype"]))     # as the caller's cells left it
-    import contextlib
-
     measured = None
     with contextlib.ExitStack() as stack:
         if torch is not None and type(header.get("grad")) is bool:
@@ -827,11 +827,34 @@ class Client:
         call.__doc__ = f"{name}, as the submission defined it: it runs in the submission's kernel (tools.judge_wire)"
         return call
 
-    def call(self, name: str, args: tuple, kwargs: dict):
+    def _own_connection(self):
         if os.getpid() != self.pid:                    # a forked child of the judge's (cu.map_on_cores): a connection
             self.sock, self.lock, self.pid = None, threading.Lock(), os.getpid()     # of its own, never the parent's
             self.cache = None                          # (the submission's side keeps one cache, the parent's)
             self.sent_states = {}                      # (and one set of the judge's random states: a sibling's)
+
+    def _roundtrip(self, header: dict, buffers: list) -> tuple:
+        """Send one message and wait for its reply (a reply to an earlier, interrupted one is skipped); the reply's
+        header and buffers. The grader's own word (the submission's kernel is gone ...) is raised."""
+        self.seq += 1
+        sock = self.connect()
+        try:
+            send_body(sock, pack_body(header, buffers), struct.pack(">Q", self.seq))
+            while True:
+                body = recv_body(sock, self.limit + 16)
+                if len(body) >= 8 and struct.unpack(">Q", body[:8])[0] == self.seq:
+                    break
+        except BaseException:
+            self.sock = None                          # the stream may be mid-message: start a fresh one
+            sock.close()
+            raise
+        reply, buffers = parse_body(body[8:])
+        if reply.get("grader"):
+            raise SubmissionError(str(reply["grader"]))
+        return reply, buffers
+
+    def call(self, name: str, args: tuple, kwargs: dict):
+        self._own_connection()
         with self.lock:                                # one call at a time per connection (threads of the judge's)
             for attempt in (1, 2):
                 try:
@@ -864,8 +887,6 @@ class Client:
             return self._exchange(name, args, kwargs, tracker)
 
     def _exchange(self, name: str, args: tuple, kwargs: dict, tracker):
-        if name is None:                               # a backward pass: args = (call number, output gradients)
-            return self._backward(*args)
         enc = Encoder(cache=self.cache)
         header = {"op": "call", "name": name, "args": enc.encode(tuple(args)), "kwargs": enc.encode(dict(kwargs)),
                   "seq": f"{os.getpid()}-{self.seq + 1}"}      # (a forked child's calls have numbers of their own)
@@ -887,21 +908,7 @@ class Client:
             header["grad"] = bool(torch.is_grad_enabled())
             header["dtype"] = str(torch.get_default_dtype()).removeprefix("torch.")
         sent = dict(enumerate(enc.keep[:handed]))
-        self.seq += 1
-        sock = self.connect()
-        try:
-            send_body(sock, pack_body(header, enc.buffers), struct.pack(">Q", self.seq))
-            while True:                               # a reply to an earlier, interrupted call is skipped
-                body = recv_body(sock, self.limit + 16)
-                if len(body) >= 8 and struct.unpack(">Q", body[:8])[0] == self.seq:
-                    break
-        except BaseException:
-            self.sock = None                          # the stream may be mid-message: start a fresh one
-            sock.close()
-            raise
-        reply, buffers = parse_body(body[8:])
-        if reply.get("grader"):                       # the grader's own word (the submission's kernel is gone ...)
-            raise SubmissionError(str(reply["grader"]))
+        reply, buffers = self._roundtrip(header, enc.buffers)
         if reply.get("ok") is not True:
             self.sent_states = {}                      # it may have failed before it took them: sent again next time
             if reply.get("type") == "WireError" and str(reply.get("message", "")).startswith("a cached tensor"):
@@ -963,26 +970,16 @@ class Client:
 
         return put(result)
 
-    def _backward(self, call, grads):
-        enc = Encoder()
-        header = {"op": "backward", "call": call, "grads": enc.encode(tuple(grads))}
-        self.seq += 1
-        sock = self.connect()
-        send_body(sock, pack_body(header, enc.buffers), struct.pack(">Q", self.seq))
-        while True:
-            body = recv_body(sock, self.limit + 16)
-            if len(body) >= 8 and struct.unpack(">Q", body[:8])[0] == self.seq:
-                break
-        reply, buffers = parse_body(body[8:])
-        if reply.get("grader"):
-            raise SubmissionError(str(reply["grader"]))
-        if reply.get("ok") is not True:
-            return self.raise_error("the backward pass of a call", reply)
-        return Decoder(buffers).decode(reply.get("result"))
-
     def backward(self, call, grads):
+        """The gradients of a call's inputs, given those of its outputs (RemoteGrad.backward)."""
+        self._own_connection()
         with self.lock:
-            return self._call(None, (call, grads), {})
+            enc = Encoder()
+            reply, buffers = self._roundtrip({"op": "backward", "call": call, "grads": enc.encode(tuple(grads))},
+                                             enc.buffers)
+            if reply.get("ok") is not True:
+                return self.raise_error("the backward pass of a call", reply)
+            return Decoder(buffers).decode(reply.get("result"))
 
     @staticmethod
     def apply(name, target, new):

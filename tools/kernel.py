@@ -144,7 +144,7 @@ class SandboxedKernel:
         self._client.start_channels()
 
     def wait_ready(self, ready_timeout: float = 120.0) -> None:
-        sockets, uid = self._base / "ipc", self._uid
+        sockets, uid = self.socket_dir, self._uid
         start = time.monotonic()
         while True:                                       # wait_for_ready, but give up as soon as the sandbox exits
             if self._proc.poll() is not None:
