@@ -17,14 +17,15 @@ from tools import judge_wire as W
 class Pair:
     """The judge's Client and the submission's side, `namespace` holding the submission's functions."""
 
-    def __init__(self, namespace, forge=None):
+    def __init__(self, namespace, forge=None, judge_namespace=None):
         self.judge_end, self.relay_end = socket.socketpair()
         self.namespace, self.forge, self.sizes = namespace, forge, []
         W.SUBMISSION_CACHE.entries.clear()             # (both ends share this process's module)
         W.SUBMISSION_CACHE.total = 0
+        W.SUBMISSION_OBJECTS.__init__()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
-        self.client = W.Client("unused")
+        self.client = W.Client("unused", namespace=judge_namespace)
         self.client.sock = self.judge_end
 
     def _serve(self):
@@ -37,7 +38,10 @@ class Pair:
             self.sizes.append(len(call))
             header, buffers = W.parse_body(call)
             if self.forge is not None:                  # the submission's side answering as it likes
-                reply = self.forge(header, buffers)
+                try:
+                    reply = self.forge(header, buffers)
+                except Exception as err:                # noqa: BLE001 (a broken forge fails its test, not hangs it)
+                    reply = W.pack_body({"ok": False, "type": "RuntimeError", "message": f"the forge raised {err!r}"})
             else:
                 try:
                     if header.get("op") == "backward":
@@ -60,8 +64,8 @@ class Pair:
 def pair():
     made = []
 
-    def make(namespace, forge=None):
-        made.append(Pair(namespace, forge))
+    def make(namespace, forge=None, judge_namespace=None):
+        made.append(Pair(namespace, forge, judge_namespace))
         return made[-1]
 
     yield make
@@ -285,7 +289,14 @@ TOY_SETUP = ("import numpy as np, torch\nimport course_utils as cu\n"
              "from course_utils import assert_close, check_equal, check_that, plain\nfrom course_utils.gpt import GPTConfig\n"
              "from course_utils.memory import track_peak_memory\n"
              "class Scaled(torch.nn.Module):\n    def __init__(self, n, scale):\n        super().__init__()\n"
-             "        self.inner, self.scale = torch.nn.Linear(n, n, bias=False), scale")
+             "        self.inner, self.scale = torch.nn.Linear(n, n, bias=False), scale\n"
+             "class Node:\n    def __init__(self, data, parents=()):\n"
+             "        self.data, self.grad, self._parents, self._backward = float(data), 0.0, tuple(parents), lambda: None\n"
+             "    def __mul__(self, other):\n        return node_mul(self, other)\n"
+             "    def backward(self):\n        order, seen = [], set()\n        def visit(n):\n"
+             "            if id(n) not in seen:\n                seen.add(id(n))\n"
+             "                for p in n._parents:\n                    visit(p)\n                order.append(n)\n"
+             "        visit(self)\n        self.grad = 1.0\n        for n in reversed(order):\n            n._backward()")
 TOY_SOLUTIONS = {
     "ex95.1": "def momentum_(p, grad, buf, lr, beta):\n    buf.mul_(beta).add_(grad)\n    p.sub_(lr * buf)",
     "ex95.2": ("def noisy_mean(x, generator):\n"
@@ -296,6 +307,9 @@ TOY_SOLUTIONS = {
     "ex95.6": "def scale_(t, a):\n    t.mul_(a)",
     "ex95.7": "def round_ste(w):\n    return w + (w.round() - w).detach()",
     "ex95.8": "def effective_weight(layer):\n    return layer.inner.weight * layer.scale",
+    "ex95.9": ("def node_mul(a, b):\n    out = Node(a.data * b.data, (a, b))\n    def _backward():\n"
+               "        a.grad += b.data * out.grad\n        b.grad += a.data * out.grad\n    out._backward = _backward\n"
+               "    return out"),
 }
 TOY_CHECKS = {
     "ex95.1": ("p, buf = torch.zeros(3, requires_grad=True), torch.zeros(3)\n"
@@ -331,6 +345,9 @@ TOY_CHECKS = {
                "'the gradient passes straight through', got=w.grad)"),
     "ex95.8": ("layer = Scaled(3, 2.5)\nassert_close(plain(effective_weight(layer)).detach(), layer.inner.weight.detach() * 2.5, "
                "name='the effective weight of a module of the notebook\\'s class')"),
+    "ex95.9": ("x, y = Node(1.5), Node(-2.0)\nz = x * x * y\nz.backward()\n"
+               "check_that(type(z) is Node and z._parents[1] is y, 'z is a Node whose parents are the caller\\'s own nodes')\n"
+               "assert_close([x.grad, y.grad], [2 * 1.5 * -2.0, 1.5 ** 2], name='gradients of x * x * y')"),
 }
 TOY_WRONG = {
     "ex95.1": "def momentum_(p, grad, buf, lr, beta):\n    buf.mul_(beta).add_(grad)\n    p.sub_(lr * grad)",
@@ -342,6 +359,9 @@ TOY_WRONG = {
     "ex95.6": "def scale_(t, a):\n    t.copy_(t * a)",
     "ex95.7": "def round_ste(w):\n    return w.round()",
     "ex95.8": "def effective_weight(layer):\n    return layer.inner.weight",
+    "ex95.9": ("def node_mul(a, b):\n    out = Node(a.data * b.data, (a, b))\n    def _backward():\n"
+               "        a.grad = b.data * out.grad\n        b.grad = a.data * out.grad\n    out._backward = _backward\n"
+               "    return out"),
 }
 
 
@@ -361,7 +381,8 @@ def judged_toy(answers: dict):
 def test_a_toy_judged_apart_gives_its_solution_full_marks_and_each_wrong_answer_its_own_failure(tmp_path):
     # In-place changes under no_grad, generators and the global random state, calls from forked children, a
     # transposed view handed in, a large tensor (sent once), a dataclass, a view handed back, allocations counted,
-    # a gradient through the submission's function, a module of the notebook's own class. The wrong answers are
+    # a gradient through the submission's function, a module of the notebook's own class, nodes of the notebook's
+    # own class whose backward step is the submission's closure (notebook 02). The wrong answers are
     # graded together, in one submission: each exercise's checks stand alone.
     from tests.nbfactory import write
     from tools.grade import grade_all
@@ -375,11 +396,12 @@ def test_a_toy_judged_apart_gives_its_solution_full_marks_and_each_wrong_answer_
     limits = Limits(cell_seconds=30, total_seconds=120, sandbox={"memory_bytes": 4 << 30, "processes": 64})
     reports = {r["notebook"]: r for r in grade_all(tmp_path / "subs", tmp_path / "i", tmp_path / "out", jobs=2, limits=limits)}
     solved = reports["a_solved_95_judged.ipynb"]
-    assert (solved["score"], solved["total"], solved["run"]) == (8, 8, "finished"), solved["checks"]
+    assert (solved["score"], solved["total"], solved["run"]) == (9, 9, "finished"), solved["checks"]
     expected_failure = {"ex95.1": "momentum_ vs torch.optim.SGD", "ex95.2": "the global random state is left untouched",
                         "ex95.3": "view size is not compatible", "ex95.4": "Expected: 16. Got: 64",
                         "ex95.5": "a write through the column shows in x", "ex95.6": "bytes allocated by scale_. Expected: 0.",
-                        "ex95.7": "the gradient passes straight through", "ex95.8": "the effective weight of a module"}
+                        "ex95.7": "the gradient passes straight through", "ex95.8": "the effective weight of a module",
+                        "ex95.9": "gradients of x * x * y"}
     wrong = reports["wrong_95_judged.ipynb"]
     failed = {c["id"]: c["message"] for c in wrong["checks"] if not c["passed"]}
     assert wrong["run"] == "finished" and set(failed) == set(expected_failure), (wrong["run"], sorted(failed))
@@ -452,3 +474,131 @@ def test_the_judge_s_random_states_are_sent_again_after_a_call_that_failed(pair)
     with pytest.raises(NameError):
         p.proxy("missing")()
     assert p.client.sent_states == {}, "the next call sends every state again"
+
+
+# Notebook 02's engines: nodes are objects of a class the notebook's cells define, and the submission's
+# multiplication leaves, on the node it makes, a closure for its backward step.
+NODE_CELL = """
+class Node:
+    def __init__(self, data, parents=()):
+        self.data, self.grad, self._parents = float(data), 0.0, tuple(parents)
+        self._backward = lambda: None
+
+    def __mul__(self, other):
+        return node_mul(self, other)
+
+    def __add__(self, other):
+        out = Node(self.data + other.data, (self, other))
+        def _backward():
+            self.grad += out.grad
+            other.grad += out.grad
+        out._backward = _backward
+        return out
+
+    def backward(self):
+        order = node_order(self)
+        for node in order:
+            node.grad = 0.0
+        self.grad = 1.0
+        for node in reversed(order):
+            node._backward()
+
+class Other:
+    pass
+"""
+NODE_ANSWERS = """
+RAN = []
+
+def node_order(root):
+    order, seen = [], set()
+    def visit(node):
+        if id(node) not in seen:
+            seen.add(id(node))
+            for parent in node._parents:
+                visit(parent)
+            order.append(node)
+    visit(root)
+    return order
+
+def node_mul(a, b):
+    out = Node(a.data * b.data, (a, b))
+    def _backward():
+        RAN.append(out.data)
+        a.grad += b.data * out.grad
+        b.grad += a.data * out.grad
+    out._backward = _backward
+    return out
+
+def call_backward_of(node):
+    node._backward()
+
+def backward_of(node):
+    return node._backward
+"""
+
+
+def _node_kernels(pair, answers=NODE_ANSWERS, forge=None):
+    judge, submission = {"__name__": "__main__"}, {"__name__": "__main__"}     # each kernel runs the class's cell
+    exec(NODE_CELL, judge)
+    exec(NODE_CELL, submission)
+    exec(answers, submission)
+    p = pair(submission, forge=forge, judge_namespace=judge)
+    for name in ("node_order", "node_mul", "call_backward_of", "backward_of"):
+        judge[name] = p.proxy(name)
+    return p, judge, submission
+
+
+def test_nodes_of_the_notebook_s_class_cross_as_the_judge_s_own_and_their_closures_run_where_they_were_made(pair):
+    p, judge, submission = _node_kernels(pair)
+    exec("x = Node(1.5); y = Node(-2.0); z = x * x * y + y\nz.backward()", judge)
+    x, y, z, Node = judge["x"], judge["y"], judge["z"], judge["Node"]
+    assert z.data == 1.5 * 1.5 * -2.0 - 2.0
+    assert (x.grad, y.grad) == (2 * 1.5 * -2.0, 1.5 * 1.5 + 1.0), "gradients through the submission's closures"
+    assert submission["RAN"] == [1.5 * 1.5 * -2.0, 1.5 * 1.5], "each product's backward step ran in its kernel"
+    product = z._parents[0]                            # made by the submission's node_mul: the judge's class
+    assert type(product) is Node and product._parents[1] is y and type(product._backward) is W.RemoteFunction
+    order = judge["node_order"](z)
+    assert order[0] is x and order[-1] is z and order[-2] is product, "the judge's own nodes come back"
+    assert len(order) == 5 and all(type(n) is Node for n in order)
+    assert judge["backward_of"](z) is z._backward, "a function of the judge's goes and comes back as itself"
+    with pytest.raises(TypeError, match="belongs to the judge"):
+        judge["call_backward_of"](z)                   # it runs only in the judge
+
+
+def test_an_attribute_the_submission_sets_on_a_judge_s_node_comes_back_and_nodes_let_go_are_let_go_there(pair):
+    marks = NODE_ANSWERS + "\ndef mark(node):\n    node.seen = True\n    del node.grad\n"
+    p, judge, submission = _node_kernels(pair, answers=marks)
+    judge["mark"] = p.proxy("mark")
+    exec("a = Node(2.0)\nmark(a)", judge)
+    assert judge["a"].seen is True and not hasattr(judge["a"], "grad")
+    exec("for _ in range(30):\n    a = Node(2.0); b = a * a + a; b.backward()", judge)
+    assert judge["a"].grad == 5.0
+    import gc
+    gc.collect()
+    judge["node_order"](judge["b"])                    # the next call tells the other side what the judge let go
+    held = W.SUBMISSION_OBJECTS
+    assert len(held.objects) <= 4 and len(held.functions) <= 2, (len(held.objects), len(held.functions))
+
+
+def _object_reply(result, table, states):
+    def reply(header, bufs):                           # ("sent": the number the judge gave the node it sent)
+        named = [[header["objects"][0][0] if entry[0] == "sent" else entry[0], *entry[1:]] for entry in table]
+        return W.pack_body({"ok": True, "result": result, "updates": [], "objects": named, "states": states})
+    return reply
+
+
+@pytest.mark.parametrize("result, table, states, message", [
+    (["N", 0], [[-1, "Gadget", True]], [[[], []]], "class 'Gadget', which this kernel's notebook does not define"),
+    (["N", 0], [[-1, "__builtins__", True]], [[[], []]], "does not define"),
+    (["N", 0], [[-1, "Node", True]], [[[["__class__", ["n"]]], []]], "cannot be set"),
+    (["N", 0], [[-1, "Node", True]], [[[["data", ["X", 99]]], []]], "that it no longer has"),
+    (["N", 1], [[-1, "Node", True]], [[[], []]], "cannot read"),
+    (["N", 0], [["sent", "Other", False]], [[[], []]], "named as a Other, which it is not"),
+    (["N", 0], [[-7, "Node", False]], [[[["data", ["f", "0x1p+0"]]], []]], "no longer holds, with only part"),
+    (["N", 0], [[-1, "Node"]], [[[], []]], "bad entry"),
+    (["N", 0], [[-1, "Node", True]], [], "do not match its table"),
+])
+def test_objects_the_submission_s_side_sends_are_read_as_untrusted(pair, result, table, states, message):
+    p, judge, _ = _node_kernels(pair, forge=_object_reply(result, table, states))
+    with pytest.raises(W.WireError, match=message):
+        judge["node_order"](judge["Node"](1.0))

@@ -194,7 +194,7 @@ def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidde
         relay = Relay(judge, submission, limits)
         boot_timeout = max(limits.cell_seconds, 120)
         for kernel, then, who in ((submission, "", "the kernel"),
-                                  (judge, f"_m.CLIENT = _m.Client({relay.judge_path!r}, {CALL_LIMIT})", "the judge")):
+                                  (judge, f"_m.CLIENT = _m.Client({relay.judge_path!r}, {CALL_LIMIT}, get_ipython().user_ns)", "the judge")):
             boot = kernel.run(INSTALL.format(source=WIRE_SOURCE, then=then), timeout=boot_timeout)
             if boot.status != "ok":
                 outcome["run"] = (kernel.dead_reason if not kernel.alive() else

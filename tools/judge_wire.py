@@ -14,6 +14,7 @@ import builtins
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -23,6 +24,7 @@ import struct
 import sys
 import threading
 import traceback
+import types
 import weakref
 import zlib
 from collections import OrderedDict
@@ -150,11 +152,32 @@ class Encoder:
     arrays, lists, dicts, generators) get a node number, so a second occurrence is a reference to the first;
     `known` maps id() of objects the other side sent to their numbers there (sent back as ["J", n])."""
 
-    def __init__(self, known=None, cache=None, bases=None):
+    def __init__(self, known=None, cache=None, bases=None, objects=None):
         self.buffers, self.memo, self.keep, self.known, self.cache = [], {}, [], known or {}, cache
         self.dropped = []                                # cache keys evicted while encoding
         self.bases = bases or {}                         # storage address -> (node, tensor) of the caller's tensors
         self.views = set()
+        self.objects = objects                           # this side's Shared: objects of the notebook's classes
+        self.table, self.index = [], {}                  # the message's objects of the notebook's classes, in order
+
+    def add_object(self, x) -> int:
+        """x's place in the message's table of objects (their attributes go in `states`, encoded flat, so that a
+        long chain of nodes is not a deeply nested value)."""
+        k = self.index.get(id(x))
+        if k is None:
+            k = self.index[id(x)] = len(self.table)
+            self.table.append(x)
+        return k
+
+    def object_table(self) -> tuple:
+        """The table (number and class of each object) and the objects' states: what this side sends of each,
+        which may bring more objects into the table (a node's parents)."""
+        states, k = [], 0
+        while k < len(self.table):
+            states.append(self.objects.state(self, self.table[k]))
+            k += 1
+        table = [[self.objects.number(x), type(x).__qualname__, self.objects.whole(x)] for x in self.table]
+        return table, states
 
     def buffer(self, data: bytes) -> int:
         self.buffers.append(bytes(data))
@@ -222,6 +245,9 @@ class Encoder:
         name = f"{t.__module__}.{t.__qualname__}"
         if name in ALLOWED_CLASSES and dataclasses.is_dataclass(x):
             return ["O", name, [[f.name, self.encode(getattr(x, f.name), depth + 1)] for f in dataclasses.fields(x)]]
+        tree = self.objects.encode(self, x) if self.objects is not None else None
+        if tree is not None:
+            return tree
         raise WireError(f"a value of type {name}, which cannot cross between the kernels (tensors, arrays, numbers, "
                         f"strings, tuples, lists and dicts of them can)")
 
@@ -310,9 +336,10 @@ class Decoder:
     """The inverse of Encoder, for untrusted input: exact types only; `peer` resolves ["J", n] to objects of
     this side that were sent as node n."""
 
-    def __init__(self, buffers, peer=None, cache=None, namespace=None):
+    def __init__(self, buffers, peer=None, cache=None, namespace=None, objects=None, related=None):
         self.buffers, self.nodes, self.peer, self.count, self.cache = buffers, {}, peer or {}, 0, cache
         self.namespace = namespace                       # the submission's side: where notebook classes are found
+        self.objects, self.related, self.table = objects, related or {}, []   # (see Shared)
         self.padding = 0                                 # bytes of storage laid out around tensors' elements
         self.parameters = {}                             # id(tensor) -> its Parameter (tied weights stay tied)
         self.snapshots = {}                              # node -> a cached tensor's value as the call found it
@@ -423,6 +450,10 @@ class Decoder:
             return self.module(*a, depth=depth)
         if tag == "W" and torch is not None:
             return self._node(a[0], self.view(*a[1:]))
+        if tag == "N" and type(a[0]) is int and 0 <= a[0] < len(self.table):
+            return self.table[a[0]]
+        if tag in ("F", "X") and self.objects is not None and type(a[0]) is int:
+            return self.objects.function(a[0]) if tag == "F" else self.objects.opaque_of(a[0])
         if tag == "O" and a[0] in ALLOWED_CLASSES and type(a[1]) is list:
             module, _, name = a[0].rpartition(".")
             cls = getattr(importlib.import_module(module), name)
@@ -434,6 +465,36 @@ class Decoder:
                 fields[pair[0]] = self.decode(pair[1], depth + 1)
             return cls(**fields)
         raise WireError(f"a value tagged {tag!r} that this side cannot read")
+
+    def shells(self, table) -> list:
+        """The objects a message's table names, before any value refers to them: this side's own object where it
+        has one by that number, or a new one of its class of that name, not yet initialised (its state follows)."""
+        if self.objects is None or type(table) is not list or len(table) > MAX_NODES // 4:
+            raise WireError("a message whose table of objects is not a list")
+        for entry in table:
+            if (type(entry) is not list or len(entry) != 3 or type(entry[0]) is not int or type(entry[1]) is not str
+                    or type(entry[2]) is not bool):
+                raise WireError(f"a bad entry {str(entry)[:80]!r} in a message's table of objects")
+            self.table.append(self.objects.shell(*entry, preferred=self.related.get(len(self.table))))
+        return self.table
+
+    def states(self, states) -> list:
+        """Each table object's attributes as the message gives them: (object, {name: value}, [names deleted])."""
+        if type(states) is not list or len(states) != len(self.table):
+            raise WireError("a message whose objects' states do not match its table")
+        out = []
+        for obj, entry in zip(self.table, states):
+            if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not list or type(entry[1]) is not list:
+                raise WireError("an object's state that is not [attributes, deleted names]")
+            sets = {}
+            for pair in entry[0]:
+                if type(pair) is not list or len(pair) != 2 or not _attribute_name(pair[0]):
+                    raise WireError(f"an attribute named {str(pair)[:60]!r}, which cannot be set")
+                sets[pair[0]] = self.decode(pair[1], 1)
+            if not all(_attribute_name(n) for n in entry[1]):
+                raise WireError("a deleted attribute with a bad name")
+            out.append((obj, sets, list(entry[1])))
+        return out
 
     def module(self, n, module_name, qualname, state_tree, depth):
         torch = _torch()
@@ -546,6 +607,278 @@ def encode_message(header: dict, fields: dict, known=None) -> tuple:
     return header, enc.buffers, enc
 
 
+# -- objects of the notebook's own classes ----------------------------------------------------------------------
+# A node of 02's engines (`Value`, `Tensor`) is an object of a class the notebook's cells define, which both kernels
+# ran. It crosses as its class's name and its attributes, under a number both sides keep while the judge holds the
+# object: a node the judge sent comes back as the judge's own object, and one the submission's code made comes back
+# as a new object of the judge's class of that name (its attributes set, its __init__ not run). A function such an
+# object holds (the closure a node keeps for its backward step) stays on its side: the judge's crosses as an opaque
+# stand-in; the submission's comes to the judge as a RemoteFunction, which runs it in the submission's kernel, with
+# the objects of the call that made it sent along (their attributes as the judge has them, and back as it left them).
+
+
+FUNCTION_TYPES = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)
+
+
+def _attribute_name(name) -> bool:
+    return type(name) is str and 0 < len(name) <= 200 and not name.startswith("__")
+
+
+def _notebook_class(namespace, qualname):
+    """The class the notebook's cells defined under this name in this kernel, or a WireError."""
+    cls = namespace.get(qualname) if namespace is not None and type(qualname) is str else None
+    torch = _torch()
+    if not (isinstance(cls, type) and cls.__module__ == "__main__"
+            and not (torch is not None and issubclass(cls, torch.nn.Module))):
+        raise WireError(f"an object of class {qualname!r}, which this kernel's notebook does not define")
+    return cls
+
+
+def _is_notebook_object(x, namespace) -> bool:
+    cls = type(x)
+    if cls.__module__ != "__main__" or namespace is None or namespace.get(cls.__qualname__) is not cls:
+        return False
+    torch = _torch()
+    if torch is not None and issubclass(cls, torch.nn.Module):
+        return False
+    return type(x.__dict__) is dict if hasattr(x, "__dict__") else False
+
+
+def _set_state(obj, sets, deleted) -> None:
+    attributes = object.__getattribute__(obj, "__dict__")
+    for name in deleted:
+        attributes.pop(name, None)
+    attributes.update(sets)
+
+
+class Opaque:
+    """The submission's side: an object of the judge's that does not cross (a function the instructor's code made,
+    which a node keeps). Held by its number, it goes back as the judge's own object."""
+    __slots__ = ("number",)
+
+    def __init__(self, number):
+        self.number = number
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError("this function belongs to the judge (the instructor's code made it) and runs only there")
+
+    def __repr__(self):
+        return f"<the judge's function {self.number}>"
+
+
+class RemoteFunction:
+    """The judge's side: a function the submission's code made (a node's backward step). Calling it runs it in the
+    submission's kernel, with the objects of the call that made it (`related`, weakly held)."""
+
+    def __init__(self, client, number, related):
+        self.client, self.number, self.related = client, number, related
+
+    def __call__(self, *args, **kwargs):
+        return self.client.call(None, args, kwargs, function=self)
+
+    def __repr__(self):
+        return f"<a function of the submission's ({self.number}), run in its kernel>"
+
+
+def _weak(obj):
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return lambda: obj
+
+
+class JudgeObjects:
+    """The judge's objects that crossed (held weakly: when one is gone, the other side is told to let its twin go),
+    the submission's functions it was handed, and its own functions that crossed as opaque numbers."""
+
+    def __init__(self, client, namespace, first=1):
+        self.client, self.namespace, self.pid, self.next = client, namespace, os.getpid(), first
+        self.refs, self.ids = {}, {}                     # number -> weakref; id(object) -> number
+        self.functions = {}                              # number -> weakref to its RemoteFunction
+        self.opaque, self.opaque_ids = {}, {}
+        self.forgot = []                                 # [kind, number]: gone here, to be let go there
+
+    def _on_gone(self, kind, number, key, table, ids):
+        def gone(_ref):
+            if os.getpid() != self.pid:                  # (a forked child's copy: the parent tells the other side)
+                return
+            table.pop(number, None)
+            if ids is not None and ids.get(key) == number:
+                del ids[key]
+            self.forgot.append([kind, number])
+        return gone
+
+    def _register(self, x, table, ids, kind):
+        number = self.next
+        self.next += 1
+        try:
+            table[number] = weakref.ref(x, self._on_gone(kind, number, id(x), table, ids))
+        except TypeError:                                # no weak reference to it: kept while the judge runs
+            table[number] = lambda x=x: x
+        ids[id(x)] = number
+        return number
+
+    def number(self, x) -> int:
+        n = self.ids.get(id(x))
+        ref = self.refs.get(n)
+        return n if ref is not None and ref() is x else self._register(x, self.refs, self.ids, "o")
+
+    def encode(self, enc, x):
+        if type(x) is RemoteFunction:
+            return ["F", x.number]
+        if _is_notebook_object(x, self.namespace):
+            return ["N", enc.add_object(x)]
+        if callable(x) and not isinstance(x, type):
+            n = self.opaque_ids.get(id(x))
+            ref = self.opaque.get(n)
+            if ref is None or ref() is not x:
+                n = self._register(x, self.opaque, self.opaque_ids, "x")
+            return ["X", n]
+        return None
+
+    @staticmethod
+    def whole(x) -> bool:
+        return True
+
+    def state(self, enc, x) -> list:
+        """Every attribute, as the judge has it (the other side's twin becomes exactly this)."""
+        return [[[k, enc.encode(v, 1)] for k, v in vars(x).items() if _attribute_name(k)], []]
+
+    def shell(self, number, qualname, whole, preferred=None):
+        cls = _notebook_class(self.namespace, qualname)
+        ref = self.refs.get(number)
+        obj = ref() if ref is not None else None
+        if obj is not None:
+            if type(obj) is not cls:
+                raise WireError(f"object {number} named as a {qualname}, which it is not")
+            return obj
+        if not whole:                                    # only what changed of an object the judge does not hold
+            raise WireError(f"object {number}, which the judge no longer holds, with only part of its attributes")
+        obj = cls.__new__(cls)                           # made by the submission's code: the judge's own class
+        try:
+            self.refs[number] = weakref.ref(obj, self._on_gone("o", number, id(obj), self.refs, self.ids))
+        except TypeError:
+            self.refs[number] = lambda obj=obj: obj
+        self.ids[id(obj)] = number
+        return obj
+
+    def function(self, number):
+        ref = self.functions.get(number)
+        fn = ref() if ref is not None else None
+        if fn is None:
+            if ["f", number] in self.forgot:             # let go while this call ran, and handed back by it
+                self.forgot.remove(["f", number])
+            fn = RemoteFunction(self.client, number, [])
+            self.functions[number] = weakref.ref(fn, self._on_gone("f", number, None, self.functions, None))
+        return fn
+
+    def opaque_of(self, number):
+        ref = self.opaque.get(number)
+        obj = ref() if ref is not None else None
+        if obj is None:
+            raise WireError(f"a function of the judge's ({number}) that it no longer has")
+        return obj
+
+    def take_forgotten(self) -> list:
+        out, self.forgot = self.forgot, []
+        return out
+
+
+class SubmissionObjects:
+    """The submission's side: the twins of the judge's objects and the objects its code made that the judge holds
+    (by number, until the judge lets them go), with their attributes as last sent (to send only what a call
+    changed), and its functions the judge holds, each with the objects of the call that made it."""
+
+    def __init__(self):
+        self.namespace = None
+        self.objects, self.ids, self.synced = {}, {}, {}
+        self.functions, self.function_ids = {}, {}       # number -> (function, [objects of the call]); id -> number
+        self.opaque = {}
+        self.next = -1                                   # (the judge numbers upwards, this side downwards)
+        self.new_functions = []
+
+    def forget(self, items) -> None:
+        for item in items if type(items) is list else ():
+            if type(item) is not list or len(item) != 2:
+                continue
+            kind, number = item
+            if kind == "o" and number in self.objects:
+                self.ids.pop(id(self.objects.pop(number)), None)
+                self.synced.pop(number, None)
+            elif kind == "f" and number in self.functions:
+                self.function_ids.pop(id(self.functions.pop(number)[0]), None)
+            elif kind == "x":
+                self.opaque.pop(number, None)
+
+    def number(self, x) -> int:
+        n = self.ids.get(id(x))
+        if n is not None and self.objects.get(n) is x:
+            return n
+        n, self.next = self.next, self.next - 1
+        self.objects[n], self.ids[id(x)] = x, n
+        return n
+
+    def encode(self, enc, x):
+        if type(x) is Opaque:
+            return ["X", x.number]
+        if _is_notebook_object(x, self.namespace):
+            return ["N", enc.add_object(x)]
+        if isinstance(x, FUNCTION_TYPES):
+            n = self.function_ids.get(id(x))
+            if n is None or self.functions[n][0] is not x:
+                n, self.next = self.next, self.next - 1
+                self.functions[n], self.function_ids[id(x)] = (x, []), n
+                self.new_functions.append(n)
+            return ["F", n]
+        return None
+
+    def changes(self, x) -> tuple:
+        """The attributes of an object the judge holds that differ (by identity) from what was last sent."""
+        n = self.ids.get(id(x))
+        was = self.synced.get(n) if n is not None and self.objects.get(n) is x else None
+        now = vars(x)
+        if was is None:
+            return list(now.items()), []
+        sets = [(k, v) for k, v in now.items() if k not in was or was[k] is not v]
+        return sets, [k for k in was if k not in now]
+
+    def whole(self, x) -> bool:
+        n = self.ids.get(id(x))
+        return n is None or self.objects.get(n) is not x or n not in self.synced
+
+    def state(self, enc, x) -> list:
+        sets, deleted = self.changes(x)
+        bad = [k for k, _ in sets if not _attribute_name(k)]
+        if bad:
+            raise WireError(f"an attribute named {bad[0]!r}, which cannot cross")
+        return [[[k, enc.encode(v, 1)] for k, v in sets], deleted]
+
+    def shell(self, number, qualname, whole, preferred=None):
+        cls = _notebook_class(self.namespace, qualname)
+        obj = preferred if preferred is not None else self.objects.get(number)
+        if obj is None or type(obj) is not cls:
+            obj = cls.__new__(cls)
+        self.objects[number], self.ids[id(obj)] = obj, number
+        return obj
+
+    def function(self, number):
+        if number not in self.functions:
+            raise WireError(f"a function {number} that this side does not hold")
+        return self.functions[number][0]
+
+    def opaque_of(self, number):
+        if number not in self.opaque:
+            self.opaque[number] = Opaque(number)
+        return self.opaque[number]
+
+    def synced_now(self, objects) -> None:
+        for x in objects:
+            self.synced[self.number(x)] = dict(vars(x))
+
+
+SUBMISSION_OBJECTS = SubmissionObjects()
+
+
 # -- random states ----------------------------------------------------------------------------------------------
 _NUMPY_STATE = {}
 
@@ -643,11 +976,27 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
     if header.get("reset") is True:
         SUBMISSION_CACHE.entries.clear()
         SUBMISSION_CACHE.total = 0
-    dec = Decoder(buffers, cache=SUBMISSION_CACHE, namespace=namespace)
-    name = header.get("name")
+    objects = SUBMISSION_OBJECTS
+    objects.namespace, objects.new_functions = namespace, []
+    objects.forget(header.get("forget"))
+    name, function, related = header.get("name"), header.get("function"), {}
+    if function is not None:                           # a function the judge holds (a node's backward step), with
+        fn = objects.function(function)                # the objects of the call that made it, as the judge has them
+        kept = objects.functions[function][1]
+        positions = header.get("related")
+        for i, position in enumerate(positions if type(positions) is list else ()):
+            if type(position) is int and 0 <= position < len(kept):
+                related[i] = kept[position]
+    dec = Decoder(buffers, cache=SUBMISSION_CACHE, namespace=namespace, objects=objects, related=related)
     try:
+        shells = dec.shells(header.get("objects", []))
         args = dec.decode(header["args"])
         kwargs = dec.decode(header["kwargs"])
+        for obj, sets, _ in dec.states(header.get("states", [])):
+            attributes = vars(obj)                     # exactly as the judge has it
+            attributes.clear()
+            attributes.update(sets)
+        objects.synced_now(shells)
     finally:                                           # what the judge evicted, after this call's stores and uses
         for key in header.get("drop") or () if type(header.get("drop")) is list else ():
             SUBMISSION_CACHE.drop(key)
@@ -656,7 +1005,8 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
     before = {n: dec.snapshots[n] if n in dec.snapshots else _snapshot(o) for n, o in handed.items()
               if (torch is not None and isinstance(o, (torch.Tensor, torch.Generator)))
               or (np is not None and isinstance(o, np.ndarray))}
-    fn = namespace.get(name) if type(name) is str else None
+    if function is None:
+        fn = namespace.get(name) if type(name) is str else None
     if fn is None:
         raise NameError(f"name {name!r} is not defined in the submission's kernel (did its exercise cell run?)")
     if "rng" in header:
@@ -679,7 +1029,10 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
     updates = []
     bases = {o.untyped_storage().data_ptr(): (n, o) for n, o in handed.items()
              if torch is not None and isinstance(o, torch.Tensor) and o.device.type == "cpu" and o.numel()}
-    enc = Encoder(known, bases=bases)                               # updates first, then the result: the judge reads them so
+    enc = Encoder(known, bases=bases, objects=objects)              # updates first, then the result: the judge reads them so
+    for obj in shells:                                 # objects of the notebook's classes that the call changed
+        if objects.changes(obj) != ([], []):
+            enc.add_object(obj)
     for n, o in handed.items():                        # what the function changed in place, by the caller's numbers
         if n in before:
             if not _same(o, before[n]):
@@ -693,6 +1046,13 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
             updates.append([n, enc.encode(o)])
             known[id(o)] = n
     reply = {"ok": True, "result": enc.encode(result), "updates": updates, "drew": drawn}
+    if enc.table or shells:
+        reply["objects"], reply["states"] = enc.object_table()
+        objects.synced_now(enc.table)
+        made = shells + [o for o in enc.table if not any(o is s for s in shells)]
+        for n in objects.new_functions:                # a function made in this call keeps the call's objects
+            objects.functions[n] = (objects.functions[n][0], made)
+    objects.new_functions = []
     inputs = [(n, o) for n, o in handed.items() if torch is not None and isinstance(o, torch.Tensor) and o.requires_grad]
     outputs = [(enc.memo[id(o)], o) for o in enc.keep
                if torch is not None and isinstance(o, torch.Tensor) and o.grad_fn is not None and id(o) not in known
@@ -805,11 +1165,13 @@ def _active_tracker():
 class Client:
     """The judge's end: `proxy(name)` is a function that calls the submission's `name` in its kernel."""
 
-    def __init__(self, path: str, limit: int = 1 << 30):
+    def __init__(self, path: str, limit: int = 1 << 30, namespace=None):
         self.path, self.limit, self.sock, self.seq = path, limit, None, 0
         self.pid, self.lock = os.getpid(), threading.Lock()
         self.cache, self.drop, self.reset = TensorCache(), [], False
         self.sent_states = {}                          # fingerprints of the global random states last sent
+        self.namespace = namespace                     # the judge's cells' names: the notebook's classes
+        self.objects = JudgeObjects(self, namespace)
 
     def connect(self):
         if self.sock is None:
@@ -832,6 +1194,7 @@ class Client:
             self.sock, self.lock, self.pid = None, threading.Lock(), os.getpid()     # of its own, never the parent's
             self.cache = None                          # (the submission's side keeps one cache, the parent's)
             self.sent_states = {}                      # (and one set of the judge's random states: a sibling's)
+            self.objects = JudgeObjects(self, self.namespace, first=os.getpid() << 32)   # (numbers of its own)
 
     def _roundtrip(self, header: dict, buffers: list) -> tuple:
         """Send one message and wait for its reply (a reply to an earlier, interrupted one is skipped); the reply's
@@ -853,12 +1216,14 @@ class Client:
             raise SubmissionError(str(reply["grader"]))
         return reply, buffers
 
-    def call(self, name: str, args: tuple, kwargs: dict):
+    def call(self, name, args: tuple, kwargs: dict, function=None):
         self._own_connection()
+        if function is not None:
+            name = f"a function of the submission's ({function.number}, made by its code in an earlier call)"
         with self.lock:                                # one call at a time per connection (threads of the judge's)
             for attempt in (1, 2):
                 try:
-                    return self._call(name, args, kwargs)
+                    return self._call(name, args, kwargs, function)
                 except _CacheMiss:                       # the other side lost a cached tensor: send it whole
                     self._forget()
             raise SubmissionError("the submission's kernel lost the tensors it was sent, twice")
@@ -869,27 +1234,41 @@ class Client:
             self.cache, self.drop, self.reset = TensorCache(self.cache.next_key), [], True
         self.sent_states = {}
 
-    def _call(self, name: str, args: tuple, kwargs: dict):
+    def _call(self, name: str, args: tuple, kwargs: dict, function=None):
         try:
-            return self._send(name, args, kwargs)
+            return self._send(name, args, kwargs, function)
         except BaseException as err:
             if not getattr(err, "from_submission", False):   # the call may not have reached the other side whole
                 self._forget()
             raise
 
-    def _send(self, name: str, args: tuple, kwargs: dict):
+    def _send(self, name: str, args: tuple, kwargs: dict, function=None):
         tracker = _active_tracker()
         if tracker is None:
-            return self._exchange(name, args, kwargs, None)
+            return self._exchange(name, args, kwargs, None, function)
         from torch.utils._python_dispatch import _disable_current_modes
 
         with _disable_current_modes():                 # the wire's own tensors are not the function's allocations
-            return self._exchange(name, args, kwargs, tracker)
+            return self._exchange(name, args, kwargs, tracker, function)
 
-    def _exchange(self, name: str, args: tuple, kwargs: dict, tracker):
-        enc = Encoder(cache=self.cache)
-        header = {"op": "call", "name": name, "args": enc.encode(tuple(args)), "kwargs": enc.encode(dict(kwargs)),
-                  "seq": f"{os.getpid()}-{self.seq + 1}"}      # (a forked child's calls have numbers of their own)
+    def _exchange(self, name: str, args: tuple, kwargs: dict, tracker, function=None):
+        enc = Encoder(cache=self.cache, objects=self.objects)
+        header = {"op": "call", "seq": f"{os.getpid()}-{self.seq + 1}"}   # (a forked child's have numbers of their own)
+        if function is None:
+            header["name"] = name
+        else:                                          # the objects of the call that made it go first, as they are here
+            header["function"], header["related"] = function.number, []
+            for position, ref in enumerate(function.related):
+                obj = ref()
+                if obj is not None:
+                    enc.add_object(obj)
+                    header["related"].append(position)
+        header["args"], header["kwargs"] = enc.encode(tuple(args)), enc.encode(dict(kwargs))
+        if enc.table:
+            header["objects"], header["states"] = enc.object_table()
+        forgotten = self.objects.take_forgotten()
+        if forgotten:
+            header["forget"] = forgotten
         # The function starts from the judge's global random states (as it would in one kernel); those that
         # changed since the last call are sent (the other side keeps them)
         handed = len(enc.keep)                         # the objects of the call (not the random states below)
@@ -914,7 +1293,9 @@ class Client:
             if reply.get("type") == "WireError" and str(reply.get("message", "")).startswith("a cached tensor"):
                 raise _CacheMiss()
             return self.raise_error(name, reply)
-        dec = Decoder(buffers, peer=sent)              # in the order the submission's side wrote them
+        dec = Decoder(buffers, peer=sent, objects=self.objects)   # in the order the submission's side wrote them
+        made_before = set(self.objects.functions)
+        dec.shells(reply.get("objects", []))
         updates = reply.get("updates")
         if not isinstance(updates, list):
             raise WireError("a reply without its updates")
@@ -924,11 +1305,20 @@ class Client:
                 raise WireError("an update of an object that was never sent")
             decoded.append((sent[item[0]], dec.decode(item[1])))
         result = dec.decode(reply.get("result"))
+        states = dec.states(reply.get("states", [])) if dec.table else []
         drew = reply.get("drew", [])
         if type(drew) is not list:
             raise WireError("a reply whose list of random generators drawn from is not a list")
         for target, new in decoded:
             self.apply(name, target, new)
+        for obj, sets, deleted in states:              # what the call changed of the notebook's objects
+            _set_state(obj, sets, deleted)
+        if dec.table or enc.table:                     # a function the call made keeps the call's objects
+            made = enc.table + [o for o in dec.table if not any(o is s for s in enc.table)]
+            for number in set(self.objects.functions) - made_before:
+                fn = self.objects.functions[number]()
+                if fn is not None:
+                    fn.related = [_weak(o) for o in made]
         if tracker is not None:                        # what the call allocated, as the submission's kernel counted it
             memory = reply.get("memory")
             if not (type(memory) is list and len(memory) == 3 and all(type(v) is int and 0 <= v < 1 << 62 for v in memory)):
