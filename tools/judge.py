@@ -19,7 +19,6 @@ tools.kernel_guard in front of the checks (tools.grade).
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 import time
@@ -249,12 +248,7 @@ def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidde
             outcome["run"] = stopped() or "finished"
     finally:
         for kernel in (judge, submission):               # both killed first: their teardowns overlap
-            proc = getattr(kernel, "_proc", None)
-            if proc is not None and proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            kernel.signal_kill()
         if relay is not None:
             relay.close()
         judge.close()

@@ -180,13 +180,19 @@ class SandboxedKernel:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None and not self.dead_reason
 
+    def signal_kill(self) -> None:
+        """SIGKILL the kernel's launcher (its namespace dies with it) without waiting: the grader kills both
+        kernels of a submission judged apart first, so that their teardowns overlap; close() then reaps."""
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def kill(self, reason: str) -> None:
         self.dead_reason = self.dead_reason or reason
         if self._proc is not None and self._proc.poll() is None:
-            try:
-                os.killpg(self._proc.pid, signal.SIGKILL)   # the launcher; its namespace dies with it
-            except ProcessLookupError:
-                pass
+            self.signal_kill()
             try:
                 self._proc.wait(timeout=30)
             except subprocess.TimeoutExpired:              # never raised to the grader: the report goes on
