@@ -591,6 +591,7 @@ def _object_reply(result, table, states):
     (["N", 0], [[-1, "Gadget", True]], [[[], []]], "class 'Gadget', which this kernel's notebook does not define"),
     (["N", 0], [[-1, "__builtins__", True]], [[[], []]], "does not define"),
     (["N", 0], [[-1, "Node", True]], [[[["__class__", ["n"]]], []]], "cannot be set"),
+    (["N", 0], [[-1, "Node", True]], [[[["backward", ["F", -3]]], []]], "'backward' set on a Node, which would hide"),
     (["N", 0], [[-1, "Node", True]], [[[["data", ["X", 99]]], []]], "that it no longer has"),
     (["N", 1], [[-1, "Node", True]], [[[], []]], "cannot read"),
     (["N", 0], [["sent", "Other", False]], [[[], []]], "named as a Other, which it is not"),
@@ -602,3 +603,14 @@ def test_objects_the_submission_s_side_sends_are_read_as_untrusted(pair, result,
     p, judge, _ = _node_kernels(pair, forge=_object_reply(result, table, states))
     with pytest.raises(W.WireError, match=message):
         judge["node_order"](judge["Node"](1.0))
+
+
+def test_a_node_the_submission_makes_cannot_hide_a_method_of_the_judge_s_class(pair):
+    # A wrong node_mul whose node carries its own `backward` (computing the gradients some other way) would have the
+    # judge's check call the submission's function in place of the class's own backward pass.
+    shadow = NODE_ANSWERS + ("\ndef node_mul(a, b):\n    out = Node(a.data * b.data, (a, b))\n"
+                             "    def backward():\n        a.grad, b.grad = b.data, a.data\n"
+                             "    out.backward = backward\n    return out\n")
+    p, judge, _ = _node_kernels(pair, answers=shadow)
+    with pytest.raises(W.WireError, match="'backward' set on a Node, which would hide its class's own"):
+        exec("z = Node(2.0) * Node(3.0)", judge)

@@ -490,6 +490,7 @@ class Decoder:
             for pair in entry[0]:
                 if type(pair) is not list or len(pair) != 2 or not _attribute_name(pair[0]):
                     raise WireError(f"an attribute named {str(pair)[:60]!r}, which cannot be set")
+                self.objects.may_set(obj, pair[0])
                 sets[pair[0]] = self.decode(pair[1], 1)
             if not all(_attribute_name(n) for n in entry[1]):
                 raise WireError("a deleted attribute with a bad name")
@@ -740,6 +741,13 @@ class JudgeObjects:
     def whole(x) -> bool:
         return True
 
+    @staticmethod
+    def may_set(obj, name) -> None:
+        """An attribute of an object of the judge's may not hide what its class defines: a method such as
+        `backward` set on a node would run the submission's function where the judge's code calls its own."""
+        if any(name in vars(k) for k in type(obj).__mro__):
+            raise WireError(f"an attribute {name!r} set on a {type(obj).__qualname__}, which would hide its class's own")
+
     def state(self, enc, x) -> list:
         """Every attribute, as the judge has it (the other side's twin becomes exactly this)."""
         return [[[k, enc.encode(v, 1)] for k, v in vars(x).items() if _attribute_name(k)], []]
@@ -841,6 +849,10 @@ class SubmissionObjects:
             return list(now.items()), []
         sets = [(k, v) for k, v in now.items() if k not in was or was[k] is not v]
         return sets, [k for k in was if k not in now]
+
+    @staticmethod
+    def may_set(obj, name) -> None:
+        pass                                             # (the judge's values: this side's twin takes them all)
 
     def whole(self, x) -> bool:
         n = self.ids.get(id(x))
