@@ -614,3 +614,46 @@ def test_a_node_the_submission_makes_cannot_hide_a_method_of_the_judge_s_class(p
     p, judge, _ = _node_kernels(pair, answers=shadow)
     with pytest.raises(W.WireError, match="'backward' set on a Node, which would hide its class's own"):
         exec("z = Node(2.0) * Node(3.0)", judge)
+
+
+def test_a_function_on_a_node_the_judge_held_before_the_call_cannot_be_set_or_replaced(pair):
+    # (review of session 38) a topological sort that put a backward pass of its own on the judge's nodes: the judge
+    # would have run it where it calls each node's step
+    hijack = NODE_ANSWERS + ("\n_order = node_order\ndef node_order(root):\n    order = _order(root)\n"
+                             "    for node in order:\n        node._backward = lambda: None\n    return order\n")
+    p, judge, _ = _node_kernels(pair, answers=hijack)
+    with pytest.raises(W.WireError, match="the function in attribute '_backward' of a Node the judge held before"):
+        exec("z = Node(2.0) + Node(3.0)\nz.backward()", judge)
+
+
+def test_a_reply_names_only_the_call_s_objects_or_new_ones(pair):
+    # (review of session 38) a reply to a call that handed over no node rewrote a node an earlier call had
+    numbers = []
+
+    def forge(header, buffers):
+        if header.get("objects"):
+            numbers.append(header["objects"][0][0])
+            return W.pack_body(*W.handle(header, buffers, submission))
+        return W.pack_body({"ok": True, "result": ["N", 0], "updates": [], "objects": [[numbers[0], "Node", True]],
+                            "states": [[[["grad", ["f", "0x1.ec00000000000p+6"]]], []]]})
+
+    p, judge, submission = _node_kernels(pair, forge=forge)
+    exec("a = Node(2.0)\norder = node_order(a)", judge)
+    assert judge["order"] == [judge["a"]]
+    with pytest.raises(W.WireError, match="which this call did not hand over"):
+        judge["node_order"](1.0)
+    assert judge["a"].grad == 0.0
+
+
+def test_a_backward_step_may_be_any_callable_of_the_submission_s(pair):
+    # an object of a class the exercise cell defines, callable: it crosses as a function (the judge names the
+    # classes it has; the submission's side sends only those as objects)
+    callable_class = NODE_ANSWERS + (
+        "\nclass MulBackward:\n    def __init__(self, a, b, out):\n        self.a, self.b, self.out = a, b, out\n"
+        "    def __call__(self):\n        self.a.grad += self.b.data * self.out.grad\n"
+        "        self.b.grad += self.a.data * self.out.grad\n"
+        "def node_mul(a, b):\n    out = Node(a.data * b.data, (a, b))\n    out._backward = MulBackward(a, b, out)\n"
+        "    return out\n")
+    p, judge, _ = _node_kernels(pair, answers=callable_class)
+    exec("x = Node(3.0)\nz = x * x\nz.backward()", judge)
+    assert judge["x"].grad == 6.0 and type(judge["z"]._backward) is W.RemoteFunction

@@ -14,7 +14,6 @@ import builtins
 import contextlib
 import ctypes
 import dataclasses
-import functools
 import importlib
 import json
 import os
@@ -24,7 +23,6 @@ import struct
 import sys
 import threading
 import traceback
-import types
 import weakref
 import zlib
 from collections import OrderedDict
@@ -490,10 +488,13 @@ class Decoder:
             for pair in entry[0]:
                 if type(pair) is not list or len(pair) != 2 or not _attribute_name(pair[0]):
                     raise WireError(f"an attribute named {str(pair)[:60]!r}, which cannot be set")
-                self.objects.may_set(obj, pair[0])
                 sets[pair[0]] = self.decode(pair[1], 1)
+                if sets[pair[0]] is not vars(obj).get(pair[0], sets):
+                    self.objects.may_set(obj, pair[0], sets[pair[0]])
             if not all(_attribute_name(n) for n in entry[1]):
                 raise WireError("a deleted attribute with a bad name")
+            for n in entry[1]:
+                self.objects.may_set(obj, n)
             out.append((obj, sets, list(entry[1])))
         return out
 
@@ -618,7 +619,8 @@ def encode_message(header: dict, fields: dict, known=None) -> tuple:
 # the objects of the call that made it sent along (their attributes as the judge has them, and back as it left them).
 
 
-FUNCTION_TYPES = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)
+def _is_function(value) -> bool:
+    return callable(value) and not isinstance(value, type)
 
 
 def _attribute_name(name) -> bool:
@@ -628,21 +630,25 @@ def _attribute_name(name) -> bool:
 def _notebook_class(namespace, qualname):
     """The class the notebook's cells defined under this name in this kernel, or a WireError."""
     cls = namespace.get(qualname) if namespace is not None and type(qualname) is str else None
-    torch = _torch()
-    if not (isinstance(cls, type) and cls.__module__ == "__main__"
-            and not (torch is not None and issubclass(cls, torch.nn.Module))):
+    if not (isinstance(cls, type) and cls.__module__ == "__main__" and _is_notebook_class(cls)):
         raise WireError(f"an object of class {qualname!r}, which this kernel's notebook does not define")
     return cls
 
 
-def _is_notebook_object(x, namespace) -> bool:
+def _is_notebook_class(cls) -> bool:
+    torch = _torch()
+    return not (torch is not None and issubclass(cls, torch.nn.Module))
+
+
+def _is_notebook_object(x, namespace, names=None) -> bool:
+    """Is x an object of a class the notebook's cells define (and, on the submission's side, one the judge has by
+    that name)?"""
     cls = type(x)
     if cls.__module__ != "__main__" or namespace is None or namespace.get(cls.__qualname__) is not cls:
         return False
-    torch = _torch()
-    if torch is not None and issubclass(cls, torch.nn.Module):
+    if names is not None and cls.__qualname__ not in names:
         return False
-    return type(x.__dict__) is dict if hasattr(x, "__dict__") else False
+    return _is_notebook_class(cls) and (type(x.__dict__) is dict if hasattr(x, "__dict__") else False)
 
 
 def _set_state(obj, sets, deleted) -> None:
@@ -698,6 +704,7 @@ class JudgeObjects:
         self.functions = {}                              # number -> weakref to its RemoteFunction
         self.opaque, self.opaque_ids = {}, {}
         self.forgot = []                                 # [kind, number]: gone here, to be let go there
+        self.expected, self.lowest, self.made = {}, 0, set()   # a reply's objects: see shell()
 
     def _on_gone(self, kind, number, key, table, ids):
         def gone(_ref):
@@ -741,28 +748,39 @@ class JudgeObjects:
     def whole(x) -> bool:
         return True
 
-    @staticmethod
-    def may_set(obj, name) -> None:
+    def may_set(self, obj, name, value=None) -> None:
         """An attribute of an object of the judge's may not hide what its class defines: a method such as
-        `backward` set on a node would run the submission's function where the judge's code calls its own."""
+        `backward` set on a node would run the submission's function where the judge's code calls its own. And on
+        an object the judge held before the call, no function may be set, replaced or removed: the backward step
+        of a node the judge made, or one an earlier call made, stays what it was (only a node the call makes
+        brings a function of the submission's, its own backward step)."""
         if any(name in vars(k) for k in type(obj).__mro__):
             raise WireError(f"an attribute {name!r} set on a {type(obj).__qualname__}, which would hide its class's own")
+        if id(obj) not in self.made and (_is_function(value) or _is_function(vars(obj).get(name))):
+            raise WireError(f"the function in attribute {name!r} of a {type(obj).__qualname__} the judge held before "
+                            f"the call, set, replaced or removed")
 
     def state(self, enc, x) -> list:
         """Every attribute, as the judge has it (the other side's twin becomes exactly this)."""
         return [[[k, enc.encode(v, 1)] for k, v in vars(x).items() if _attribute_name(k)], []]
 
     def shell(self, number, qualname, whole, preferred=None):
+        """A reply names the call's own objects (those the judge sent), or new ones: whole, and numbered below
+        every number the submission's side gave before (it counts down). Never another object the judge holds."""
         cls = _notebook_class(self.namespace, qualname)
-        ref = self.refs.get(number)
-        obj = ref() if ref is not None else None
-        if obj is not None:
+        if number in self.expected:
+            obj = self.expected[number]
             if type(obj) is not cls:
                 raise WireError(f"object {number} named as a {qualname}, which it is not")
             return obj
         if not whole:                                    # only what changed of an object the judge does not hold
             raise WireError(f"object {number}, which the judge no longer holds, with only part of its attributes")
+        if not number < self.lowest:
+            raise WireError(f"object {number}, which this call did not hand over and the submission's side did not "
+                            f"make new")
+        self.lowest = number
         obj = cls.__new__(cls)                           # made by the submission's code: the judge's own class
+        self.made.add(id(obj))
         try:
             self.refs[number] = weakref.ref(obj, self._on_gone("o", number, id(obj), self.refs, self.ids))
         except TypeError:
@@ -791,6 +809,17 @@ class JudgeObjects:
         out, self.forgot = self.forgot, []
         return out
 
+    def class_names(self) -> list:
+        """The classes the judge's cells defined, by name (what the submission's side may send as objects)."""
+        if self.namespace is None:
+            return []
+        key = (len(self.namespace), id(self.namespace))
+        if getattr(self, "_classes", (None,))[0] != key:
+            names = sorted(k for k, v in list(self.namespace.items()) if isinstance(v, type) and v.__module__ == "__main__"
+                           and k == v.__qualname__ and _is_notebook_class(v))
+            self._classes = (key, names)
+        return self._classes[1]
+
 
 class SubmissionObjects:
     """The submission's side: the twins of the judge's objects and the objects its code made that the judge holds
@@ -798,7 +827,7 @@ class SubmissionObjects:
     changed), and its functions the judge holds, each with the objects of the call that made it."""
 
     def __init__(self):
-        self.namespace = None
+        self.namespace, self.classes = None, set()
         self.objects, self.ids, self.synced = {}, {}, {}
         self.functions, self.function_ids = {}, {}       # number -> (function, [objects of the call]); id -> number
         self.opaque = {}
@@ -829,9 +858,9 @@ class SubmissionObjects:
     def encode(self, enc, x):
         if type(x) is Opaque:
             return ["X", x.number]
-        if _is_notebook_object(x, self.namespace):
+        if _is_notebook_object(x, self.namespace, self.classes):
             return ["N", enc.add_object(x)]
-        if isinstance(x, FUNCTION_TYPES):
+        if _is_function(x):                              # (an object of a callable class of the submission's too)
             n = self.function_ids.get(id(x))
             if n is None or self.functions[n][0] is not x:
                 n, self.next = self.next, self.next - 1
@@ -851,7 +880,7 @@ class SubmissionObjects:
         return sets, [k for k in was if k not in now]
 
     @staticmethod
-    def may_set(obj, name) -> None:
+    def may_set(obj, name, value=None) -> None:
         pass                                             # (the judge's values: this side's twin takes them all)
 
     def whole(self, x) -> bool:
@@ -990,6 +1019,8 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
         SUBMISSION_CACHE.total = 0
     objects = SUBMISSION_OBJECTS
     objects.namespace, objects.new_functions = namespace, []
+    classes = header.get("classes")
+    objects.classes = {c for c in classes if type(c) is str} if type(classes) is list else set()
     objects.forget(header.get("forget"))
     name, function, related = header.get("name"), header.get("function"), {}
     if function is not None:                           # a function the judge holds (a node's backward step), with
@@ -1276,6 +1307,7 @@ class Client:
                     enc.add_object(obj)
                     header["related"].append(position)
         header["args"], header["kwargs"] = enc.encode(tuple(args)), enc.encode(dict(kwargs))
+        header["classes"] = self.objects.class_names()
         if enc.table:
             header["objects"], header["states"] = enc.object_table()
         forgotten = self.objects.take_forgotten()
@@ -1307,7 +1339,12 @@ class Client:
             return self.raise_error(name, reply)
         dec = Decoder(buffers, peer=sent, objects=self.objects)   # in the order the submission's side wrote them
         made_before = set(self.objects.functions)
-        dec.shells(reply.get("objects", []))
+        self.objects.expected = {self.objects.number(x): x for x in enc.table}
+        self.objects.made = set()
+        try:
+            dec.shells(reply.get("objects", []))
+        finally:
+            self.objects.expected = {}
         updates = reply.get("updates")
         if not isinstance(updates, list):
             raise WireError("a reply without its updates")
