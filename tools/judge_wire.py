@@ -155,7 +155,7 @@ class Encoder:
         self.dropped = []                                # cache keys evicted while encoding
         self.bases = bases or {}                         # storage address -> (node, tensor) of the caller's tensors
         self.views = set()
-        self.objects = objects                           # this side's Shared: objects of the notebook's classes
+        self.objects = objects                           # JudgeObjects or SubmissionObjects: this side's table
         self.table, self.index = [], {}                  # the message's objects of the notebook's classes, in order
 
     def add_object(self, x) -> int:
@@ -337,7 +337,7 @@ class Decoder:
     def __init__(self, buffers, peer=None, cache=None, namespace=None, objects=None, related=None):
         self.buffers, self.nodes, self.peer, self.count, self.cache = buffers, {}, peer or {}, 0, cache
         self.namespace = namespace                       # the submission's side: where notebook classes are found
-        self.objects, self.related, self.table = objects, related or {}, []   # (see Shared)
+        self.objects, self.related, self.table = objects, related or {}, []   # (see JudgeObjects)
         self.padding = 0                                 # bytes of storage laid out around tensors' elements
         self.parameters = {}                             # id(tensor) -> its Parameter (tied weights stay tied)
         self.snapshots = {}                              # node -> a cached tensor's value as the call found it
