@@ -77,7 +77,7 @@ def test_values_cross_as_themselves(pair):
     p = pair({"echo": lambda *a, **k: (a, k)})
     t = torch.arange(12, dtype=torch.float64).reshape(3, 4)
     values = [None, True, 7, -(10 ** 30), 1.5, float("nan"), -0.0, 2 + 3j, "text", b"\x00\xff", (1, (2, 3)), [1, [2]],
-              {"a": 1, 3: [4]}, slice(1, 9, 2), range(2, 10, 3), t, t.T, t[1:, 2:], t.to(torch.bfloat16), torch.tensor(True),
+              {"a": 1, 3: [4]}, {1, "b", (2, 3)}, frozenset({0.5, None}), slice(1, 9, 2), range(2, 10, 3), t, t.T, t[1:, 2:], t.to(torch.bfloat16), torch.tensor(True),
               torch.zeros(0, 3), np.arange(6, dtype=np.int16).reshape(2, 3), np.asfortranarray(np.ones((2, 3))),
               np.float32(2.5), np.int64(-4), np.dtype("float32"), torch.float16, torch.device("cpu"),
               GPTConfig(vocab_size=11, n_layer=2)]
@@ -98,23 +98,26 @@ def test_values_cross_as_themselves(pair):
 
 
 def test_what_the_function_changes_in_place_comes_back_to_the_caller_s_objects(pair):
-    def step(p, buf, grads, state, gen):
+    def step(p, buf, grads, state, gen, seen):
         buf.mul_(0.5).add_(grads[0])
         p.sub_(buf)
         grads.append(torch.ones(2))
         state["count"] = state.get("count", 0) + 1
+        seen.add("step")
         state["noise"] = torch.rand(2, generator=gen)
         return p                                       # the caller's own tensor comes back as itself
 
     p = pair({"step": step})
     w, buf, grads, state = torch.zeros(2), torch.ones(2), [torch.full((2,), 2.0)], {}
     gen, twin = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    out = p.proxy("step")(w, buf, grads, state, gen)
+    seen = {"start"}
+    out = p.proxy("step")(w, buf, grads, state, gen, seen)
     assert out is w and torch.equal(w, torch.full((2,), -2.5)) and torch.equal(buf, torch.full((2,), 2.5))
     assert len(grads) == 2 and torch.equal(grads[1], torch.ones(2)) and state["count"] == 1
+    assert seen == {"start", "step"}, "a set handed in is changed in place, as a list or dict is"
     assert torch.equal(state["noise"], torch.rand(2, generator=twin)), "the noise is the generator's own draw"
     assert torch.equal(gen.get_state(), twin.get_state()), "the caller's generator moved on by what the function drew"
-    p.proxy("step")(w, buf, grads, state, gen)
+    p.proxy("step")(w, buf, grads, state, gen, seen)
     assert state["count"] == 2 and len(grads) == 3
 
 
@@ -202,6 +205,7 @@ def _reply(result_tree, buffers=(), **extra):
     (["R", 0], [], "came before nothing"),
     (["i", "9" * 5000], [], "cannot read"),
     (["l", 0, [["l", 0, []]]], [], "given twice"),
+    (["S", 0, [["l", 1, []]]], [], "unhashable"),                                             # a set of lists
     (["zz"], [], "cannot read"),
     ((["t", [["t", [["t", []]]]]]), [], None),                                                # fine: a tuple
 ])

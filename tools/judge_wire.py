@@ -218,6 +218,11 @@ class Encoder:
         if t is dict:
             n = self.node(x)
             return ["d", n, [[self.encode(k, depth + 1), self.encode(v, depth + 1)] for k, v in x.items()]]
+        if t is set:
+            n = self.node(x)
+            return ["S", n, [self.encode(v, depth + 1) for v in x]]
+        if t is frozenset:
+            return ["FS", [self.encode(v, depth + 1) for v in x]]
         if t is slice:
             return ["sl", self.encode(x.start, depth + 1), self.encode(x.stop, depth + 1), self.encode(x.step, depth + 1)]
         if t is range:
@@ -247,7 +252,7 @@ class Encoder:
         if tree is not None:
             return tree
         raise WireError(f"a value of type {name}, which cannot cross between the kernels (tensors, arrays, numbers, "
-                        f"strings, tuples, lists and dicts of them can)")
+                        f"strings, tuples, lists, sets and dicts of them can)")
 
     def tensor(self, x):
         torch = _torch()
@@ -389,6 +394,12 @@ class Decoder:
             out = self._node(a[0], [])
             out.extend(self.decode(v, depth + 1) for v in a[1])
             return out
+        if tag == "S" and type(a[1]) is list:
+            out = self._node(a[0], set())
+            out.update(self.decode(v, depth + 1) for v in a[1])
+            return out
+        if tag == "FS" and type(a[0]) is list:
+            return frozenset(self.decode(v, depth + 1) for v in a[0])
         if tag == "d" and type(a[1]) is list:
             out = self._node(a[0], {})
             for pair in a[1]:
@@ -1084,7 +1095,7 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
                         SUBMISSION_CACHE.drop(key)
                 updates.append([n, enc.array(o) if np is not None and isinstance(o, np.ndarray) else
                                 enc.generator(o) if isinstance(o, torch.Generator) else enc.tensor(o)])
-        elif type(o) in (list, dict):                  # their items now (the caller's own objects by number)
+        elif type(o) in (list, dict, set):             # their items now (the caller's own objects by number)
             del known[id(o)]
             updates.append([n, enc.encode(o)])
             known[id(o)] = n
@@ -1440,7 +1451,7 @@ class Client:
             target[...] = new
         elif type(target) is list and type(new) is list:
             target[:] = new
-        elif type(target) is dict and type(new) is dict:
+        elif type(target) in (dict, set) and type(new) is type(target):
             target.clear()
             target.update(new)
         else:
