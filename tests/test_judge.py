@@ -1,6 +1,7 @@
 """The wire of a notebook judged apart (tools.judge_wire), in one process: both ends over a socket pair, with the
 grader's relay reduced to passing the frames; and what the judge reads from the submission's side, when that side
 sends what it likes."""
+import functools
 import random
 import socket
 import struct
@@ -206,6 +207,8 @@ def _reply(result_tree, buffers=(), **extra):
     (["i", "9" * 5000], [], "cannot read"),
     (["l", 0, [["l", 0, []]]], [], "given twice"),
     (["S", 0, [["l", 1, []]]], [], "unhashable"),                                             # a set of lists
+    (functools.reduce(lambda inner, n: ["l", n, [inner, ["R", n - 1]]], range(1, 40), ["l", 0, [["n"]]]), [],
+     "too many parts"),                                           # each list twice the one before: 2**40 to walk
     (["zz"], [], "cannot read"),
     ((["t", [["t", [["t", []]]]]]), [], None),                                                # fine: a tuple
 ])

@@ -346,6 +346,7 @@ class Decoder:
         self.padding = 0                                 # bytes of storage laid out around tensors' elements
         self.parameters = {}                             # id(tensor) -> its Parameter (tied weights stay tied)
         self.snapshots = {}                              # node -> a cached tensor's value as the call found it
+        self.sizes = {}                                  # node of a list, dict or set -> how many parts it holds
 
     def buf(self, i):
         if type(i) is not int or not 0 <= i < len(self.buffers):
@@ -359,8 +360,12 @@ class Decoder:
         if not isinstance(tree, list) or not tree or not isinstance(tree[0], str):
             raise WireError(f"a malformed value {str(tree)[:80]!r}")
         tag, args = tree[0], tree[1:]
+        start = self.count
         try:
-            return self._decode(tag, args, depth)
+            value = self._decode(tag, args, depth)
+            if tag in ("l", "d", "S"):                   # its parts, all told: what a reference to it stands for
+                self.sizes[args[0]] = self.count - start
+            return value
         except WireError:
             raise
         except Exception as err:                     # noqa: BLE001 (any failure to read is the message's)
@@ -417,6 +422,11 @@ class Decoder:
         if tag == "R":
             if type(a[0]) is not int or a[0] not in self.nodes:
                 raise WireError(f"a reference to node {a[0]!r}, which came before nothing")
+            # a container referred to again counts its parts again: lists of lists each referring twice to the
+            # one before are small on the wire and 2**depth items to anything that walks them (a check's plain())
+            self.count += self.sizes.get(a[0], 0)
+            if self.count > MAX_NODES:
+                raise WireError("a value with too many parts, counted as whoever walks it meets them")
             return self.nodes[a[0]]
         if tag == "J":
             if type(a[0]) is not int or a[0] not in self.peer:
