@@ -672,6 +672,13 @@ def _is_notebook_object(x, namespace, names=None) -> bool:
     return _is_notebook_class(cls) and (type(x.__dict__) is dict if hasattr(x, "__dict__") else False)
 
 
+def _call_objects(sent, received) -> list:
+    """The objects of a call, in the order both sides number them: those the judge sent, then the reply's new
+    ones. A function the call made keeps them (RemoteFunction.related here, its own list there)."""
+    seen = {id(o) for o in sent}
+    return sent + [o for o in received if id(o) not in seen]
+
+
 def _set_state(obj, sets, deleted) -> None:
     attributes = object.__getattribute__(obj, "__dict__")
     for name in deleted:
@@ -726,6 +733,7 @@ class JudgeObjects:
         self.opaque, self.opaque_ids = {}, {}
         self.forgot = []                                 # [kind, number]: gone here, to be let go there
         self.expected, self.lowest, self.made = {}, 0, set()   # a reply's objects: see shell()
+        self._classes = (None, [])                       # class_names(), and what its list was made from
 
     def _on_gone(self, kind, number, key, table, ids):
         def gone(_ref):
@@ -737,9 +745,10 @@ class JudgeObjects:
             self.forgot.append([kind, number])
         return gone
 
-    def _register(self, x, table, ids, kind):
-        number = self.next
-        self.next += 1
+    def _register(self, x, table, ids, kind, number=None):
+        """Hold x weakly under `number` (the next of the judge's own when None)."""
+        if number is None:
+            number, self.next = self.next, self.next + 1
         try:
             table[number] = weakref.ref(x, self._on_gone(kind, number, id(x), table, ids))
         except TypeError:                                # no weak reference to it: kept while the judge runs
@@ -747,22 +756,22 @@ class JudgeObjects:
         ids[id(x)] = number
         return number
 
+    def _held(self, x, table, ids, kind) -> int:
+        """x's number in `table`, given it now if it has none."""
+        n = ids.get(id(x))
+        ref = table.get(n)
+        return n if ref is not None and ref() is x else self._register(x, table, ids, kind)
+
     def number(self, x) -> int:
-        n = self.ids.get(id(x))
-        ref = self.refs.get(n)
-        return n if ref is not None and ref() is x else self._register(x, self.refs, self.ids, "o")
+        return self._held(x, self.refs, self.ids, "o")
 
     def encode(self, enc, x):
         if type(x) is RemoteFunction:
             return ["F", x.number]
         if _is_notebook_object(x, self.namespace):
             return ["N", enc.add_object(x)]
-        if callable(x) and not isinstance(x, type):
-            n = self.opaque_ids.get(id(x))
-            ref = self.opaque.get(n)
-            if ref is None or ref() is not x:
-                n = self._register(x, self.opaque, self.opaque_ids, "x")
-            return ["X", n]
+        if _is_function(x):
+            return ["X", self._held(x, self.opaque, self.opaque_ids, "x")]
         return None
 
     @staticmethod
@@ -802,11 +811,7 @@ class JudgeObjects:
         self.lowest = number
         obj = cls.__new__(cls)                           # made by the submission's code: the judge's own class
         self.made.add(id(obj))
-        try:
-            self.refs[number] = weakref.ref(obj, self._on_gone("o", number, id(obj), self.refs, self.ids))
-        except TypeError:
-            self.refs[number] = lambda obj=obj: obj
-        self.ids[id(obj)] = number
+        self._register(obj, self.refs, self.ids, "o", number)
         return obj
 
     def function(self, number):
@@ -835,7 +840,7 @@ class JudgeObjects:
         if self.namespace is None:
             return []
         key = (len(self.namespace), id(self.namespace))
-        if getattr(self, "_classes", (None,))[0] != key:
+        if self._classes[0] != key:
             names = sorted(k for k, v in list(self.namespace.items()) if isinstance(v, type) and v.__module__ == "__main__"
                            and k == v.__qualname__ and _is_notebook_class(v))
             self._classes = (key, names)
@@ -868,11 +873,15 @@ class SubmissionObjects:
             elif kind == "x":
                 self.opaque.pop(number, None)
 
+    def _new_number(self) -> int:
+        n, self.next = self.next, self.next - 1
+        return n
+
     def number(self, x) -> int:
         n = self.ids.get(id(x))
         if n is not None and self.objects.get(n) is x:
             return n
-        n, self.next = self.next, self.next - 1
+        n = self._new_number()
         self.objects[n], self.ids[id(x)] = x, n
         return n
 
@@ -884,16 +893,20 @@ class SubmissionObjects:
         if _is_function(x):                              # (an object of a callable class of the submission's too)
             n = self.function_ids.get(id(x))
             if n is None or self.functions[n][0] is not x:
-                n, self.next = self.next, self.next - 1
+                n = self._new_number()
                 self.functions[n], self.function_ids[id(x)] = (x, []), n
                 self.new_functions.append(n)
             return ["F", n]
         return None
 
+    def _last_sent(self, x):
+        """x's attributes as last sent to the judge, or None where the judge holds no copy of x."""
+        n = self.ids.get(id(x))
+        return self.synced.get(n) if n is not None and self.objects.get(n) is x else None
+
     def changes(self, x) -> tuple:
         """The attributes of an object the judge holds that differ (by identity) from what was last sent."""
-        n = self.ids.get(id(x))
-        was = self.synced.get(n) if n is not None and self.objects.get(n) is x else None
+        was = self._last_sent(x)
         now = vars(x)
         if was is None:
             return list(now.items()), []
@@ -905,8 +918,7 @@ class SubmissionObjects:
         pass                                             # (the judge's values: this side's twin takes them all)
 
     def whole(self, x) -> bool:
-        n = self.ids.get(id(x))
-        return n is None or self.objects.get(n) is not x or n not in self.synced
+        return self._last_sent(x) is None
 
     def state(self, enc, x) -> list:
         sets, deleted = self.changes(x)
@@ -1051,6 +1063,8 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
         for i, position in enumerate(positions if type(positions) is list else ()):
             if type(position) is int and 0 <= position < len(kept):
                 related[i] = kept[position]
+    else:
+        fn = namespace.get(name) if type(name) is str else None
     dec = Decoder(buffers, cache=SUBMISSION_CACHE, namespace=namespace, objects=objects, related=related)
     try:
         shells = dec.shells(header.get("objects", []))
@@ -1069,8 +1083,6 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
     before = {n: dec.snapshots[n] if n in dec.snapshots else _snapshot(o) for n, o in handed.items()
               if (torch is not None and isinstance(o, (torch.Tensor, torch.Generator)))
               or (np is not None and isinstance(o, np.ndarray))}
-    if function is None:
-        fn = namespace.get(name) if type(name) is str else None
     if fn is None:
         raise NameError(f"name {name!r} is not defined in the submission's kernel (did its exercise cell run?)")
     if "rng" in header:
@@ -1113,7 +1125,7 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
     if enc.table or shells:
         reply["objects"], reply["states"] = enc.object_table()
         objects.synced_now(enc.table)
-        made = shells + [o for o in enc.table if not any(o is s for s in shells)]
+        made = _call_objects(shells, enc.table)
         for n in objects.new_functions:                # a function made in this call keeps the call's objects
             objects.functions[n] = (objects.functions[n][0], made)
     objects.new_functions = []
@@ -1360,7 +1372,7 @@ class Client:
             return self.raise_error(name, reply)
         dec = Decoder(buffers, peer=sent, objects=self.objects)   # in the order the submission's side wrote them
         made_before = set(self.objects.functions)
-        self.objects.expected = {self.objects.number(x): x for x in enc.table}
+        self.objects.expected = {entry[0]: x for entry, x in zip(header.get("objects", []), enc.table)}
         self.objects.made = set()
         try:
             dec.shells(reply.get("objects", []))
@@ -1384,7 +1396,7 @@ class Client:
         for obj, sets, deleted in states:              # what the call changed of the notebook's objects
             _set_state(obj, sets, deleted)
         if dec.table or enc.table:                     # a function the call made keeps the call's objects
-            made = enc.table + [o for o in dec.table if not any(o is s for s in enc.table)]
+            made = _call_objects(enc.table, dec.table)
             for number in set(self.objects.functions) - made_before:
                 fn = self.objects.functions[number]()
                 if fn is not None:
