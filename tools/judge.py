@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from .judge_wire import WireError, pack_body, recv_body, send_body
+from .judge_wire import WireError, pack_body, parse_body, recv_body, send_body
 from .kernel import Limits, SandboxedKernel
 
 WIRE_SOURCE = Path(__file__).with_name("judge_wire.py").read_text()
@@ -34,7 +34,8 @@ CALL_LIMIT = 128 << 20                   # bytes of one call or of one reply
 INSTALL = ("import sys as _s, types as _t\n"
            "_m = _t.ModuleType('workbook_wire')\n"
            "_s.modules['workbook_wire'] = _m\n"
-           "exec(compile({source!r}, 'workbook_wire', 'exec'), _m.__dict__)\n"
+           "_m.WIRE_SOURCE = {source!r}\n"
+           "exec(compile(_m.WIRE_SOURCE, 'workbook_wire', 'exec'), _m.__dict__)\n"
            "{then}\n"
            "del _s, _t, _m")
 
@@ -71,6 +72,11 @@ class Relay:
         self.judge, self.submission, self.limits = judge, submission, limits
         self.judge_server, self.judge_path = _listen(judge, "judge")
         self.sub_server, self.sub_path = _listen(submission, "judge")
+        # the judge's torchrun workers, and the submission's workers that answer them (one per rank of a launch)
+        self.workers_server, self.workers_path = _listen(judge, "workers")
+        self.sub_workers_server, self.sub_workers_path = _listen(submission, "workers")
+        self.groups = {}                  # launch -> {rank: the connection of the submission's worker of that rank}
+        self.groups_changed = threading.Condition()
         self.lock = threading.Lock()
         self.forwarding = threading.Lock()   # one call at a time reaches the submission's kernel
         self.conn = None                  # the submission's side of the current session
@@ -80,6 +86,8 @@ class Relay:
         self.closed = False
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
+        for target in (self._loop_workers, self._loop_sub_workers):
+            threading.Thread(target=target, daemon=True).start()
 
     # -- the submission's serving sessions -------------------------------------------------------------------
     def _session(self) -> socket.socket:
@@ -122,7 +130,8 @@ class Relay:
             self.active = True
 
     def end_session(self) -> None:
-        """After each of the judge's cells: the submission's kernel leaves its serving cell."""
+        """After each of the judge's cells: the submission's kernel leaves its serving cell, and its workers end."""
+        self.end_workers()
         with self.lock:
             self.active = False
             session, self.session = self.session, None
@@ -161,6 +170,116 @@ class Relay:
                 except OSError:
                     return
 
+    # -- workers -----------------------------------------------------------------------------------------------
+    def _loop_workers(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.workers_server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve_worker, args=(conn,), daemon=True).start()
+
+    def _loop_sub_workers(self) -> None:
+        """The submission's workers say which launch and rank they answer for (its first words, in 10 s at most:
+        a connection that says nothing, or names a rank the grader did not ask for, is closed)."""
+        while not self.closed:
+            try:
+                conn, _ = self.sub_workers_server.accept()
+            except OSError:
+                return
+            try:
+                conn.settimeout(10)
+                hello, _ = parse_body(recv_body(conn, 1 << 12))
+                conn.settimeout(None)
+            except (OSError, EOFError, WireError):
+                _hang_up(conn)
+                continue
+            launch, rank = hello.get("launch"), hello.get("rank")
+            with self.groups_changed:
+                group = self.groups.get(launch) if type(launch) is str else None
+                if group is None or type(rank) is not int or rank not in group or group[rank] is not None:
+                    _hang_up(conn)
+                    continue
+                group[rank] = conn
+                self.groups_changed.notify_all()
+
+    def _worker_peer(self, launch: str, rank: int, world: int) -> socket.socket:
+        """The submission's worker for this rank of the judge's launch, its workers forked on the first call."""
+        with self.groups_changed:
+            group = self.groups.get(launch)
+            start = group is None
+            if start:
+                if len(self.groups) > 256:
+                    raise ConnectionError("too many launches of workers in one cell")
+                group = self.groups[launch] = dict.fromkeys(range(world))
+        if start:
+            with self.forwarding:
+                sub = self._session()
+                send_body(sub, pack_body({"op": "spawn", "world": world, "launch": launch,
+                                          "path": self.sub_workers_path}))
+                reply, _ = parse_body(recv_body(sub, 1 << 20))
+            if reply.get("ok") is not True:
+                raise ConnectionError(f"the submission's kernel did not start its workers: {reply.get('message', '')}")
+        elif len(group) != world:
+            raise ConnectionError("workers of one launch that disagree on its world size")
+        end = time.monotonic() + 60
+        with self.groups_changed:
+            while self.groups.get(launch) is group and group.get(rank) is None:
+                if time.monotonic() > end or self.closed:
+                    raise ConnectionError(f"the submission's worker of rank {rank} did not start")
+                self.groups_changed.wait(0.5)
+            conn = group.get(rank) if self.groups.get(launch) is group else None
+            group[rank] = False                         # taken: one judge's worker per rank
+        if not conn:
+            raise ConnectionError(f"rank {rank} of this launch already has the submission's worker, or it ended")
+        return conn
+
+    def _serve_worker(self, conn) -> None:
+        """A worker of the judge's: its hello (launch, rank, world size), then its calls, each passed to the
+        submission's worker of the same rank and the reply back. Either side hanging up ends both."""
+        peer = None
+        with conn:
+            try:
+                conn.settimeout(30)
+                hello, _ = parse_body(recv_body(conn, 1 << 12))
+                conn.settimeout(None)
+                launch, rank, world = hello.get("launch"), hello.get("rank"), hello.get("world")
+                if not (type(launch) is str and type(world) is int and 1 <= world <= 64 and type(rank) is int
+                        and 0 <= rank < world):
+                    return
+            except (OSError, EOFError, WireError):
+                return
+            while not self.closed:
+                try:
+                    body = recv_body(conn, CALL_LIMIT + 8)
+                except (OSError, EOFError, WireError):
+                    break
+                prefix, call = body[:8], memoryview(body)[8:]
+                try:
+                    if peer is None:
+                        peer = self._worker_peer(launch, rank, world)
+                    send_body(peer, call)
+                    reply = recv_body(peer, CALL_LIMIT)
+                except (OSError, EOFError, WireError, ConnectionError) as err:
+                    reply = pack_body({"grader": f"the submission's worker of rank {rank} did not answer the call: {err}"})
+                    _hang_up(peer)
+                    peer = False
+                try:
+                    send_body(conn, reply, prefix)
+                except OSError:
+                    break
+                if peer is False:
+                    break
+        _hang_up(peer or None)
+
+    def end_workers(self) -> None:
+        with self.groups_changed:
+            groups, self.groups = self.groups, {}
+            self.groups_changed.notify_all()
+        for group in groups.values():
+            for conn in group.values():
+                _hang_up(conn or None)
+
     def hang_up_session(self) -> None:
         """Close the submission's side of the current session (its serving cell then ends)."""
         with self.lock:
@@ -170,7 +289,7 @@ class Relay:
     def close(self) -> None:
         self.closed = True
         self.end_session()
-        for server in (self.judge_server, self.sub_server):
+        for server in (self.judge_server, self.sub_server, self.workers_server, self.sub_workers_server):
             _hang_up(server)
 
 
@@ -193,7 +312,8 @@ def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidde
         relay = Relay(judge, submission, limits)
         boot_timeout = max(limits.cell_seconds, 120)
         for kernel, then, who in ((submission, "", "the kernel"),
-                                  (judge, f"_m.CLIENT = _m.Client({relay.judge_path!r}, {CALL_LIMIT}, get_ipython().user_ns)", "the judge")):
+                                  (judge, f"_m.CLIENT = _m.Client({relay.judge_path!r}, {CALL_LIMIT}, get_ipython().user_ns, "
+                                         f"workers={relay.workers_path!r})", "the judge")):
             boot = kernel.run(INSTALL.format(source=WIRE_SOURCE, then=then), timeout=boot_timeout)
             if boot.status != "ok":
                 outcome["run"] = (kernel.dead_reason if not kernel.alive() else

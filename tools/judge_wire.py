@@ -38,6 +38,7 @@ ALLOWED_CLASSES = ("course_utils.gpt.GPTConfig",)     # dataclasses that may cro
 MAX_PADDING = 64 << 20
 CACHE_MIN_BYTES = 1 << 20                 # a tensor this large is sent once, then named by its key while unchanged
 CACHE_BYTES, CACHE_ENTRIES = 512 << 20, 16
+WIRE_SOURCE = globals().get("WIRE_SOURCE", "")    # this file's text, where the grader installed it (tools.judge)
 
 
 class TensorCache:
@@ -239,6 +240,8 @@ class Encoder:
             return self.array(x)
         if torch is not None and isinstance(x, torch.nn.Module) and not self.bases:     # the judge's modules only
             return self.module(x, depth)
+        if torch is not None and isinstance(x, torch.optim.Optimizer) and not self.bases:   # (and optimizers)
+            return self.optimizer(x, depth)
         if np is not None and isinstance(x, np.generic) and t.__module__ == "numpy":
             if x.dtype.kind not in ARRAY_KINDS:
                 raise WireError(f"a NumPy scalar of dtype {x.dtype}, which cannot be sent")
@@ -301,6 +304,17 @@ class Encoder:
                  "modules": dict(x._modules), "training": x.training,
                  "attributes": {k: v for k, v in vars(x).items() if not k.startswith("_") and k != "training"}}
         return ["M", n, cls.__module__, cls.__qualname__, self.encode(state, depth + 1)]
+
+    def optimizer(self, x, depth):
+        """An optimizer of torch.optim's as its class's name, its defaults, its parameter groups (their tensors
+        by reference: the call's own) and its state. Rebuilt on the other side by its own class of that name."""
+        n = self.node(x)
+        cls = type(x)
+        if not cls.__module__.startswith("torch.optim.") or "." in cls.__qualname__:
+            raise WireError(f"an optimizer of class {cls.__qualname__}, which is not one of torch.optim's")
+        state = {"defaults": dict(x.defaults), "groups": [dict(g) for g in x.param_groups],
+                 "state": [[p, dict(v)] for p, v in x.state.items()]}
+        return ["OP", n, cls.__module__, cls.__qualname__, self.encode(state, depth + 1)]
 
     def generator(self, x):
         if x.device.type != "cpu":
@@ -467,6 +481,8 @@ class Decoder:
             return self.dtype(a[0])
         if tag == "M" and torch is not None and self.namespace is not None:
             return self.module(*a, depth=depth)
+        if tag == "OP" and torch is not None and self.namespace is not None:
+            return self.optimizer(*a, depth=depth)
         if tag == "W" and torch is not None:
             return self._node(a[0], self.view(*a[1:]))
         if tag == "N" and type(a[0]) is int and 0 <= a[0] < len(self.table):
@@ -544,6 +560,20 @@ class Decoder:
         obj._modules.update(state["modules"])
         obj.training = bool(state["training"])
         obj.__dict__.update(state["attributes"])
+        return obj
+
+    def optimizer(self, n, module_name, qualname, state_tree, depth):
+        torch = _torch()
+        if type(module_name) is not str or not module_name.startswith("torch.optim.") or type(qualname) is not str:
+            raise WireError("an optimizer that is not one of torch.optim's")
+        cls = getattr(importlib.import_module(module_name), qualname, None)
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            raise WireError(f"an optimizer of class {qualname}, which torch.optim does not have")
+        state = self.decode(state_tree, depth + 1)
+        params = lambda g: [self.parameters.get(id(t), t) for t in g["params"]]     # (a module's Parameter)
+        obj = self._node(n, cls([{**g, "params": params(g)} for g in state["groups"]], **state["defaults"]))
+        for p, values in state["state"]:
+            obj.state[self.parameters.get(id(p), p)] = values
         return obj
 
     def view(self, base_node, offset, shape, stride, base_stride):
@@ -1080,6 +1110,10 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
             SUBMISSION_CACHE.drop(key)
     handed = dict(dec.nodes)                           # the call's objects (the random states decoded below are not)
     torch, np = _torch(), _numpy()
+    for n, grad in header.get("grads") or ():         # the gradients the judge's leaf tensors hold
+        handed[n].grad = dec.decode(grad)
+    leaves = {n: (o.grad, None if o.grad is None else o.grad.detach().clone()) for n, o in handed.items()
+              if torch is not None and isinstance(o, torch.Tensor) and o.is_leaf and o.requires_grad}
     before = {n: dec.snapshots[n] if n in dec.snapshots else _snapshot(o) for n, o in handed.items()
               if (torch is not None and isinstance(o, (torch.Tensor, torch.Generator)))
               or (np is not None and isinstance(o, np.ndarray))}
@@ -1121,7 +1155,17 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
             del known[id(o)]
             updates.append([n, enc.encode(o)])
             known[id(o)] = n
+        elif torch is not None and isinstance(o, torch.optim.Optimizer):     # its state and hyperparameters now
+            updates.append([n, enc.encode(([[p, dict(v)] for p, v in o.state.items()],
+                                           [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups]))])
+    grads = []
+    for n, (was, before_grad) in leaves.items():       # gradients the call set, replaced or changed
+        now = handed[n].grad
+        if now is not was or (now is not None and not _same(now, before_grad)):
+            grads.append([n, enc.encode(None if now is None else now.detach())])
     reply = {"ok": True, "result": enc.encode(result), "updates": updates, "drew": drawn}
+    if grads:
+        reply["grads"] = grads
     if enc.table or shells:
         reply["objects"], reply["states"] = enc.object_table()
         objects.synced_now(enc.table)
@@ -1160,20 +1204,25 @@ def handle_backward(header: dict, buffers: list) -> tuple:
             "drew": []}, enc.buffers
 
 
-def serve(path: str, namespace: dict, limit: int = 1 << 30) -> None:
+def serve(path: str, namespace: dict, limit: int = 1 << 30, sock=None, in_call=None) -> None:
     """The submission's side of one session: answer calls until the grader closes the connection. Runs as a cell
-    of the submission's kernel."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(path)
+    of the submission's kernel (and in each worker it forks: `sock` is then the worker's connection)."""
+    if sock is None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
     try:
         while True:
             try:
                 header, buffers = parse_body(recv_body(sock, limit))
             except EOFError:
                 return
+            if in_call is not None:
+                in_call.set()
             try:
                 if header.get("op") == "backward":
                     reply, out = handle_backward(header, buffers)
+                elif header.get("op") == "spawn" and in_call is None:
+                    reply, out = spawn_workers(header, namespace, limit, sock)
                 else:
                     reply, out = handle(header, buffers, namespace)
             except BaseException as err:              # noqa: BLE001 (every failure goes back to the judge)
@@ -1183,9 +1232,113 @@ def serve(path: str, namespace: dict, limit: int = 1 << 30) -> None:
                               "traceback": where[-6000:]}, []
                 if isinstance(err, (SystemExit, GeneratorExit)):
                     raise
+            if in_call is not None:
+                in_call.clear()
             send_body(sock, pack_body(reply, out))
     finally:
         sock.close()
+
+
+# -- workers: the judge's torchrun workers each call a worker of the submission's -------------------------------
+# A check of notebook 05 launches torchrun workers that run the instructor's script and call the notebook's
+# functions, which talk to the other ranks (dist.send, dist.all_reduce). Judged apart, the judge's workers run the
+# script, and each call crosses to a worker of the submission's of the same rank: the submission's kernel forks one
+# per rank of the launch (they form a process group of their own), so its functions run and communicate among
+# themselves, in its sandbox, and nothing they do reaches the script that reports what they returned.
+MAX_WORLD = 64
+
+
+def spawn_workers(header: dict, namespace: dict, limit: int, session) -> tuple:
+    """The grader asks for the workers of one launch of the judge's: fork one per rank, each connecting to the
+    grader's socket for workers, telling it the launch and its rank, then answering calls until it hangs up."""
+    world, launch, path = header.get("world"), header.get("launch"), header.get("path")
+    if not (type(world) is int and 1 <= world <= MAX_WORLD and type(launch) is str and len(launch) < 512
+            and type(path) is str):
+        raise WireError("a request for workers without a world size, launch and socket")
+    import tempfile
+
+    store = os.path.join(tempfile.mkdtemp(prefix="workbook-workers-"), "store")
+    pids = []
+    for rank in range(world):
+        pid = os.fork()
+        if pid == 0:                                   # the worker: never returns into the kernel's code
+            code = 1
+            try:
+                session.close()                        # (the parent's session goes on with the parent)
+                _worker_main(path, launch, rank, world, store, namespace, limit)
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+
+    def reap():
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+    threading.Thread(target=reap, daemon=True).start()
+    return {"ok": True, "result": ["n"], "updates": [], "drew": []}, []
+
+
+def _worker_main(path, launch, rank, world, store, namespace, limit) -> None:
+    global SUBMISSION_CACHE, SUBMISSION_OBJECTS
+    devnull = os.open(os.devnull, os.O_WRONLY)         # the kernel's output streams are not this process's
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    sys.stdout = sys.stderr = open(os.devnull, "w")
+    SUBMISSION_CACHE, SUBMISSION_OBJECTS = TensorCache(), SubmissionObjects()
+    GRAPHS.clear()
+    JUDGE_STATES.clear()
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "LOCAL_WORLD_SIZE": str(world), "GROUP_RANK": "0"})
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    send_body(sock, pack_body({"launch": launch, "rank": rank}))
+    in_call = threading.Event()
+
+    def watch():                                       # the grader hung up during a call (the judge's worker is
+        while True:                                    # gone, or its time is up): end, wherever the call is stuck
+            in_call.wait()
+            try:
+                if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    os._exit(0)
+            except BlockingIOError:
+                pass
+            except OSError:
+                os._exit(0)
+            in_call.wait(0.2)
+            threading.Event().wait(0.2)
+
+    threading.Thread(target=watch, daemon=True).start()
+    import torch.distributed as dist
+
+    if dist.is_initialized():                          # (the kernel's own group, if its cells made one)
+        dist.destroy_process_group()
+    in_call.set()                                      # (the group forms while every rank waits for the others)
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
+    in_call.clear()
+    serve(path, namespace, limit, sock=sock, in_call=in_call)
+
+
+WORKER_CLIENT = None                     # the judge's worker: its one connection to the submission's worker
+
+
+def worker_proxy(name: str, path: str, limit: int = 1 << 30):
+    """In a worker of the judge's (written into the module of the notebook's functions by the judge's
+    `export`): `name`, run by the submission's worker of this rank."""
+    def call(*args, **kwargs):
+        global WORKER_CLIENT
+        if WORKER_CLIENT is None or WORKER_CLIENT.pid != os.getpid():
+            launch = f"{os.environ.get('WORKBOOK_RESULTS_DIR', '')}:{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+            WORKER_CLIENT = Client(path, limit, {}, hello={"launch": launch, "rank": int(os.environ["RANK"]),
+                                                           "world": int(os.environ["WORLD_SIZE"])})
+        return WORKER_CLIENT.call(name, args, kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"{name}, as the submission defined it: it runs in the submission's worker of this rank"
+    return call
 
 
 # -- the judge's side -------------------------------------------------------------------------------------------
@@ -1241,8 +1394,11 @@ def _active_tracker():
 class Client:
     """The judge's end: `proxy(name)` is a function that calls the submission's `name` in its kernel."""
 
-    def __init__(self, path: str, limit: int = 1 << 30, namespace=None):
+    def __init__(self, path: str, limit: int = 1 << 30, namespace=None, workers=None, hello=None):
         self.path, self.limit, self.sock, self.seq = path, limit, None, 0
+        self.workers = workers                         # the grader's socket for the judge's torchrun workers
+        self.hello = hello                             # a worker's: its launch and rank, said first on connecting
+        self.rng = hello is None                       # (a worker's calls take no random states: see worker_proxy)
         self.pid, self.lock = os.getpid(), threading.Lock()
         self.cache, self.drop, self.reset = TensorCache(), [], False
         self.sent_states = {}                          # fingerprints of the global random states last sent
@@ -1251,8 +1407,11 @@ class Client:
 
     def connect(self):
         if self.sock is None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.connect(self.path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(self.path)
+            if self.hello is not None:
+                send_body(sock, pack_body(self.hello))
+            self.sock = sock
         return self.sock
 
     def proxy(self, name: str):
@@ -1263,7 +1422,19 @@ class Client:
 
         call.__name__ = call.__qualname__ = name
         call.__doc__ = f"{name}, as the submission defined it: it runs in the submission's kernel (tools.judge_wire)"
+        call.__workbook_worker__ = lambda folder: client.worker_source(name, folder)
         return call
+
+    def worker_source(self, name: str, folder) -> str:
+        """What course_utils.distributed.write_module writes for this proxy, for the judge's torchrun workers: a
+        proxy calling the submission's worker of the same rank, through this module (written beside it)."""
+        if self.workers is None:
+            raise RuntimeError("this judge has no socket for its workers")
+        path = os.path.join(os.fspath(folder), "workbook_wire.py")
+        if not os.path.exists(path):
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(WIRE_SOURCE)
+        return f"{name} = __import__('workbook_wire').worker_proxy({name!r}, {self.workers!r}, {self.limit})"
 
     def _own_connection(self):
         if os.getpid() != self.pid:                    # a forked child of the judge's (cu.map_on_cores): a connection
@@ -1329,6 +1500,7 @@ class Client:
 
     def _exchange(self, name: str, args: tuple, kwargs: dict, tracker, function=None):
         enc = Encoder(cache=self.cache, objects=self.objects)
+        torch = _torch()
         header = {"op": "call", "seq": f"{os.getpid()}-{self.seq + 1}"}   # (a forked child's have numbers of their own)
         if function is None:
             header["name"] = name
@@ -1349,11 +1521,17 @@ class Client:
         # The function starts from the judge's global random states (as it would in one kernel); those that
         # changed since the last call are sent (the other side keeps them)
         handed = len(enc.keep)                         # the objects of the call (not the random states below)
-        now = rng_states()
-        changed = changed_states(now, self.sent_states)
-        if changed:
-            header["rng"] = enc.encode(states_to_send(changed))
-        self.sent_states = now
+        grads = [[n, enc.encode(t.grad.detach())] for n, t in enumerate(enc.keep[:handed])
+                 if torch is not None and isinstance(t, torch.Tensor) and t.is_leaf and t.requires_grad
+                 and t.grad is not None]
+        if grads:                                      # (a leaf's .grad: average_gradients(model) changes them)
+            header["grads"] = grads
+        if self.rng:
+            now = rng_states()
+            changed = changed_states(now, self.sent_states)
+            if changed:
+                header["rng"] = enc.encode(states_to_send(changed))
+            self.sent_states = now
         header["drop"], self.drop = self.drop + enc.dropped, []
         if self.reset:
             header["reset"], self.reset = True, False
@@ -1391,6 +1569,13 @@ class Client:
         drew = reply.get("drew", [])
         if type(drew) is not list:
             raise WireError("a reply whose list of random generators drawn from is not a list")
+        grads = reply.get("grads", [])
+        if type(grads) is not list:
+            raise WireError("a reply whose gradients are not a list")
+        for item in grads:
+            if type(item) is not list or len(item) != 2 or type(item[0]) is not int or item[0] not in sent:
+                raise WireError("a gradient of an object that was never sent")
+            decoded.append((("grad", sent[item[0]]), dec.decode(item[1])))
         for target, new in decoded:
             self.apply(name, target, new)
         for obj, sets, deleted in states:              # what the call changed of the notebook's objects
@@ -1412,7 +1597,8 @@ class Client:
         # A function that drew from a global generator there moves the judge's own one here (by a draw of the
         # judge's: the submission never chooses a random state of the judge's), so "the global random state is
         # left untouched" is checked as in one kernel
-        draw_from(drew)
+        if self.rng:
+            draw_from(drew)
         if "graph" in reply and _torch() is not None and _torch().is_grad_enabled():
             result = self._attach(name, reply["graph"], header["seq"], sent, dec, result)
         return result
@@ -1457,7 +1643,23 @@ class Client:
     def apply(name, target, new):
         """Make the caller's object what the function left it: the in-place changes of a call."""
         torch, np = _torch(), _numpy()
-        if torch is not None and isinstance(target, torch.Tensor):
+        if type(target) is tuple:                      # ("grad", a leaf tensor the judge handed)
+            leaf = target[1]
+            if not (isinstance(leaf, torch.Tensor) and leaf.is_leaf and leaf.requires_grad):
+                raise WireError("a gradient of something that is not a leaf tensor requiring grad")
+            if new is None:
+                leaf.grad = None
+            elif type(new) is not torch.Tensor or new.shape != leaf.shape or new.dtype != leaf.dtype:
+                raise SubmissionError(f"{name} set the gradient of a tensor of shape {tuple(leaf.shape)} and dtype "
+                                      f"{leaf.dtype} to one of shape {tuple(getattr(new, 'shape', ()))} and dtype "
+                                      f"{getattr(new, 'dtype', type(new).__name__)}")
+            elif leaf.grad is not None and leaf.grad.shape == new.shape and leaf.grad.dtype == new.dtype:
+                leaf.grad.copy_(new)                   # in place: whatever holds the gradient sees it
+            else:
+                leaf.grad = new.to(leaf.device)
+        elif torch is not None and isinstance(target, torch.optim.Optimizer):
+            Client.apply_optimizer(name, target, new)
+        elif torch is not None and isinstance(target, torch.Tensor):
             if type(new) is not torch.Tensor or new.shape != target.shape or new.dtype != target.dtype:
                 raise SubmissionError(f"{name} changed the shape or dtype of a tensor it was handed, in place "
                                       f"(to {getattr(new, 'shape', '?')}, {getattr(new, 'dtype', '?')})")
@@ -1478,6 +1680,38 @@ class Client:
             target.update(new)
         else:
             raise WireError(f"an update of a {type(target).__name__} by a {type(new).__name__}")
+
+    @staticmethod
+    def apply_optimizer(name, target, new):
+        """An optimizer's state and hyperparameters, as the call left them: state only for its own parameters,
+        values tensors or numbers; hyperparameters only those its groups have, as numbers, booleans, None, or
+        tuples of numbers (Adam's betas)."""
+        torch = _torch()
+        if not (type(new) is tuple and len(new) == 2 and type(new[0]) is list and type(new[1]) is list
+                and len(new[1]) == len(target.param_groups)):
+            raise WireError("an optimizer's update that is not (its state, its groups)")
+        state, groups = new
+        params = {id(p) for g in target.param_groups for p in g["params"]}
+        plain = (bool, int, float, type(None))
+        for group, values in zip(target.param_groups, groups):
+            if type(values) is not dict or set(values) != set(group) - {"params"}:
+                raise SubmissionError(f"{name} added or removed an optimizer's hyperparameters")
+            for k, v in values.items():
+                if not (type(v) in plain or (type(v) is tuple and all(type(e) in plain for e in v))
+                        or (type(v) is torch.Tensor and v.numel() == 1)):
+                    raise SubmissionError(f"{name} set the optimizer's {k} to a {type(v).__name__}")
+        new_state = {}
+        for entry in state:
+            if not (type(entry) is list and len(entry) == 2 and id(entry[0]) in params and type(entry[1]) is dict
+                    and all(type(k) is str and (type(v) is torch.Tensor or type(v) in plain)
+                            for k, v in entry[1].items())):
+                raise SubmissionError(f"{name} left the optimizer a state that is not, for its own parameters, "
+                                      f"names of tensors or numbers")
+            new_state[entry[0]] = entry[1]
+        for group, values in zip(target.param_groups, groups):
+            group.update(values)
+        target.state.clear()
+        target.state.update(new_state)
 
     @staticmethod
     def raise_error(name, reply):
