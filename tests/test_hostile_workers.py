@@ -175,11 +175,75 @@ def test_workers_report_a_right_answer_and_not_a_wrong_one(workers_toy):
     assert "what each rank reported" in workers_toy["wrong"]["checks"][0]["message"], workers_toy["wrong"]["checks"]
 
 
-@pytest.mark.xfail(strict=True, reason="known open: writes to the worker's memory through NumPy (see KNOWN_OPEN)")
+@pytest.mark.xfail(strict=True, reason="known open in one kernel: writes to the worker's memory through NumPy (see "
+                                       "KNOWN_OPEN); a notebook whose checks launch workers is judged apart (below)")
 @pytest.mark.parametrize("attack", list(KNOWN_OPEN_WORKERS))
-def test_a_known_open_attack_on_the_workers_still_earns_the_mark(workers_toy, attack):
+def test_a_known_open_attack_on_the_workers_still_earns_the_mark_in_one_kernel(workers_toy, attack):
     report = workers_toy[attack]
     assert report["total"] == 1 and report["score"] == 0, f"{attack}: scored {report['score']}/1 with a wrong double()"
+
+
+# Judged apart (tools/judge.py; notebook 05 since session 39): the judge's workers run the script, and each call of
+# double() crosses to a worker of the submission's of the same rank, forked by the submission's kernel. What the
+# function does in its own process, memory writes included, cannot reach the script that reports.
+APART_ANSWERS = {
+    "victim": WORKERS_TOY[2][0],
+    "wrong": WRONG_TRIPLE_95,
+    **KNOWN_OPEN_WORKERS,
+    "rewrites the worker script": WORKER_ATTACKS["rewrites the worker script"],
+    "calls report with the right answer, then ends the worker":
+        WORKER_ATTACKS["calls report with the right answer, then ends the worker"],
+    "returns an int subclass whose __float__ gives the script another number":
+        WORKER_ATTACKS["returns an int subclass whose __float__ gives the script another number"],
+    "ends its worker process": "def double(x):\n    import os\n    os._exit(0)\n",
+    "answers from a group of its own, and the sum of the ranks (collectives among its workers)":
+        "def double(x):\n    import torch, torch.distributed as dist\n    t = torch.tensor([float(x)])\n"
+        "    dist.all_reduce(t)\n    return t.item() - 3 + 2 * x if dist.get_world_size() == 2 else -1\n",
+}
+
+
+@pytest.fixture(scope="module")
+def workers_toy_apart(tmp_path_factory):
+    from tests.nbfactory import code, notebook, write
+    from tools.grade import grade_all
+
+    base = tmp_path_factory.mktemp("workers_apart")
+
+    def toy():
+        nb = notebook(*[code(source, *tags) for source, tags in WORKERS_TOY])
+        nb.metadata["workbook"] = {"judge": "apart"}
+        return nb
+
+    (base / "i").mkdir()
+    (base / "subs").mkdir()
+    write(toy(), base / "i" / "95_workers.ipynb")
+    for i, answer in enumerate(APART_ANSWERS.values()):
+        nb = toy()
+        next(c for c in nb.cells if "exercise-ex95.1" in c.metadata.get("tags", [])).source = answer
+        write(nb, base / "subs" / f"{i:03d}_95_workers.ipynb")
+    reports = grade_all(base / "subs", base / "i", base / "out", jobs=2, limits=Limits(cell_seconds=60, total_seconds=120))
+    return dict(zip(APART_ANSWERS, reports))
+
+
+def test_judged_apart_the_workers_call_the_submission_s_workers(workers_toy_apart):
+    for name in ("victim", "answers from a group of its own, and the sum of the ranks (collectives among its workers)"):
+        report = workers_toy_apart[name]
+        assert (report["score"], report["total"], report["run"]) == (1, 1, "finished"), (name, report["checks"], report["errors"])
+
+
+@pytest.mark.parametrize("attack", [k for k in APART_ANSWERS if not k.startswith(("victim", "answers from"))])
+def test_judged_apart_no_attack_on_the_workers_earns_the_mark(workers_toy_apart, attack):
+    report = workers_toy_apart[attack]
+    assert (report["score"], report["total"]) == (0, 1), (attack, report["checks"], report["errors"])
+    message = " ".join(c["message"] for c in report["checks"])
+    expected = {
+        # what the judge's workers reported is what the submission's function returned: 3x, whatever else it did
+        "ends its worker process": "the submission's worker of rank",
+        # (a worker of the submission's reports nothing: its environment names no results folder)
+        "calls report with the right answer, then ends the worker": "WORKBOOK_RESULTS_DIR is not set",
+        "returns an int subclass whose __float__ gives the script another number": "Three, which cannot cross",
+    }.get(attack, "Got: {0: [3.0], 1: [6.0]}")
+    assert expected in message, message[-3000:]
 
 
 @pytest.mark.parametrize("attack", list(WORKER_ATTACKS))

@@ -664,3 +664,100 @@ def test_a_backward_step_may_be_any_callable_of_the_submission_s(pair):
     p, judge, _ = _node_kernels(pair, answers=callable_class)
     exec("x = Node(3.0)\nz = x * x\nz.backward()", judge)
     assert judge["x"].grad == 6.0 and type(judge["z"]._backward) is W.RemoteFunction
+
+
+# -- gradients of leaf tensors and torch.optim optimizers (notebook 05: average_gradients(model), zero_step) ------
+def _scale_grads(model):
+    for p in model.parameters():
+        p.grad /= 4
+
+
+def _new_grads(model):
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+
+
+def _zero_step(params, grads, shard, optimizer):
+    shard.grad = grads[:shard.numel()] / 2
+    optimizer.step()
+    params[:shard.numel()] = shard.detach()
+
+
+def _model_with_grads():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Tanh(), torch.nn.Linear(2, 1))
+    model(torch.randn(5, 3)).sum().backward()
+    return model
+
+
+def test_gradients_a_function_changes_or_replaces_come_back_to_the_judge_s_tensors(pair):
+    p = pair({"scale": _scale_grads, "new": _new_grads})
+    model = _model_with_grads()
+    before = [(id(q.grad), q.grad.clone()) for q in model.parameters()]
+    p.proxy("scale")(model)
+    for q, (grad_id, grad) in zip(model.parameters(), before):
+        assert id(q.grad) == grad_id, "changed in place, where anything holding the gradient sees it"
+        assert torch.equal(q.grad, grad / 4), (q.grad, grad / 4)
+    p.proxy("new")(model)
+    assert all(torch.equal(q.grad, torch.ones_like(q)) for q in model.parameters())
+
+
+def test_an_optimizer_crosses_and_its_state_comes_back_as_the_function_left_it(pair):
+    p = pair({"zero_step": _zero_step})
+    params, grads = torch.arange(8.), torch.arange(8.) / 10
+    shard = params[:4].clone().requires_grad_()
+    optimizer = torch.optim.Adam([shard], lr=0.1)
+    twin = shard.detach().clone().requires_grad_()                     # the same steps in this process
+    twin_params, twin_optimizer = params.clone(), torch.optim.Adam([twin], lr=0.1)
+    for _ in range(3):
+        p.proxy("zero_step")(params, grads, shard, optimizer)
+        _zero_step(twin_params, grads, twin, twin_optimizer)
+        assert torch.equal(params, twin_params) and torch.equal(shard, twin) and torch.equal(shard.grad, twin.grad)
+        state, expected = optimizer.state[shard], twin_optimizer.state[twin]
+        assert sorted(state) == sorted(expected) == ["exp_avg", "exp_avg_sq", "step"], state
+        assert all(torch.equal(state[k], expected[k]) for k in state), (state, expected)
+    assert list(optimizer.state) == [shard], "the state is the judge's shard's, no one else's"
+
+
+def _forge_update(build):
+    """A reply to a call of f(model, optimizer) (nodes: 0 the model, its parameters' dict and tensors, ...)."""
+    def forge(header, buffers):
+        reply, out = build(header)
+        return W.pack_body(reply, out)
+    return forge
+
+
+@pytest.mark.parametrize("case, message", [
+    ("a gradient of another shape", "set the gradient of a tensor of shape"),
+    ("a gradient of a tensor never sent", "a gradient of an object that was never sent"),
+    ("a gradient of a tensor that is no leaf requiring grad", "not a leaf tensor requiring grad"),
+    ("optimizer state for a tensor not its own", "for its own parameters"),
+    ("a new hyperparameter", "added or removed an optimizer's hyperparameters"),
+    ("a hyperparameter that is a list", "set the optimizer's lr to a list"),
+])
+def test_gradients_and_optimizer_state_the_submission_s_side_sends_are_read_as_untrusted(pair, case, message):
+    shard = torch.zeros(2, requires_grad=True)
+    plain = torch.zeros(2)
+    optimizer = torch.optim.SGD([shard], lr=0.1)
+    groups = [{k: v for k, v in optimizer.param_groups[0].items() if k != "params"}]
+
+    def build(header):
+        enc = W.Encoder()
+        # the judge's nodes, in its order: 0 shard, 1 plain, 2 the optimizer (its groups' tensors are references)
+        if case == "a gradient of another shape":
+            return {"ok": True, "result": ["n"], "updates": [], "grads": [[0, enc.encode(torch.zeros(3))]]}, enc.buffers
+        if case == "a gradient of a tensor never sent":
+            return {"ok": True, "result": ["n"], "updates": [], "grads": [[40, enc.encode(torch.zeros(2))]]}, enc.buffers
+        if case == "a gradient of a tensor that is no leaf requiring grad":
+            return {"ok": True, "result": ["n"], "updates": [], "grads": [[1, enc.encode(torch.zeros(2))]]}, enc.buffers
+        enc = W.Encoder(known={id(shard): 0, id(plain): 1})
+        state = [[plain, {"momentum_buffer": torch.zeros(2)}]] if case.startswith("optimizer state") else []
+        g = dict(groups[0])
+        if case == "a new hyperparameter":
+            g["secret"] = 1.0
+        if case == "a hyperparameter that is a list":
+            g["lr"] = [0.1]
+        return {"ok": True, "result": ["n"], "updates": [[2, enc.encode((state, [g]))]]}, enc.buffers
+
+    with pytest.raises((W.WireError, W.SubmissionError), match=message):
+        pair({}, forge=_forge_update(build)).proxy("f")(shard, plain, optimizer)

@@ -13,6 +13,15 @@ helpers, writing to the process's memory through NumPy, forging output) reaches 
 is answer the calls, and answering them rightly is solving the exercise. A check passes when the judge's cell
 completed without an exception.
 
+Workers (notebook 05): a check that launches torchrun workers runs them in the judge, where they run the instructor's
+script, and the notebook's functions the script imports are proxies too (the judge's `export` writes them with
+course_utils.distributed.write_module). Each worker's first call makes the grader ask the submission's kernel for
+workers of its own, one per rank of the launch, forked from the kernel (so they hold its functions) and joined in a
+process group of their own; each call of the judge's rank r crosses to the submission's rank r, whose function talks
+to its peers (dist.send, dist.all_reduce) there. The script, its helpers and its reports stay in the judge's worker,
+out of reach of whatever the function does in its own process. When the judge's cell ends, the grader hangs up on
+the submission's workers and each ends, wherever it is stuck.
+
 A notebook opts in with `"judge": "apart"` in its `workbook` metadata; the others are graded in one kernel, with
 tools.kernel_guard in front of the checks (tools.grade).
 """
@@ -76,6 +85,7 @@ class Relay:
         self.workers_server, self.workers_path = _listen(judge, "workers")
         self.sub_workers_server, self.sub_workers_path = _listen(submission, "workers")
         self.groups = {}                  # launch -> {rank: the connection of the submission's worker of that rank}
+        self.worker_conns = []            # every such connection this cell: hung up when it ends
         self.groups_changed = threading.Condition()
         self.lock = threading.Lock()
         self.forwarding = threading.Lock()   # one call at a time reaches the submission's kernel
@@ -201,6 +211,7 @@ class Relay:
                     _hang_up(conn)
                     continue
                 group[rank] = conn
+                self.worker_conns.append(conn)
                 self.groups_changed.notify_all()
 
     def _worker_peer(self, launch: str, rank: int, world: int) -> socket.socket:
@@ -273,12 +284,12 @@ class Relay:
         _hang_up(peer or None)
 
     def end_workers(self) -> None:
+        """After each of the judge's cells: the submission's workers are hung up on (each then ends, wherever it is)."""
         with self.groups_changed:
-            groups, self.groups = self.groups, {}
+            conns, self.groups, self.worker_conns = self.worker_conns, {}, []
             self.groups_changed.notify_all()
-        for group in groups.values():
-            for conn in group.values():
-                _hang_up(conn or None)
+        for conn in conns:
+            _hang_up(conn)
 
     def hang_up_session(self) -> None:
         """Close the submission's side of the current session (its serving cell then ends)."""

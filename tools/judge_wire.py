@@ -312,7 +312,7 @@ class Encoder:
         cls = type(x)
         if not cls.__module__.startswith("torch.optim.") or "." in cls.__qualname__:
             raise WireError(f"an optimizer of class {cls.__qualname__}, which is not one of torch.optim's")
-        state = {"defaults": dict(x.defaults), "groups": [dict(g) for g in x.param_groups],
+        state = {"defaults": dict(x.defaults), "groups": [{**g, "params": list(g["params"])} for g in x.param_groups],
                  "state": [[p, dict(v)] for p, v in x.state.items()]}
         return ["OP", n, cls.__module__, cls.__qualname__, self.encode(state, depth + 1)]
 
@@ -1327,7 +1327,10 @@ WORKER_CLIENT = None                     # the judge's worker: its one connectio
 
 def worker_proxy(name: str, path: str, limit: int = 1 << 30):
     """In a worker of the judge's (written into the module of the notebook's functions by the judge's
-    `export`): `name`, run by the submission's worker of this rank."""
+    `export`): `name`, run by the submission's worker of this rank. Its calls carry no global random states (this
+    file reads NumPy's in place through ctypes, which course_utils.worker_guard refuses while the notebook's code is
+    on the stack, as when the instructor's ring_all_reduce calls the student's ring_reduce_scatter); a function
+    that draws from one draws from its own worker's."""
     def call(*args, **kwargs):
         global WORKER_CLIENT
         if WORKER_CLIENT is None or WORKER_CLIENT.pid != os.getpid():
@@ -1399,6 +1402,8 @@ class Client:
         self.workers = workers                         # the grader's socket for the judge's torchrun workers
         self.hello = hello                             # a worker's: its launch and rank, said first on connecting
         self.rng = hello is None                       # (a worker's calls take no random states: see worker_proxy)
+        self.where = ("the submission's kernel" if hello is None else
+                      f"the submission's worker of rank {hello.get('rank')}")
         self.pid, self.lock = os.getpid(), threading.Lock()
         self.cache, self.drop, self.reset = TensorCache(), [], False
         self.sent_states = {}                          # fingerprints of the global random states last sent
@@ -1654,9 +1659,10 @@ class Client:
                                       f"{leaf.dtype} to one of shape {tuple(getattr(new, 'shape', ()))} and dtype "
                                       f"{getattr(new, 'dtype', type(new).__name__)}")
             elif leaf.grad is not None and leaf.grad.shape == new.shape and leaf.grad.dtype == new.dtype:
-                leaf.grad.copy_(new)                   # in place: whatever holds the gradient sees it
+                with torch.no_grad():
+                    leaf.grad.copy_(new)               # in place: whatever holds the gradient sees it
             else:
-                leaf.grad = new.to(leaf.device)
+                leaf.grad = new.detach().to(leaf.device)
         elif torch is not None and isinstance(target, torch.optim.Optimizer):
             Client.apply_optimizer(name, target, new)
         elif torch is not None and isinstance(target, torch.Tensor):
@@ -1707,17 +1713,16 @@ class Client:
                             for k, v in entry[1].items())):
                 raise SubmissionError(f"{name} left the optimizer a state that is not, for its own parameters, "
                                       f"names of tensors or numbers")
-            new_state[entry[0]] = entry[1]
+            new_state[entry[0]] = {k: v.detach() if type(v) is torch.Tensor else v for k, v in entry[1].items()}
         for group, values in zip(target.param_groups, groups):
             group.update(values)
         target.state.clear()
         target.state.update(new_state)
 
-    @staticmethod
-    def raise_error(name, reply):
+    def raise_error(self, name, reply):
         kind, message = str(reply.get("type", "Exception")), str(reply.get("message", ""))
         where = str(reply.get("traceback", ""))
-        text = f"{message}\n\n[raised by {name}, which ran in the submission's kernel:]\n{where}".rstrip()
+        text = f"{message}\n\n[raised by {name}, which ran in {self.where}:]\n{where}".rstrip()
         err = getattr(builtins, kind)(text) if kind in _RAISED_AS_ITSELF else SubmissionError(f"{kind}: {text}")
         err.from_submission = True                     # raised by the function itself: the call went through
         raise err from None
