@@ -196,6 +196,9 @@ APART_ANSWERS = {
     "returns an int subclass whose __float__ gives the script another number":
         WORKER_ATTACKS["returns an int subclass whose __float__ gives the script another number"],
     "ends its worker process": "def double(x):\n    import os\n    os._exit(0)\n",
+    "its kernel refuses to start workers": "def double(x):\n    return 2 * x\n\n"
+        "def _refuse(*args):\n    raise RuntimeError('no workers here')\n\n"
+        "__import__('workbook_wire').spawn_workers = _refuse\n",
     "answers from a group of its own, and the sum of the ranks (collectives among its workers)":
         "def double(x):\n    import torch, torch.distributed as dist\n    t = torch.tensor([float(x)])\n"
         "    dist.all_reduce(t)\n    return t.item() - 3 + 2 * x if dist.get_world_size() == 2 else -1\n",
@@ -239,6 +242,7 @@ def test_judged_apart_no_attack_on_the_workers_earns_the_mark(workers_toy_apart,
     expected = {
         # what the judge's workers reported is what the submission's function returned: 3x, whatever else it did
         "ends its worker process": "the submission's worker of rank",
+        "its kernel refuses to start workers": "did not start its workers: no workers here",
         # (a worker of the submission's reports nothing: its environment names no results folder)
         "calls report with the right answer, then ends the worker": "WORKBOOK_RESULTS_DIR is not set",
         "returns an int subclass whose __float__ gives the script another number": "Three, which cannot cross",

@@ -224,13 +224,21 @@ class Relay:
                     raise ConnectionError("too many launches of workers in one cell")
                 group = self.groups[launch] = dict.fromkeys(range(world))
         if start:
-            with self.forwarding:
-                sub = self._session()
-                send_body(sub, pack_body({"op": "spawn", "world": world, "launch": launch,
-                                          "path": self.sub_workers_path}))
-                reply, _ = parse_body(recv_body(sub, 1 << 20))
-            if reply.get("ok") is not True:
-                raise ConnectionError(f"the submission's kernel did not start its workers: {reply.get('message', '')}")
+            try:
+                with self.forwarding:
+                    sub = self._session()
+                    send_body(sub, pack_body({"op": "spawn", "world": world, "launch": launch,
+                                              "path": self.sub_workers_path}))
+                    reply, _ = parse_body(recv_body(sub, 1 << 20))
+                if reply.get("ok") is not True:
+                    raise ConnectionError(f"the submission's kernel did not start its workers: {reply.get('message', '')}")
+            except BaseException:
+                self.hang_up_session()                  # (its stream may stop mid-message; the next call starts anew)
+                with self.groups_changed:               # the other ranks stop waiting for workers that never come
+                    if self.groups.get(launch) is group:
+                        del self.groups[launch]
+                    self.groups_changed.notify_all()
+                raise
         elif len(group) != world:
             raise ConnectionError("workers of one launch that disagree on its world size")
         end = time.monotonic() + 60
