@@ -6,6 +6,7 @@ import random
 import socket
 import struct
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -761,3 +762,72 @@ def test_gradients_and_optimizer_state_the_submission_s_side_sends_are_read_as_u
 
     with pytest.raises((W.WireError, W.SubmissionError), match=message):
         pair({}, forge=_forge_update(build)).proxy("f")(shard, plain, optimizer)
+
+
+def _rebind(chunks, how):
+    if how == "data":
+        chunks[1].data = chunks[1] + 1                  # other memory for the view: its base is not written
+    elif how == "set_":
+        chunks[1].set_(chunks[1] + 1)
+    else:
+        chunks[1] += 1                                 # in place: the base sees it
+
+
+@pytest.mark.parametrize("how", ["data", "set_", "in place"])
+def test_a_view_given_other_memory_comes_back_as_that_and_not_as_a_write_into_its_base(pair, how):
+    # red team of session 39: `chunks[recv].data = chunks[recv] + incoming` in ring_reduce_scatter came back as an
+    # in-place write into the judge's view, so the judge's all-reduce (a view of the whole) came out right
+    x = torch.arange(6.)
+    chunks = list(x.tensor_split(3))
+    pair({"f": _rebind}).proxy("f")(chunks, how)
+    assert torch.equal(chunks[1], torch.tensor([3., 4.])), chunks
+    expected = torch.tensor([0., 1., 3., 4., 4., 5.]) if how == "in place" else torch.arange(6.)
+    assert torch.equal(x, expected), (how, x)
+
+
+def test_malformed_messages_are_refused_as_such():
+    deep = b"[" * 5000 + b"]" * 5000
+    with pytest.raises(W.WireError, match="not JSON: RecursionError"):
+        W.parse_body(struct.pack(">II", len(deep), 0) + deep)
+    with pytest.raises(W.WireError, match="bool tensor with bytes other than 0 and 1"):
+        W.Decoder([b"\x00\x02"]).decode(["T", 0, "bool", [2], None, False, 0])
+    assert W.Decoder([b"\x00\x01"]).decode(["T", 0, "bool", [2], None, False, 0]).tolist() == [False, True]
+    base = torch.zeros(4)
+    with pytest.raises(W.WireError, match="a view of 1,099,511,627,775 elements"):
+        W.Decoder([], peer={0: base}).decode(["W", 0, 0, 0, [(1 << 40) - 1], [0], [1]])
+    assert W.Decoder([], peer={0: base}).decode(["W", 0, 0, 0, [8, 4], [0, 1], [1]]).shape == (8, 4)   # a broadcast
+
+
+def test_a_worker_of_the_submission_s_that_says_its_hello_a_byte_at_a_time_is_hung_up_on():
+    from tools.judge import Relay
+
+    relay = Relay.__new__(Relay)
+    relay.groups, relay.worker_conns, relay.groups_changed = {"L": {0: None}}, [], threading.Condition()
+    hello = W.pack_body({"launch": "L", "rank": 0})
+    framed = struct.pack(">Q", len(hello)) + hello
+    ours, theirs = socket.socketpair()
+    theirs.sendall(framed)                             # whole at once: registered
+    relay.HELLO_SECONDS = 60
+    relay._register_sub_worker(ours)
+    assert relay.groups["L"][0] is ours and relay.worker_conns == [ours]
+    ours.close()
+    theirs.close()
+
+    relay.groups["L"][0], relay.worker_conns = None, []
+    ours, theirs = socket.socketpair()
+    relay.HELLO_SECONDS = 0.5                          # a byte every 50 ms: the whole hello would take 3 s or more
+
+    def trickle():
+        for k in range(len(framed)):
+            try:
+                theirs.send(framed[k:k + 1])
+            except OSError:                            # hung up on
+                return
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=trickle)
+    sender.start()
+    relay._register_sub_worker(ours)                   # each byte arrives within any per-read timeout; the hello not
+    assert relay.groups["L"][0] is None and relay.worker_conns == []
+    sender.join()
+    theirs.close()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -63,6 +64,21 @@ def _listen(kernel: SandboxedKernel, name: str) -> tuple[socket.socket, str]:
     return server, str(path)
 
 
+def _recv_until(sock, n: int, end: float) -> bytes:
+    """n bytes, all of them before `end` (time.monotonic()): a peer that sends a byte at a time gains nothing."""
+    out = b""
+    while len(out) < n:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("too slow")
+        sock.settimeout(left)
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise EOFError("the connection closed")
+        out += chunk
+    return out
+
+
 def _hang_up(sock) -> None:
     """Shut a socket down (a thread blocked on it wakes) and close it."""
     if sock is not None:
@@ -76,6 +92,8 @@ def _hang_up(sock) -> None:
 class Relay:
     """The grader between the two kernels: it takes each call from the judge, starts a serving session in the
     submission's kernel when none is running, passes the call on and the reply back."""
+
+    HELLO_SECONDS = 10                    # a worker of the submission's says its launch and rank within this
 
     def __init__(self, judge: SandboxedKernel, submission: SandboxedKernel, limits: Limits):
         self.judge, self.submission, self.limits = judge, submission, limits
@@ -190,29 +208,35 @@ class Relay:
             threading.Thread(target=self._serve_worker, args=(conn,), daemon=True).start()
 
     def _loop_sub_workers(self) -> None:
-        """The submission's workers say which launch and rank they answer for (its first words, in 10 s at most:
-        a connection that says nothing, or names a rank the grader did not ask for, is closed)."""
         while not self.closed:
             try:
                 conn, _ = self.sub_workers_server.accept()
             except OSError:
                 return
-            try:
-                conn.settimeout(10)
-                hello, _ = parse_body(recv_body(conn, 1 << 12))
-                conn.settimeout(None)
-            except (OSError, EOFError, WireError):
+            threading.Thread(target=self._register_sub_worker, args=(conn,), daemon=True).start()
+
+    def _register_sub_worker(self, conn) -> None:
+        """A worker of the submission's says which launch and rank it answers for (its first words, whole within
+        HELLO_SECONDS: a connection that says nothing, or names a rank the grader did not ask for, is closed)."""
+        try:
+            end = time.monotonic() + self.HELLO_SECONDS
+            (size,) = struct.unpack(">Q", _recv_until(conn, 8, end))
+            if size > 1 << 12:
+                raise WireError("a hello over 4 KiB")
+            hello, _ = parse_body(_recv_until(conn, size, end))
+            conn.settimeout(None)
+        except (OSError, EOFError, WireError, struct.error):
+            _hang_up(conn)
+            return
+        launch, rank = hello.get("launch"), hello.get("rank")
+        with self.groups_changed:
+            group = self.groups.get(launch) if type(launch) is str else None
+            if group is None or type(rank) is not int or rank not in group or group[rank] is not None:
                 _hang_up(conn)
-                continue
-            launch, rank = hello.get("launch"), hello.get("rank")
-            with self.groups_changed:
-                group = self.groups.get(launch) if type(launch) is str else None
-                if group is None or type(rank) is not int or rank not in group or group[rank] is not None:
-                    _hang_up(conn)
-                    continue
-                group[rank] = conn
-                self.worker_conns.append(conn)
-                self.groups_changed.notify_all()
+                return
+            group[rank] = conn
+            self.worker_conns.append(conn)
+            self.groups_changed.notify_all()
 
     def _worker_peer(self, launch: str, rank: int, world: int) -> socket.socket:
         """The submission's worker for this rank of the judge's launch, its workers forked on the first call."""
@@ -229,7 +253,11 @@ class Relay:
                     sub = self._session()
                     send_body(sub, pack_body({"op": "spawn", "world": world, "launch": launch,
                                               "path": self.sub_workers_path}))
-                    reply, _ = parse_body(recv_body(sub, 1 << 20))
+                    sub.settimeout(60)                  # (forking takes milliseconds)
+                    try:
+                        reply, _ = parse_body(recv_body(sub, 1 << 16))
+                    finally:
+                        sub.settimeout(None)
                 if reply.get("ok") is not True:
                     raise ConnectionError(f"the submission's kernel did not start its workers: {reply.get('message', '')}")
             except BaseException:

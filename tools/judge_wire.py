@@ -121,8 +121,8 @@ def parse_body(body: bytes) -> tuple:
         raise WireError("a message whose header does not fit in it")
     try:
         header = json.loads(body[8:8 + head_len])
-    except ValueError as err:
-        raise WireError(f"a header that is not JSON: {err}") from None
+    except (ValueError, RecursionError) as err:          # (JSON nested thousands deep: RecursionError)
+        raise WireError(f"a header that is not JSON: {type(err).__name__}: {str(err)[:200]}") from None
     pos, buffers = 8 + head_len, []
     for _ in range(count):
         if pos + 8 > len(body):
@@ -474,7 +474,7 @@ class Decoder:
         if tag == "a" and np is not None:
             dtype = self.dtype(a[0])
             data = self.buf(a[1])
-            if len(data) != dtype.itemsize:
+            if len(data) != dtype.itemsize or (dtype.kind == "b" and data[0] > 1):
                 raise WireError("a NumPy scalar whose bytes do not match its dtype")
             return np.frombuffer(data, dtype=dtype)[0].copy()
         if tag == "ND" and np is not None:
@@ -594,6 +594,8 @@ class Decoder:
         end = start + sum((k - 1) * s for k, s in zip(shape, stride))
         if count and not (first <= start and end <= last and base.numel()):
             raise WireError("a view that reaches outside the tensor it was made from")
+        if count > max(64 * base.numel(), 1 << 20):        # (stride 0 repeats elements: a broadcast, not a flood)
+            raise WireError(f"a view of {count:,} elements of a tensor of {base.numel():,}")
         return base.as_strided(shape, stride, start) if count else base.new_empty(shape)
 
     def dtype(self, text):
@@ -615,6 +617,8 @@ class Decoder:
         if len(data) != count * dt.itemsize:
             raise WireError(f"a tensor of shape {shape} and dtype {dtype} with {len(data)} bytes")
         flat = torch.frombuffer(bytearray(data), dtype=dt) if count else torch.empty(0, dtype=dt)
+        if dt is torch.bool and count and int(flat.view(torch.uint8).max()) > 1:
+            raise WireError("a bool tensor with bytes other than 0 and 1")
         values = flat.reshape(shape)
         if stride is not None and count:                # the same layout as the sender's (a transposed view stays one,
             if (not isinstance(stride, list) or len(stride) != len(shape) + 1    # and one that starts further into
@@ -649,6 +653,8 @@ class Decoder:
         data = self.buf(index)
         if len(data) != count * dt.itemsize or order not in ("C", "F"):
             raise WireError(f"an array of shape {shape} and dtype {dt} with {len(data)} bytes")
+        if dt.kind == "b" and count and max(data) > 1:
+            raise WireError("a bool array with bytes other than 0 and 1")
         return np.frombuffer(bytearray(data), dtype=dt).reshape(shape, order=order) if count else np.empty(shape, dtype=dt)
 
 
@@ -1062,6 +1068,10 @@ def _snapshot(x):
     return (x.dtype.str, x.shape, x.tobytes())
 
 
+def _place(t) -> tuple:
+    """Where a tensor's elements lie: its storage, offset and strides."""
+    return t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.stride()), t.device
+
 def _same(now, before) -> bool:
     torch = _torch()
     if torch is not None and isinstance(before, torch.Tensor):
@@ -1117,6 +1127,7 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
     before = {n: dec.snapshots[n] if n in dec.snapshots else _snapshot(o) for n, o in handed.items()
               if (torch is not None and isinstance(o, (torch.Tensor, torch.Generator)))
               or (np is not None and isinstance(o, np.ndarray))}
+    places = {n: _place(o) for n, o in handed.items() if torch is not None and isinstance(o, torch.Tensor)}
     if fn is None:
         raise NameError(f"name {name!r} is not defined in the submission's kernel (did its exercise cell run?)")
     if "rng" in header:
@@ -1144,7 +1155,12 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
         if objects.changes(obj) != ([], []):
             enc.add_object(obj)
     for n, o in handed.items():                        # what the function changed in place, by the caller's numbers
-        if n in before:
+        if n in places and _place(o) != places[n]:     # `t.data = ...`, `t.set_(...)`: the tensor now lies in other
+            for key, ((t, _), _) in list(SUBMISSION_CACHE.entries.items()):         # memory (a view of the
+                if t is o:                             # caller's is a view no longer: not a write into its base)
+                    SUBMISSION_CACHE.drop(key)
+            updates.append([n, enc.tensor(o), "rebound"])
+        elif n in before:
             if not _same(o, before[n]):
                 for key, ((t, _), _) in list(SUBMISSION_CACHE.entries.items()):
                     if t is o:                         # the judge sends it again, as it is now there
@@ -1566,9 +1582,10 @@ class Client:
             raise WireError("a reply without its updates")
         decoded = []
         for item in updates:
-            if type(item) is not list or len(item) != 2 or type(item[0]) is not int or item[0] not in sent:
+            if (type(item) is not list or len(item) not in (2, 3) or type(item[0]) is not int or item[0] not in sent
+                    or (len(item) == 3 and item[2] != "rebound")):
                 raise WireError("an update of an object that was never sent")
-            decoded.append((sent[item[0]], dec.decode(item[1])))
+            decoded.append(((("rebound", sent[item[0]]) if len(item) == 3 else sent[item[0]]), dec.decode(item[1])))
         result = dec.decode(reply.get("result"))
         states = dec.states(reply.get("states", [])) if dec.table else []
         drew = reply.get("drew", [])
@@ -1648,7 +1665,15 @@ class Client:
     def apply(name, target, new):
         """Make the caller's object what the function left it: the in-place changes of a call."""
         torch, np = _torch(), _numpy()
-        if type(target) is tuple:                      # ("grad", a leaf tensor the judge handed)
+        if type(target) is tuple and target[0] == "rebound":   # given other memory: `t.data = new` here too
+            tensor = target[1]
+            if not isinstance(tensor, torch.Tensor):
+                raise WireError("a tensor's new memory for something that is not a tensor")
+            if type(new) is not torch.Tensor or new.shape != tensor.shape or new.dtype != tensor.dtype:
+                raise SubmissionError(f"{name} gave a tensor it was handed other memory of another shape or dtype "
+                                      f"(to {getattr(new, 'shape', '?')}, {getattr(new, 'dtype', '?')})")
+            tensor.data = new.detach().to(tensor.device)
+        elif type(target) is tuple:                    # ("grad", a leaf tensor the judge handed)
             leaf = target[1]
             if not (isinstance(leaf, torch.Tensor) and leaf.is_leaf and leaf.requires_grad):
                 raise WireError("a gradient of something that is not a leaf tensor requiring grad")
