@@ -798,36 +798,99 @@ def test_malformed_messages_are_refused_as_such():
     assert W.Decoder([], peer={0: base}).decode(["W", 0, 0, 0, [8, 4], [0, 1], [1]]).shape == (8, 4)   # a broadcast
 
 
-def test_a_worker_of_the_submission_s_that_says_its_hello_a_byte_at_a_time_is_hung_up_on():
+def test_the_submission_s_workers_are_taken_only_by_their_hellos_and_a_flood_holds_little_of_the_grader(tmp_path):
+    # red team of session 39: thousands of connections to the submission's `workers` socket, each held open without a
+    # hello, made the grader start a thread and hold a file descriptor for each (2716 threads), until it ran out and
+    # its relay stopped taking anyone's workers
+    import os
+
     from tools.judge import Relay
 
     relay = Relay.__new__(Relay)
-    relay.groups, relay.worker_conns, relay.groups_changed = {"L": {0: None}}, [], threading.Condition()
-    hello = W.pack_body({"launch": "L", "rank": 0})
-    framed = struct.pack(">Q", len(hello)) + hello
+    relay.closed, relay.worker_conns, relay.groups_changed = False, [], threading.Condition()
+    group = {0: None, 1: None}
+    relay.groups = {"L": group}
+    relay.sub_workers_server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    relay.sub_workers_server.bind(str(tmp_path / "workers"))
+    relay.sub_workers_server.listen(128)
+    relay.HELLO_SECONDS = 2.0
+
+    def hello(rank, launch="L"):
+        body = W.pack_body({"launch": launch, "rank": rank})
+        return struct.pack(">Q", len(body)) + body
+
+    def connect(data=b""):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(str(tmp_path / "workers"))
+        if data:
+            c.sendall(data)
+        return c
+
+    clients = [connect(hello(1)), connect(hello(1))]   # rank 1, twice; then rank 0 cut short, a silent one, another
+    clients += [connect(hello(0)[:5]), connect(), connect(hello(1, launch="other")), connect(b"\xff" * 8)]  # launch,
+    clients += [connect() for _ in range(60)]          # a 2**64-byte hello, and a flood of silent connections
+    fds = lambda: len(os.listdir("/proc/self/fd"))
+    baseline, seen = fds(), []
+    watcher = threading.Timer(1.0, lambda: seen.append(fds() - baseline))   # halfway: what the grader holds
+    watcher.start()
+    threads = threading.active_count()
+    relay._collect_workers("L", group, 2)
+    watcher.join()
+    assert threading.active_count() == threads - 1 or threading.active_count() == threads, "no thread per connection"
+    assert seen and seen[0] <= 2 * 2 + 1 + 2, f"the grader held {seen} connections at once (2 x world pending at most)"
+    assert group[0] is False, "rank 0's worker never said its hello whole: none"
+    assert group[1] not in (None, False) and relay.worker_conns == [group[1]], group
+    still_open = []
+    for c in clients:
+        c.setblocking(False)
+        try:
+            c.recv(1)                                  # b"": hung up on
+        except BlockingIOError:
+            still_open.append(c)
+    assert len(still_open) == 1 and still_open[0] in clients[:2], "every connection but rank 1's is hung up on"
+    for c in clients + [group[1]]:
+        c.close()
+    relay.sub_workers_server.close()
+
+
+def test_a_hello_for_another_launch_or_of_absurd_size_takes_no_rank(tmp_path):
+    from tools.judge import Relay
+
+    relay = Relay.__new__(Relay)
+    relay.closed, relay.worker_conns, relay.groups_changed = False, [], threading.Condition()
+    group = {0: None}
+    relay.groups = {"L": group}
+    relay.sub_workers_server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    relay.sub_workers_server.bind(str(tmp_path / "workers"))
+    relay.sub_workers_server.listen(8)
+    relay.HELLO_SECONDS = 1.0
+    body = W.pack_body({"launch": "other", "rank": 0})
+    clients = []
+    for data in (b"\xff" * 8, struct.pack(">Q", len(body)) + body):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(str(tmp_path / "workers"))
+        c.sendall(data)
+        clients.append(c)
+    relay._collect_workers("L", group, 1)
+    assert group[0] is False and relay.worker_conns == [], group
+    assert all(c.recv(1) == b"" for c in clients), "both hung up on"
+    for c in clients:
+        c.close()
+    relay.sub_workers_server.close()
+
+
+def test_a_message_takes_memory_as_it_arrives_not_for_the_size_it_announces():
+    import tracemalloc
+
     ours, theirs = socket.socketpair()
-    theirs.sendall(framed)                             # whole at once: registered
-    relay.HELLO_SECONDS = 60
-    relay._register_sub_worker(ours)
-    assert relay.groups["L"][0] is ours and relay.worker_conns == [ours]
-    ours.close()
+    theirs.sendall(struct.pack(">Q", 100 << 20) + b"x" * 1000)     # says 100 MiB, sends 1000 bytes, hangs up
     theirs.close()
-
-    relay.groups["L"][0], relay.worker_conns = None, []
-    ours, theirs = socket.socketpair()
-    relay.HELLO_SECONDS = 0.5                          # a byte every 50 ms: the whole hello would take 3 s or more
-
-    def trickle():
-        for k in range(len(framed)):
-            try:
-                theirs.send(framed[k:k + 1])
-            except OSError:                            # hung up on
-                return
-            time.sleep(0.05)
-
-    sender = threading.Thread(target=trickle)
-    sender.start()
-    relay._register_sub_worker(ours)                   # each byte arrives within any per-read timeout; the hello not
-    assert relay.groups["L"][0] is None and relay.worker_conns == []
-    sender.join()
-    theirs.close()
+    tracemalloc.start()
+    try:
+        with pytest.raises(EOFError):
+            W.recv_body(ours, 1 << 30)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        ours.close()
+    assert peak < W.SEGMENT + (4 << 20), f"{peak:,} bytes held for a message that sent 1,000"

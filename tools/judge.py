@@ -28,6 +28,7 @@ tools.kernel_guard in front of the checks (tools.grade).
 from __future__ import annotations
 
 import os
+import selectors
 import socket
 import struct
 import threading
@@ -64,21 +65,6 @@ def _listen(kernel: SandboxedKernel, name: str) -> tuple[socket.socket, str]:
     return server, str(path)
 
 
-def _recv_until(sock, n: int, end: float) -> bytes:
-    """n bytes, all of them before `end` (time.monotonic()): a peer that sends a byte at a time gains nothing."""
-    out = b""
-    while len(out) < n:
-        left = end - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("too slow")
-        sock.settimeout(left)
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            raise EOFError("the connection closed")
-        out += chunk
-    return out
-
-
 def _hang_up(sock) -> None:
     """Shut a socket down (a thread blocked on it wakes) and close it."""
     if sock is not None:
@@ -93,7 +79,7 @@ class Relay:
     """The grader between the two kernels: it takes each call from the judge, starts a serving session in the
     submission's kernel when none is running, passes the call on and the reply back."""
 
-    HELLO_SECONDS = 10                    # a worker of the submission's says its launch and rank within this
+    HELLO_SECONDS = 30                    # the submission's workers of a launch connect and say who they are within this
 
     def __init__(self, judge: SandboxedKernel, submission: SandboxedKernel, limits: Limits):
         self.judge, self.submission, self.limits = judge, submission, limits
@@ -114,8 +100,8 @@ class Relay:
         self.closed = False
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
-        for target in (self._loop_workers, self._loop_sub_workers):
-            threading.Thread(target=target, daemon=True).start()
+        threading.Thread(target=self._loop_workers, daemon=True).start()
+        self.collecting = threading.Lock()    # one launch at a time takes connections on the submission's socket
 
     # -- the submission's serving sessions -------------------------------------------------------------------
     def _session(self) -> socket.socket:
@@ -204,39 +190,87 @@ class Relay:
             try:
                 conn, _ = self.workers_server.accept()
             except OSError:
-                return
+                if self.closed:
+                    return
+                time.sleep(0.1)                          # (out of file descriptors, say: try again)
+                continue
             threading.Thread(target=self._serve_worker, args=(conn,), daemon=True).start()
 
-    def _loop_sub_workers(self) -> None:
-        while not self.closed:
-            try:
-                conn, _ = self.sub_workers_server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._register_sub_worker, args=(conn,), daemon=True).start()
+    def _collect_workers(self, launch: str, group: dict, world: int) -> None:
+        """Take the connections of the submission's workers for one launch, each saying its launch and rank first,
+        until every rank has one or HELLO_SECONDS have passed. Only here, right after a spawn, are connections to
+        the submission's `workers` socket accepted: one thread reads every hello at once, at most 2 x world of
+        them pending and 16 x world in all, so a flood of connections holds no more of the grader than that."""
+        server, end = self.sub_workers_server, time.monotonic() + self.HELLO_SECONDS
+        selector, pending, accepted = selectors.DefaultSelector(), {}, 0
+        server.setblocking(False)
+        selector.register(server, selectors.EVENT_READ, None)
 
-    def _register_sub_worker(self, conn) -> None:
-        """A worker of the submission's says which launch and rank it answers for (its first words, whole within
-        HELLO_SECONDS: a connection that says nothing, or names a rank the grader did not ask for, is closed)."""
-        try:
-            end = time.monotonic() + self.HELLO_SECONDS
-            (size,) = struct.unpack(">Q", _recv_until(conn, 8, end))
-            if size > 1 << 12:
-                raise WireError("a hello over 4 KiB")
-            hello, _ = parse_body(_recv_until(conn, size, end))
-            conn.settimeout(None)
-        except (OSError, EOFError, WireError, struct.error):
+        def drop(conn):
+            selector.unregister(conn)
+            pending.pop(conn, None)
             _hang_up(conn)
-            return
-        launch, rank = hello.get("launch"), hello.get("rank")
-        with self.groups_changed:
-            group = self.groups.get(launch) if type(launch) is str else None
-            if group is None or type(rank) is not int or rank not in group or group[rank] is not None:
-                _hang_up(conn)
-                return
-            group[rank] = conn
-            self.worker_conns.append(conn)
-            self.groups_changed.notify_all()
+
+        try:
+            while not self.closed and any(c is None for c in group.values()):
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                for key, _ in selector.select(min(left, 1.0)):
+                    if key.data is None:                # a new connection
+                        try:
+                            conn, _ = server.accept()
+                        except OSError:
+                            continue
+                        accepted += 1
+                        if len(pending) >= 2 * world or accepted > 16 * world:
+                            _hang_up(conn)
+                            continue
+                        conn.setblocking(False)
+                        pending[conn] = b""
+                        selector.register(conn, selectors.EVENT_READ, conn)
+                        continue
+                    conn, got = key.data, pending[key.data]
+                    need = 8 if len(got) < 8 else 8 + struct.unpack(">Q", got[:8])[0]
+                    try:
+                        chunk = conn.recv(min(need - len(got), 1 << 12))
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        drop(conn)
+                        continue
+                    got = pending[conn] = got + chunk
+                    if len(got) == 8 and struct.unpack(">Q", got)[0] > 1 << 12:
+                        drop(conn)                      # a hello over 4 KiB
+                    elif len(got) > 8 and len(got) == 8 + struct.unpack(">Q", got[:8])[0]:
+                        try:
+                            hello, _ = parse_body(got[8:])
+                        except WireError:
+                            hello = {}
+                        rank = hello.get("rank")
+                        with self.groups_changed:
+                            if (hello.get("launch") == launch and type(rank) is int and group.get(rank, False) is None
+                                    and self.groups.get(launch) is group):
+                                selector.unregister(conn)
+                                del pending[conn]
+                                conn.setblocking(True)
+                                group[rank] = conn
+                                self.worker_conns.append(conn)
+                                self.groups_changed.notify_all()
+                                continue
+                        drop(conn)
+        finally:
+            for conn in list(pending):
+                drop(conn)
+            selector.close()
+            server.setblocking(True)
+            with self.groups_changed:                   # a rank whose worker did not come has none
+                for rank, conn in group.items():
+                    if conn is None:
+                        group[rank] = False
+                self.groups_changed.notify_all()
 
     def _worker_peer(self, launch: str, rank: int, world: int) -> socket.socket:
         """The submission's worker for this rank of the judge's launch, its workers forked on the first call."""
@@ -260,6 +294,8 @@ class Relay:
                         sub.settimeout(None)
                 if reply.get("ok") is not True:
                     raise ConnectionError(f"the submission's kernel did not start its workers: {reply.get('message', '')}")
+                with self.collecting:
+                    self._collect_workers(launch, group, world)
             except BaseException:
                 self.hang_up_session()                  # (its stream may stop mid-message; the next call starts anew)
                 with self.groups_changed:               # the other ranks stop waiting for workers that never come
@@ -269,7 +305,7 @@ class Relay:
                 raise
         elif len(group) != world:
             raise ConnectionError("workers of one launch that disagree on its world size")
-        end = time.monotonic() + 60
+        end = time.monotonic() + self.HELLO_SECONDS + 60
         with self.groups_changed:
             while self.groups.get(launch) is group and group.get(rank) is None:
                 if time.monotonic() > end or self.closed:
@@ -278,7 +314,8 @@ class Relay:
             conn = group.get(rank) if self.groups.get(launch) is group else None
             group[rank] = False                         # taken: one judge's worker per rank
         if not conn:
-            raise ConnectionError(f"rank {rank} of this launch already has the submission's worker, or it ended")
+            raise ConnectionError(f"no worker of the submission's connected for rank {rank} (or another judge's worker "
+                                  f"of that rank took it)")
         return conn
 
     def _serve_worker(self, conn) -> None:
