@@ -3,6 +3,7 @@ grader's relay reduced to passing the frames; and what the judge reads from the 
 sends what it likes."""
 import functools
 import random
+import re
 import socket
 import struct
 import threading
@@ -894,3 +895,63 @@ def test_a_message_takes_memory_as_it_arrives_not_for_the_size_it_announces():
         tracemalloc.stop()
         ours.close()
     assert peak < W.SEGMENT + (4 << 20), f"{peak:,} bytes held for a message that sent 1,000"
+
+
+def _leave_hooks(model):
+    for p in model.parameters():
+        p.register_hook(lambda g: g * 2)
+
+
+def _leave_grad_off(model):
+    torch.set_grad_enabled(False)
+
+
+def _leave_float64(model):
+    torch.set_default_dtype(torch.float64)
+
+
+def _leave_attribute(model):
+    model.extra = 1
+
+
+def _leave_new_parameter(model):
+    model[0].weight = torch.nn.Parameter(torch.zeros(2, 3))
+
+
+def _leave_no_requires_grad(model):
+    model[0].bias.requires_grad_(False)
+
+
+def _leave_module_hook(model):
+    model.register_forward_hook(lambda module, args, out: out * 2)
+
+
+def _leave_nothing(model):
+    for p in model.parameters():
+        p.data.mul_(1)
+
+
+@pytest.mark.parametrize("function, message", [
+    (_leave_hooks, "the hooks, requires_grad or attributes of a tensor it was handed"),
+    (_leave_no_requires_grad, "the hooks, requires_grad or attributes of a tensor it was handed"),
+    (_leave_grad_off, "torch's grad mode"),
+    (_leave_float64, "torch's default dtype"),
+    (_leave_attribute, "the hooks, parameters, submodules, buffers or attributes of a module"),
+    (_leave_new_parameter, "the hooks, parameters, submodules, buffers or attributes of a module"),
+    (_leave_module_hook, "the hooks, parameters, submodules, buffers or attributes of a module"),
+    (_leave_nothing, None),
+])
+def test_what_a_call_leaves_that_cannot_cross_fails_it(pair, function, message):
+    # red team of session 39: an average_gradients that left a hook on each parameter (summing the gradients again
+    # at every later step), a zero_step that left grad mode off and a function that left float64 the default dtype
+    # each failed in one kernel, where the script's next steps met what they left, and passed judged apart
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    try:
+        if message is None:
+            pair({"f": function}).proxy("f")(model)
+        else:
+            with pytest.raises(RuntimeError, match=re.escape(message) + ".*which does not cross"):
+                pair({"f": function}).proxy("f")(model)
+    finally:                                           # (both sides share this process's torch)
+        torch.set_grad_enabled(True)
+        torch.set_default_dtype(torch.float32)

@@ -1078,6 +1078,64 @@ def _snapshot(x):
     return (x.dtype.str, x.shape, x.tobytes())
 
 
+GLOBAL_HOOKS = ("_global_backward_hooks", "_global_backward_pre_hooks", "_global_forward_hooks",
+                "_global_forward_hooks_always_called", "_global_forward_hooks_with_kwargs", "_global_forward_pre_hooks",
+                "_global_buffer_registration_hooks", "_global_module_registration_hooks",
+                "_global_parameter_registration_hooks")
+OPTIMIZER_HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks", "_optimizer_state_dict_pre_hooks",
+                   "_optimizer_state_dict_post_hooks", "_optimizer_load_state_dict_pre_hooks",
+                   "_optimizer_load_state_dict_post_hooks")
+
+
+def _shallow(v):
+    if type(v) in (dict, OrderedDict) or isinstance(v, dict):
+        return tuple((k, id(x)) for k, x in v.items())
+    if type(v) in (set, frozenset):
+        return frozenset(v)
+    return id(v)
+
+
+def _side_state(handed) -> dict:
+    """What a call can change that the wire does not carry back (red team of session 39: an average_gradients
+    that left a hook on each parameter, summing the gradients again at every later step, failed in one kernel and
+    passed judged apart, as did a zero_step that left grad mode off and a function that left the default dtype
+    float64): hooks, requires_grad and attributes of the tensors, modules and optimizers handed in, their
+    parameters, submodules and groups, torch's global module hooks and its grad and inference modes."""
+    torch = _torch()
+    if torch is None:
+        return {}
+    mm = torch.nn.modules.module
+    out = {"torch's global module hooks": tuple(len(getattr(mm, h, None) or ()) for h in GLOBAL_HOOKS),
+           "torch's inference mode": torch.is_inference_mode_enabled(),
+           "torch's grad mode (torch.set_grad_enabled)": torch.is_grad_enabled(),
+           "torch's default dtype": torch.get_default_dtype()}
+    for n, o in handed.items():
+        if isinstance(o, torch.Tensor):
+            out[n] = ("the hooks, requires_grad or attributes of a tensor it was handed",
+                      len(o._backward_hooks or ()), len(getattr(o, "_post_accumulate_grad_hooks", None) or ()),
+                      o.requires_grad, _shallow(vars(o)))
+        elif isinstance(o, torch.nn.Module):
+            out[n] = ("the hooks, parameters, submodules, buffers or attributes of a module it was handed",
+                      tuple((k, _shallow(v)) for k, v in vars(o).items()))
+        elif isinstance(o, torch.optim.Optimizer):
+            out[n] = ("the hooks, parameter groups or defaults of an optimizer it was handed",
+                      _shallow(o.defaults), tuple(tuple(id(p) for p in g["params"]) for g in o.param_groups),
+                      tuple(len(getattr(o, h, None) or ()) for h in OPTIMIZER_HOOKS))
+    return out
+
+
+def _side_changes(before: dict, after: dict, header: dict) -> list:
+    """What differs, once each (tensors' and modules' changes named by kind)."""
+    changed = []
+    for key, was in before.items():
+        now = after.get(key)
+        if now != was:
+            what = was[0] if type(was) is tuple and was and type(was[0]) is str and type(key) is int else key
+            if what not in changed:
+                changed.append(what)
+    return changed
+
+
 def _place(t) -> tuple:
     """Where a tensor's elements lie: its storage, offset and strides."""
     return t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.stride()), t.device
@@ -1154,7 +1212,12 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
         if header.get("track") is True:                 # the caller counts allocations: count this call's here
             from course_utils.memory import track_peak_memory
             measured = stack.enter_context(track_peak_memory("cpu"))
+        side = _side_state(handed)
         result = fn(*args, **(kwargs if type(kwargs) is dict else {}))
+        left = _side_changes(side, _side_state(handed), header)
+    if left:                                           # as the call left them: in one kernel they would reach what
+        raise RuntimeError(f"{name} changed {'; '.join(left)}, which does not cross between the kernels: a function "
+                           f"must leave these as it found them")      # the caller does next; here they cannot
     drawn = changed_states(rng_states(), states)
     known = {id(o): n for n, o in handed.items()}
     updates = []
