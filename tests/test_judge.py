@@ -954,3 +954,29 @@ def test_what_a_call_leaves_that_cannot_cross_fails_it(pair, function, message):
     finally:                                           # (both sides share this process's torch)
         torch.set_grad_enabled(True)
         torch.set_default_dtype(torch.float32)
+
+
+def _in_a_larger_buffer(n, how):
+    buffer = torch.zeros(16 * n, dtype=torch.uint8)
+    if how == "start":
+        buffer[:n] = 7
+        return buffer[:n]                              # n bytes at the start of a 16 n-byte storage
+    return buffer.as_strided((n,), (16,), 3)           # every 16th byte from the 4th: a view with gaps
+
+
+@pytest.mark.parametrize("how", ["start", "gaps"])
+def test_a_result_holds_as_much_storage_in_the_judge_as_it_held_where_it_was_made(pair, how):
+    # red team of session 39: 06.7's pack_int4 that left its packed bytes at the start of a 16x larger buffer passed
+    # the check that the packed tensor's memory holds its bytes and nothing more, judged apart (the judge's copy was
+    # laid out in just its elements), and failed it in one kernel
+    got = pair({"f": _in_a_larger_buffer}).proxy("f")(3072, how)
+    assert got.shape == (3072,)
+    assert got.untyped_storage().nbytes() == 16 * 3072, got.untyped_storage().nbytes()
+    assert got.storage_offset() == (0 if how == "start" else 3)   # (a view with gaps this wide arrives dense)
+
+
+def test_a_result_in_storage_beyond_what_a_message_may_add_is_refused(pair):
+    forged = lambda h, b: W.pack_body({"ok": True, "result": ["T", 0, "uint8", [4], [1, 0, W.MAX_STORAGE + 8], False, 0],
+                                       "updates": []}, [b"\x00" * 4])
+    with pytest.raises(W.WireError, match="storage far larger than their elements"):
+        pair({}, forge=forged).proxy("f")()

@@ -36,6 +36,7 @@ TENSOR_DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "comp
 ARRAY_KINDS = "biufc"                      # bool, int, uint, float, complex: never object, void or strings
 ALLOWED_CLASSES = ("course_utils.gpt.GPTConfig",)     # dataclasses that may cross, by their dotted name
 MAX_PADDING = 64 << 20
+MAX_STORAGE = 4 << 30                     # bytes of storage beyond the elements, per message, never written to
 CACHE_MIN_BYTES = 1 << 20                 # a tensor this large is sent once, then named by its key while unchanged
 CACHE_BYTES, CACHE_ENTRIES = 512 << 20, 16
 WIRE_SOURCE = globals().get("WIRE_SOURCE", "")    # this file's text, where the grader installed it (tools.judge)
@@ -284,7 +285,9 @@ class Encoder:
                     list(b.stride())]
         n = self.node(x)
         # its layout: strides, then where it starts in its storage (a view that starts further in stays one)
-        stride = list(x.stride()) + [x.storage_offset()] if x.device.type == "cpu" and all(s > 0 for s in x.stride()) else None
+        # and the bytes of that storage (a tensor packed into the start of a larger buffer holds the whole buffer)
+        stride = (list(x.stride()) + [x.storage_offset(), x.untyped_storage().nbytes()]
+                  if x.device.type == "cpu" and all(s > 0 for s in x.stride()) else None)
         grad = bool(x.requires_grad and x.is_leaf)
         key = None
         if (self.cache is not None and x.numel() * x.element_size() >= CACHE_MIN_BYTES and x.device.type == "cpu"
@@ -368,6 +371,7 @@ class Decoder:
         self.namespace = namespace                       # the submission's side: where notebook classes are found
         self.objects, self.related, self.table = objects, related or {}, []   # (see JudgeObjects)
         self.padding = 0                                 # bytes of storage laid out around tensors' elements
+        self.storage = 0                                 # bytes of storage added beyond that (MAX_STORAGE)
         self.parameters = {}                             # id(tensor) -> its Parameter (tied weights stay tied)
         self.snapshots = {}                              # node -> a cached tensor's value as the call found it
         self.sizes = {}                                  # node of a list, dict or set -> how many parts it holds
@@ -631,11 +635,11 @@ class Decoder:
             raise WireError("a bool tensor with bytes other than 0 and 1")
         values = flat.reshape(shape)
         if stride is not None and count:                # the same layout as the sender's (a transposed view stays one,
-            if (not isinstance(stride, list) or len(stride) != len(shape) + 1    # and one that starts further into
+            if (not isinstance(stride, list) or len(stride) != len(shape) + 2    # and one that starts further into
                     or not all(type(s) is int and 0 <= s < 1 << 40 for s in stride)                 # its storage)
-                    or 0 in stride[:-1]):
+                    or 0 in stride[:-2]):
                 raise WireError(f"a bad stride {stride!r}")
-            stride, offset = stride[:-1], stride[-1]
+            stride, offset, storage_bytes = stride[:-2], stride[-2], stride[-1]
             span = offset + 1 + sum((n - 1) * s for n, s in zip(shape, stride))
             if span > 4 * count + 4096:                 # a narrow view of a large tensor arrives dense (its values are
                 stride, offset = None, min(offset, 4096)    # what it is), still some way into a storage of zeros if
@@ -649,6 +653,11 @@ class Decoder:
                 laid.copy_(values)
             except RuntimeError:                        # overlapping strides: keep the values, densely laid
                 laid = values
+            if storage_bytes > laid.untyped_storage().nbytes():     # the sender's storage was larger: so is this
+                self.storage += storage_bytes - laid.untyped_storage().nbytes()   # one (its pages untouched: it is
+                if self.storage > MAX_STORAGE:                     # not filled); red team of session 39: 06.7's
+                    raise WireError("tensors in storage far larger than their elements")   # packed bytes at the
+                laid.untyped_storage().resize_(storage_bytes)       # start of a 16x larger buffer passed its check
             values = laid
         if requires_grad:
             if not (dt.is_floating_point or dt.is_complex):
