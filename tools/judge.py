@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from .judge_wire import WireError, pack_body, parse_body, recv_body, send_body
+from .judge_wire import MAX_WORLD, WireError, pack_body, parse_body, recv_body, send_body
 from .kernel import Limits, SandboxedKernel
 
 WIRE_SOURCE = Path(__file__).with_name("judge_wire.py").read_text()
@@ -231,7 +231,8 @@ class Relay:
                         selector.register(conn, selectors.EVENT_READ, conn)
                         continue
                     conn, got = key.data, pending[key.data]
-                    need = 8 if len(got) < 8 else 8 + struct.unpack(">Q", got[:8])[0]
+                    size = struct.unpack(">Q", got[:8])[0] if len(got) >= 8 else None    # the hello's, once known
+                    need = 8 if size is None else 8 + size
                     try:
                         chunk = conn.recv(min(need - len(got), 1 << 12))
                     except BlockingIOError:
@@ -242,9 +243,10 @@ class Relay:
                         drop(conn)
                         continue
                     got = pending[conn] = got + chunk
-                    if len(got) == 8 and struct.unpack(">Q", got)[0] > 1 << 12:
+                    size = struct.unpack(">Q", got[:8])[0] if len(got) >= 8 else None
+                    if size is not None and size > 1 << 12:
                         drop(conn)                      # a hello over 4 KiB
-                    elif len(got) > 8 and len(got) == 8 + struct.unpack(">Q", got[:8])[0]:
+                    elif size is not None and len(got) == 8 + size and size:
                         try:
                             hello, _ = parse_body(got[8:])
                         except WireError:
@@ -328,7 +330,7 @@ class Relay:
                 hello, _ = parse_body(recv_body(conn, 1 << 12))
                 conn.settimeout(None)
                 launch, rank, world = hello.get("launch"), hello.get("rank"), hello.get("world")
-                if not (type(launch) is str and type(world) is int and 1 <= world <= 64 and type(rank) is int
+                if not (type(launch) is str and type(world) is int and 1 <= world <= MAX_WORLD and type(rank) is int
                         and 0 <= rank < world):
                     return
             except (OSError, EOFError, WireError):

@@ -22,6 +22,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import traceback
 import weakref
 import zlib
@@ -1406,8 +1407,7 @@ def _worker_main(path, launch, rank, world, store, namespace, limit) -> None:
                 pass
             except OSError:
                 os._exit(0)
-            in_call.wait(0.2)
-            threading.Event().wait(0.2)
+            time.sleep(0.2)
 
     threading.Thread(target=watch, daemon=True).start()
     import torch.distributed as dist
