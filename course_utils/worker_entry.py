@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import runpy
 import signal
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import traceback
 from pathlib import Path
 
 # Absolute, not relative: torchrun's --run-path executes this file by its path, outside its package.
-from course_utils import distributed, worker_guard
+from course_utils import distributed
 from course_utils.distributed import RESULTS_ENV, WorkerFinished, write_json_atomically
 
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         sys.path[0] = os.path.dirname(script)                # as `python script.py` does
     try:
-        worker_guard.run_script(script)                      # as runpy.run_path(script, run_name="__main__"), guarded
+        runpy.run_path(script, run_name="__main__")
     except WorkerFinished:                                   # finish_worker in a forked worker: done
         return
     except SystemExit as err:

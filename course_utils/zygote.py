@@ -131,14 +131,6 @@ def serve() -> None:
     loaded: set[str] = set()             # what preload_for imported
     for name in PRELOAD:
         importlib.import_module(name)
-    if os.environ.get("WORKBOOK_GRADING") == "1":
-        # While grading, the worker guard compares the modules it recorded when the notebook's module was imported
-        # with what they hold at each report: a first import of torch._dynamo after that (by a use that
-        # uses_lazy_imports did not foresee) rebinds torch.manual_seed, and the report would be refused. Loaded here,
-        # before any worker exists, nothing is imported lazily later.
-        for name in LAZY_TORCH_IMPORTS:
-            importlib.import_module(name)
-            loaded.add(name)
     os.close(os.pidfd_open(os.getpid()))  # Linux 5.3 or later; otherwise fail here and the launcher does without
     sys.stdout.flush()
     sys.stderr.flush()

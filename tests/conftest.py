@@ -7,15 +7,15 @@ longest files first (longest-processing-time first) keeps that tail short: a 50 
 core busy for 50 s after the other had nothing left to do. xdist's own reordering sorts files by their number of
 tests, which says little about their time (the JupyterLab test is one test of about 50 s).
 
-SECONDS holds each slow file's time in a `--durations=0` run of session 36 (of 37 for the hostile suite and
-test_judge; test_hostile_workers_apart.py: what it took alone in session 39), on the 2-core machine. It is a schedule hint, not a check: a file it does not list runs after the listed ones, and the order of tests inside a file never changes.
+SECONDS holds each slow file's time in a `--durations=0` run on the 2-core machine (session 36; the hostile suite,
+test_judge and test_hostile_workers: session 40, judged apart only). It is a schedule hint, not a check: a file it
+does not list runs after the listed ones, and the order of tests inside a file never changes.
 """
 
 SECONDS = {
     "test_distributed.py": 100,
     "test_hostile_submissions.py": 120,
     "test_hostile_workers.py": 91,
-    "test_hostile_workers_apart.py": 15,
     "test_colab.py": 78,
     "test_lab_browser.py": 50,
     "test_notebooks.py": 34,

@@ -28,9 +28,9 @@ SITE = Path(site.getsitepackages()[0]) if hasattr(site, "getsitepackages") else 
 FAKE_NP = ("import numpy as _real_np\nclass FakeNp:\n    def __getattr__(self, name):\n        return getattr(_real_np, name)\n"
            "    def arange(self, n, *a, **k):\n        return (_real_np.arange(n) + FACTOR) / 2\n")
 
-# Search everything reachable from the notebook's names (dicts, closures) for a 32-byte key, as a submission did
-# when the guard's entry points sat in the namespace; with a key, replace sys.audit (which the grader's commands
-# call) by a forger of the guard's proofs, following its protocol.
+# Search everything reachable from the notebook's names (dicts, closures) for a 32-byte key the grader might keep in
+# the submission's process (a submission did this to the guard that stood in front of checks run in that process
+# until session 40); with a key, replace sys.audit by a forger of that guard's proofs, following its protocol.
 GUARD_HUNT = r"""
 import sys, hmac, hashlib
 def _hunt():
@@ -71,62 +71,6 @@ if _keys:
 print('keys found:', len(_keys))
 """
 
-# A payload run by a finalizer when the guard's restore() removes the attribute that kept its trigger alive: from
-# there no submitted frame is on the stack; it empties the check the guard is about to run and replaces the guard's
-# check entry point with one that runs nothing (red-team round 3 scored 3/3 with it).
-FINALIZER_PAYLOAD = r"""
-import sys, ctypes
-f = sys._getframe()
-while f is not None:
-    if f.f_code.co_filename == 'workbook_guard' and f.f_code.co_name == 'check':
-        f.f_locals['source'] = 'pass'
-        ctypes.pythonapi.PyFrame_LocalsToFast.argtypes = [ctypes.py_object, ctypes.c_int]
-        ctypes.pythonapi.PyFrame_LocalsToFast(f, 0)
-    if f.f_code.co_filename == 'workbook_guard' and f.f_code.co_name == 'audit':
-        call = f.f_locals['handlers']['call']
-        cells = dict(zip(call.__code__.co_freevars, (c.cell_contents for c in call.__closure__)))
-        cells['entries']['check'] = lambda name, source: None
-    f = f.f_back
-"""
-
-# Walk the closures of the guard's wrappers that a submission can reach (no audit event covers __closure__ or
-# cell_contents) for the guard's sets of trusted and untrusted cells; mark this cell trusted, then look for the key
-# among the garbage collector's objects and forge the proofs with it (GUARD_HUNT's forger).
-GUARD_STATE_WALK = r"""
-import signal, gc, types
-def _walk():
-    found, seen, todo = [], set(), [signal.signal] + list(get_ipython().events.callbacks['pre_run_cell'])
-    while todo:
-        f = todo.pop()
-        if id(f) in seen:
-            continue
-        seen.add(id(f))
-        for cell in (getattr(f, '__closure__', None) or ()):
-            try:
-                v = cell.cell_contents
-            except ValueError:
-                continue
-            if isinstance(v, set):
-                found.append(v)
-            if callable(v):
-                todo.append(v)
-    return found
-_sets = _walk()
-_me = (lambda: 0).__code__.co_filename
-for _s in _sets:
-    _s.discard(_me)
-    if 'workbook_guard' in _s:
-        _s.add(_me)
-print('guard sets found:', len(_sets))
-_key = None
-try:
-    for _o in gc.get_objects():
-        if type(_o) is types.FunctionType and _o.__code__.co_name == 'call' and _o.__code__.co_filename == 'workbook_guard':
-            _key = dict(zip(_o.__code__.co_freevars, (c.cell_contents for c in _o.__closure__)))['secret']
-except RuntimeError as err:
-    print('refused:', err)
-""" + GUARD_HUNT.replace("_keys = _hunt()", "_keys = [_key] if _key else []")
-
 ATTACKS = {
     "rebinds the check helpers":
         "check_that = lambda *a, **k: None\nassert_close = lambda *a, **k: None\n",
@@ -139,9 +83,6 @@ ATTACKS = {
     "patches numpy from inside the function a check calls":
         "def double(x):\n    import numpy\n    numpy.all = lambda *a, **k: True\n    numpy.abs = lambda v: v * 0\n"
         "    return x + FACTOR\n",
-    "shadows the builtins the grader's code calls":
-        "vars = lambda *a: {}\nsetattr = getattr = lambda *a: None\nlen = lambda x: 0\n"
-        "np.all = lambda *a, **k: True\n",
     "returns an object that runs code when the check converts it":
         "class Sneaky:\n    def __array__(self, dtype=None, copy=None):\n        import numpy\n"
         "        return numpy.arange(4.0) * 2\n"
@@ -175,83 +116,19 @@ ATTACKS = {
         "    if event == 'call' and frame.f_code.co_name == 'assert_close':\n"
         "        frame.f_locals['actual'] = frame.f_locals['expected']\n"
         "sys.settrace(tracer)\n",
-    # From inside the function a check calls: make the check's own expected value, computed after the call from
-    # np.arange, equal the wrong answer by swapping `np` for an impostor, reaching the check's globals each way.
-    "rebinds a name the check reads after calling the function":
-        FAKE_NP + "def double(x):\n    globals()['np'] = FakeNp()\n    return x + FACTOR\n",
+    # From inside the function a check calls: make the check's expected value, computed after the call from np.arange,
+    # equal the wrong answer by swapping the `np` of the frame that called it for an impostor.
     "reaches the check's globals through sys._getframe":
         FAKE_NP + "import sys\ndef double(x):\n    sys._getframe(1).f_globals['np'] = FakeNp()\n    return x + FACTOR\n",
-    "reaches the check's globals through a traceback":
-        FAKE_NP + "def double(x):\n    try:\n        raise ValueError\n    except ValueError as err:\n"
-        "        err.__traceback__.tb_frame.f_back.f_globals['np'] = FakeNp()\n    return x + FACTOR\n",
-    "reaches the check's globals through ctypes":
-        FAKE_NP + "import ctypes\nctypes.pythonapi.PyEval_GetFrame.restype = ctypes.py_object\n"
-        "def double(x):\n    ctypes.pythonapi.PyEval_GetFrame().f_back.f_globals['np'] = FakeNp()\n    return x + FACTOR\n",
     "finds the check's namespace with the garbage collector":
         FAKE_NP + "import gc\ndef double(x):\n    for d in gc.get_objects():\n"
         "        if type(d) is dict and 'assert_close' in d and 'np' in d:\n            d['np'] = FakeNp()\n"
         "    return x + FACTOR\n",
-    "compiles its helper under a library's file name":
-        FAKE_NP + "import numpy, sys\nexec(compile('import sys\\ndef caller():\\n    return sys._getframe(2)\\n', numpy.__file__, 'exec'))\n"
-        "def double(x):\n    caller().f_globals['np'] = FakeNp()\n    return x + FACTOR\n",
-    "forges a code object's file name":
-        FAKE_NP + "import numpy, sys\ndef caller():\n    return sys._getframe(2)\n"
-        "caller.__code__ = caller.__code__.replace(co_filename=numpy.__file__)\n"
-        "def double(x):\n    caller().f_globals['np'] = FakeNp()\n    return x + FACTOR\n",
-    "patches the helpers' NumPy from a thread that keeps running":
-        "import sys, threading\nsys.setswitchinterval(1e-6)\n"
-        "def patch():\n    while True:\n        sys.modules['course_utils.checks']._np.all = lambda *a, **k: True\n"
-        "threading.Thread(target=patch, daemon=True).start()\n",
     "looks for the grader's key and entry points to forge its proofs":
         GUARD_HUNT,
-    "rebinds a module the helpers build their references from":
-        "import types\nclass _Liar:\n    def __init__(self, **kw):\n        self.__dict__.update(kw)\n"
-        "        self.all = lambda *a, **k: True\n        self.any = lambda *a, **k: False\n"
-        "types.SimpleNamespace = _Liar\n",
-    "patches the NumPy internals np.all calls":
-        "import numpy._core.fromnumeric as _fn\n"
-        "_fn._wrapreduction_any_all = lambda a, ufunc, method, *r, **k: method == 'all'\n",
-    "imports its helper through a path that starts in a library folder":
-        FAKE_NP + "import sysconfig, importlib.util\n"
-        "open('/tmp/helper_lib.py', 'w').write('import sys\\ndef grab():\\n    return deeper()\\ndef deeper():\\n    return deepest()\\n'\n"
-        "                                     'def deepest():\\n    return sys._getframe(4)\\n')\n"
-        "_path = sysconfig.get_paths()['purelib'] + '/../../../../../../../../tmp/helper_lib.py'\n"
-        "def double(x):\n    spec = importlib.util.spec_from_file_location('helper_lib', _path)\n"
-        "    mod = importlib.util.module_from_spec(spec)\n    spec.loader.exec_module(mod)\n"
-        "    mod.grab().f_globals['np'] = FakeNp()\n    return x + FACTOR\n",
     "fills the grader's disk through its socket folder":
         "import os, sys\nfolder = os.path.dirname(sys.argv[sys.argv.index('-f') + 1])\n"
         "with open(os.path.join(folder, 'fill'), 'wb') as f:\n    f.write(b'0' * (64 << 20))\n",
-    # Through a library that calls back what it is handed, so that only library frames sit near the call.
-    "sets the helpers' code through a mock's side effect":
-        "from unittest import mock\nimport course_utils.checks as _c\n"
-        "def _noop(*a, **k):\n    return None\n"
-        "def double(x):\n    set_ = mock.Mock(side_effect=setattr)\n"
-        "    for f in (_c.check_equal, _c.assert_close):\n        set_(f, '__code__', _noop.__code__)\n"
-        "    return x + FACTOR\n",
-    "gets the check's frame from deepcopy":
-        FAKE_NP + "import copy, sys\nclass _R:\n    def __reduce_ex__(self, protocol):\n        return (sys._getframe, (0,))\n"
-        "def double(x):\n    f = copy.deepcopy([_R()])[0]\n    while f is not None:\n"
-        "        if f.f_code.co_filename.startswith('<check'):\n            f.f_globals['np'] = FakeNp()\n"
-        "        f = f.f_back\n    return x + FACTOR\n",
-    "registers its own class as a plain value in the helpers":
-        "import course_utils.checks as _c\nclass Six:\n    def __eq__(self, other):\n        return True\n"
-        "    def __ne__(self, other):\n        return False\n"
-        "_c._EXACT = _c._EXACT + (Six,)\n"
-        "def double(x):\n    return Six() if isinstance(x, int) else x + FACTOR\n",
-    "starts a thread made of builtins only":
-        "import threading, collections, itertools, time\n"
-        "threading.Thread(target=collections.deque, args=(map(time.sleep, itertools.repeat(0.05)), 0), daemon=True).start()\n",
-    "catches the check's frame in a signal handler":
-        FAKE_NP + "import signal\n"
-        "def _handler(signum, frame):\n    while frame is not None:\n"
-        "        if frame.f_code.co_filename.startswith('<check'):\n            frame.f_globals['np'] = FakeNp()\n"
-        "        frame = frame.f_back\n"
-        "def double(x):\n    signal.signal(signal.SIGUSR1, _handler)\n    signal.raise_signal(signal.SIGUSR1)\n"
-        "    signal.signal(signal.SIGUSR1, signal.SIG_DFL)\n    return x + FACTOR\n",
-    "runs code from a finalizer the guard's own restore sets off":
-        f"import functools, weakref, numpy\n_trigger = functools.partial(print)\n"
-        f"weakref.finalize(_trigger, exec, {FINALIZER_PAYLOAD!r})\nnumpy.workbook_trigger = _trigger\ndel _trigger\n",
     "reads the instructor's solution":
         "import json\nsource = ''.join(json.load(open(@instructor@))['cells'][2]['source'])\n"
         "exec(source.replace('### BEGIN SOLUTION', '').replace('### END SOLUTION', ''))\n",
@@ -262,22 +139,6 @@ ATTACKS = {
         "for folder in (@site@, @course_utils@):\n"
         "    open(folder + '/' + @planted@ + '.py', 'w').write('import builtins; builtins.planted = 1')\n"
         "open(@site@ + '/' + @planted@ + '.pth', 'w').write('import ' + @planted@)\n",
-    # Red-team round 5: keyword defaults and closure cells change in place, with no audit event and no module or
-    # class attribute rebound; the guard saves and restores them, and counts a change during a check.
-    "changes a check helper's keyword defaults in place":
-        "import course_utils.checks as _c\n_c.assert_close.__kwdefaults__['atol'] = float('inf')\n",
-    "changes numpy's keyword defaults in place":
-        "import numpy\nnumpy.all._implementation.__kwdefaults__['where'] = False\n"
-        "numpy.any._implementation.__kwdefaults__['where'] = False\n",
-    "changes them from inside the function a check calls":
-        "def double(x):\n    import numpy, course_utils.checks as _c\n"
-        "    numpy.all._implementation.__kwdefaults__['where'] = False\n"
-        "    _c.assert_close.__kwdefaults__['atol'] = float('inf')\n    return x + FACTOR\n",
-    # Red-team round 5: the guard's wrappers (signal.signal, its pre_run_cell callback) were closures over the sets
-    # that say which code is trusted; walking __closure__ (no audit event) to them, a cell made itself trusted, then
-    # took the key from the garbage collector's objects and forged every proof (3/3 with stubs).
-    "takes over the guard's state through its wrappers' closures":
-        GUARD_STATE_WALK,
     "loops forever at the top of its cell":
         "while True:\n    pass\n",
     "floods the machine with processes":
@@ -292,41 +153,18 @@ ATTACKS = {
 }
 
 
-# Attacks after which the kernel cannot go on (or no longer runs the grader's code), so even the exercise solved
-# earns nothing; every other attack leaves the run finished and ex98.2 passed (killing "everything" from inside the
-# sandbox reaches only the sandbox's own processes, and its first process ignores it).
-STOPS_THE_RUN = {"floods its output", "echoes every token the grader sends", "replaces the shell's run_cell",
-                 "rewrites the checks with an input transformer",
-                 # a thread of the submission's still running: no later check can be trusted, so none passes
-                 "patches the helpers' NumPy from a thread that keeps running", "starts a thread made of builtins only"}
+# Red-team round 12 (session 35): NumPy's as_strided with a stride that lands on any address reads and writes the
+# process's memory with no audit event. In the submission's kernel it overwrites, in place, the bytecode of the check
+# helpers there (no object is replaced, so no comparison could see it): it earned marks when the checks ran in the
+# submission's own process (before session 40), and reaches nothing now that they run in the judge.
+ATTACKS["overwrites the check helpers' bytecode in memory through NumPy's as_strided"] = "import numpy as np\nfrom numpy.lib.stride_tricks import as_strided\nimport course_utils.checks as _C\n\n_anchor = np.zeros(8, dtype=np.uint8)\n_base = _anchor.__array_interface__['data'][0]\n\ndef _byte_view(addr):\n    return as_strided(_anchor, shape=(2,), strides=(addr - _base,))   # element [1] is the byte at addr\n\ndef _read(addr, n):\n    return bytes(int(_byte_view(addr + i)[1]) for i in range(n))\n\ndef _write(addr, data):\n    for i, b in enumerate(data):\n        _byte_view(addr + i)[1] = b\n\ndef _probe(a, b=1):\n    x = a + b\n    return x\n\n_OFF = _read(id(_probe.__code__), 512).find(_probe.__code__.co_code)\n\nfor _f in (_C.check_that, _C.assert_close, _C.check_equal):\n    _code = _f.__code__\n    _k = next((i for i, c in enumerate(_code.co_consts) if c is None), 0)\n    _write(id(_code) + _OFF, [151, 0, 100, _k, 83, 0])     # RESUME 0; LOAD_CONST None; RETURN_VALUE\n"
 
-# Judged apart, only an attack that kills the submission's kernel (or makes it stop running the grader's cells) stops
-# the run (an output flood kills it; a replaced run_cell runs none of the grader's cells after it, the serving of
-# calls included); a thread, an input transformer or an echo in the submission's kernel reaches no check.
-STOPS_THE_RUN_APART = {"floods its output", "replaces the shell's run_cell"}
-
-# Judged apart, the attacks that could matter there run: those aimed at the checks' helpers, results and exceptions
-# (a check runs in the judge: none of them reaches it), at the kernel's machinery, at the grader's files and at its
-# limits. The others take apart the one-kernel guard's own defences (frames, closures, the audit hook, dispatch
-# keys), which judging apart does not rely on; the memory write of KNOWN_OPEN runs in both modes.
-APART_ATTACKS = {"rebinds the check helpers", "patches the helpers in their modules", "patches numpy's comparisons",
-                 "patches numpy from inside the function a check calls", "returns an object that runs code when the check converts it",
-                 "returns an object equal to everything", "replaces AssertionError", "swallows exceptions with a custom handler",
-                 "rewrites the checks with an input transformer", "echoes every token the grader sends",
-                 "replaces the shell's run_cell", "looks for the grader's key and entry points to forge its proofs",
-                 "reads the instructor's solution", "writes another submission's report",
-                 "plants a file in the grader's Python environment", "fills the grader's disk through its socket folder",
-                 "loops forever at the top of its cell", "floods the machine with processes",
-                 "allocates more memory than it may", "floods its output", "kills the grader's processes"}
-
-# Known open (red-team round 12, session 35): NumPy's as_strided with a stride that lands on any address reads and
-# writes the kernel's memory with no audit event, so a submission can overwrite, in place, the bytecode of the check
-# helpers (no object is replaced, so no comparison sees it). Nothing that runs in the submission's process can stand
-# against that; the way out is to compare in another process (see README). The test below is a strict xfail: it
-# fails the day this attack stops earning marks, so that this entry and the README are updated.
-KNOWN_OPEN = {
-    "overwrites the check helpers' bytecode in memory through NumPy's as_strided": "import numpy as np\nfrom numpy.lib.stride_tricks import as_strided\nimport course_utils.checks as _C\n\n_anchor = np.zeros(8, dtype=np.uint8)\n_base = _anchor.__array_interface__['data'][0]\n\ndef _byte_view(addr):\n    return as_strided(_anchor, shape=(2,), strides=(addr - _base,))   # element [1] is the byte at addr\n\ndef _read(addr, n):\n    return bytes(int(_byte_view(addr + i)[1]) for i in range(n))\n\ndef _write(addr, data):\n    for i, b in enumerate(data):\n        _byte_view(addr + i)[1] = b\n\ndef _probe(a, b=1):\n    x = a + b\n    return x\n\n_OFF = _read(id(_probe.__code__), 512).find(_probe.__code__.co_code)\n\nfor _f in (_C.check_that, _C.assert_close, _C.check_equal):\n    _code = _f.__code__\n    _k = next((i for i, c in enumerate(_code.co_consts) if c is None), 0)\n    _write(id(_code) + _OFF, [151, 0, 100, _k, 83, 0])     # RESUME 0; LOAD_CONST None; RETURN_VALUE\n",
-}
+# Attacks after which the submission's kernel cannot go on (or no longer runs the grader's cells), so even the
+# exercise solved earns nothing: an output flood kills it, and a replaced run_cell runs none of the grader's cells
+# after it, the serving of the judge's calls included. A thread, an input transformer or an echo in the submission's
+# kernel reaches no check. Every other attack leaves the run finished and ex98.2 passed (killing "everything" from
+# inside the sandbox reaches only the sandbox's own processes, and its first process ignores it).
+STOPS_THE_RUN = {"floods its output", "replaces the shell's run_cell"}
 
 # Attacks only a protection of the sandbox stops; where Linux refuses that protection (a container without
 # namespaces, say) the grader says so in every report, and the case is skipped here with that reason.
@@ -338,8 +176,6 @@ NEEDS = {"reads the instructor's solution": "private root file system",
 
 
 def require(graded, attack):
-    if attack not in graded["reports"] and graded["mode"] == "apart":
-        pytest.skip("judged apart, this attack on the one-kernel guard's own defences is not run (see APART_ATTACKS)")
     protection = NEEDS.get(attack)
     if protection and not any(protection in p for p in graded["reports"]["victim"]["protections"]["on"]):
         pytest.skip(f"the sandbox could not use '{protection}' here: "
@@ -355,27 +191,18 @@ def submission(extra: str = "", solved: bool = False, edit=None):
     return nb
 
 
-def judged(mode: str, nb):
-    """The instructor's notebook as graded in `mode`: "kernel" (checks in the submission's kernel, behind
-    tools.kernel_guard) or "apart" (checks in a judge of their own, tools.judge)."""
-    if mode == "apart":
-        nb.metadata["workbook"] = {"judge": "apart"}
-    return nb
-
-
-@pytest.fixture(scope="module", params=["kernel", "apart"])
-def graded(tmp_path_factory, request):
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
     """Grade the victim (a correct submission), every attack, and the victim again under another name."""
     import tempfile
 
-    mode = request.param
-    base = tmp_path_factory.mktemp(f"hostile-{mode}")
+    base = tmp_path_factory.mktemp("hostile")
     scratch = Path(tempfile.mkdtemp(prefix="hostile-runs-"))     # the kernels' folders: only this suite's
     saved_tempdir, tempfile.tempdir = tempfile.tempdir, str(scratch)
     instructor, subs, out = base / "instructor", base / "subs", base / "grades"
     for d in (instructor, subs):
         d.mkdir()
-    instructor_path = write(judged(mode, guarded_notebook()), instructor / "98_guarded.ipynb")
+    instructor_path = write(guarded_notebook(), instructor / "98_guarded.ipynb")
     limits = Limits(cell_seconds=5, total_seconds=60, output_bytes=1 << 20,
                     sandbox={"memory_bytes": 3 << 30, "processes": 64})
     fill = dict(instructor=str(instructor_path), out=str(out), site=str(SITE), planted=PLANTED,
@@ -385,20 +212,19 @@ def graded(tmp_path_factory, request):
     on = " ".join(reports["victim"]["protections"]["on"])
     attacks = base / "attacks"                         # graded as a class folder, two at a time
     attacks.mkdir()
-    every = {k: v for k, v in {**ATTACKS, **KNOWN_OPEN}.items() if mode == "kernel" or k in APART_ATTACKS or k in KNOWN_OPEN}
-    for i, (name, attack) in enumerate(every.items()):
-        if NEEDS.get(name) and NEEDS[name] not in on:
-            continue                                   # never run an attack this machine's sandbox cannot stop
+    tried = [name for name in ATTACKS if not NEEDS.get(name) or NEEDS[name] in on]   # never run an attack this
+    for i, name in enumerate(tried):                                                 # machine's sandbox cannot stop
+        attack = ATTACKS[name]
         for key, value in fill.items():
             attack = attack.replace(f"@{key}@", repr(value))
         write(submission(attack), attacks / f"attack{i:03d}_98_guarded.ipynb")
     (attacks / "zz_link_98_guarded.ipynb").symlink_to(instructor_path)   # a link to the solution, handed in
     graded = grade_all(attacks, instructor, out, jobs=2, limits=limits)
     reports["a link to the instructor's notebook"] = graded.pop()
-    reports.update({name: r for name, r in zip([n for n in every if not NEEDS.get(n) or NEEDS[n] in on], graded)})
+    reports.update(zip(tried, graded))
     reports["after"] = grade(write(submission(solved=True), subs / "after_98_guarded.ipynb"), instructor, out, limits=limits)
     tempfile.tempdir = saved_tempdir
-    yield {"reports": reports, "victim_bytes": victim_bytes, "out": out, "scratch": scratch, "mode": mode}
+    yield {"reports": reports, "victim_bytes": victim_bytes, "out": out, "scratch": scratch}
     import shutil
 
     shutil.rmtree(scratch, ignore_errors=True)
@@ -415,24 +241,13 @@ def test_an_attack_earns_only_the_exercise_it_solved(graded, attack):
     require(graded, attack)
     report = graded["reports"][attack]
     passed = {c["id"] for c in report["checks"] if c["passed"]}
-    if attack in (STOPS_THE_RUN if graded["mode"] == "kernel" else STOPS_THE_RUN_APART):
+    if attack in STOPS_THE_RUN:
         assert passed == set(), f"{attack}: earned {sorted(passed)}; run: {report['run']}"
     else:                                  # the run went to its end: the attack was really tried on every check
         assert passed == {"ex98.2"} and report["run"] == "finished", (attack, sorted(passed), report["run"])
     assert report["total"] == 3 and report["notebook"].endswith("_98_guarded.ipynb")
     failed = {c["id"]: c["message"] for c in report["checks"] if not c["passed"]}
     assert {"ex98.1", "ex98.1.array"} <= set(failed) and all(failed.values()), failed
-
-
-@pytest.mark.parametrize("attack", list(KNOWN_OPEN))
-def test_a_known_open_attack_still_earns_marks_in_one_kernel_and_nothing_judged_apart(graded, attack, request):
-    if graded["mode"] == "kernel":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="known open in one kernel: writes to the kernel's "
-                                                                  "memory through NumPy (see KNOWN_OPEN)"))
-    report = graded["reports"][attack]
-    assert report["run"] == "finished" and report["total"] == 3, (report["run"], report["errors"])
-    passed = {c["id"] for c in report["checks"] if c["passed"]}
-    assert passed == {"ex98.2"}, f"{attack}: earned {sorted(passed)} with a wrong double()"
 
 
 def test_a_link_is_not_graded_as_the_file_it_names(graded):
@@ -466,13 +281,8 @@ def test_the_limits_that_stopped_an_attack_are_named(graded):
     if "fills the grader's disk through its socket folder" in reports:
         fill = reports["fills the grader's disk through its socket folder"]
         assert any("PermissionError" in e["message"] for e in fill["errors"]), fill["errors"]
-    # since round 6 the guard refuses submitted code any process start, so the first fork stops the flood; the
-    # sandbox's process limit (tests/test_sandbox.py) stays for processes started in ways no audit event reports
-    flood = reports["floods the machine with processes"]
-    if graded["mode"] == "kernel":
-        assert any("os.fork (starting a process)" in e["message"] for e in flood["errors"]), flood["errors"]
-    else:                                  # no guard in the submission's kernel: the sandbox's process limit stops it
-        assert any("Resource temporarily unavailable" in e["message"] for e in flood["errors"]), flood["errors"]
+    flood = reports["floods the machine with processes"]       # the sandbox's process limit stops it
+    assert any("Resource temporarily unavailable" in e["message"] for e in flood["errors"]), flood["errors"]
 
 
 def test_the_sandbox_protections_are_reported(graded):
@@ -508,20 +318,20 @@ def test_nothing_a_submission_started_outlives_its_grading(graded):
     assert not list(graded["scratch"].iterdir()), "kernel folders were left behind"
 
 
-def grade_with_a_hidden_check(tmp_path, name, hidden_check, answer, mode="kernel"):
+def grade_with_a_hidden_check(tmp_path, name, hidden_check, answer):
     """Grade a submission whose exercise cell is `answer` against a toy instructor notebook: one exercise (double),
     a visible check, the hidden check `hidden_check`, an instructor cell that calls double again, then a second
     visible check."""
     from tests.nbfactory import code, notebook
 
-    instructor = judged(mode, notebook(
+    instructor = notebook(
         code("import numpy as np\nfrom course_utils import assert_close"),
         code("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION", "exercise-ex97.1"),
         code("assert_close(double(np.ones(2)), np.full(2, 2.0), name='double(ones)')", "check-ex97.1"),
         code(hidden_check, "check-ex97.1.more", "hidden"),
         code("print(double(1))"),
         code("assert_close(double(np.ones(3)), np.full(3, 2.0), name='double(ones(3))')", "check-ex97.1.after"),
-    ))
+    )
     (tmp_path / "i").mkdir()
     write(instructor, tmp_path / "i" / f"97_{name}.ipynb")
     submission_nb = notebook(*[code(c.source, *c.metadata.get("tags", [])) for c in instructor.cells[1:]])
@@ -530,8 +340,7 @@ def grade_with_a_hidden_check(tmp_path, name, hidden_check, answer, mode="kernel
                  limits=Limits(cell_seconds=10, total_seconds=60))
 
 
-@pytest.mark.parametrize("mode", ["kernel", "apart"])
-def test_a_hidden_check_s_source_never_reaches_the_submission(tmp_path, mode):
+def test_a_hidden_check_s_source_never_reaches_the_submission(tmp_path):
     # A submission's function, called by the checks and by a later cell, looks for a hidden check's text wherever
     # the kernel keeps sources (the line cache of tracebacks, IPython's input history and namespace) and raises it
     # in an error message, which the feedback shows. The hidden check's source travels encrypted and is never
@@ -548,14 +357,13 @@ def test_a_hidden_check_s_source_never_reaches_the_submission(tmp_path, mode):
             "        raise ValueError('LEAKED ' + found[0][:300])\n"
             "    return x + 2\n")
     report = grade_with_a_hidden_check(
-        tmp_path, "hidden", f"# {marker}: the hidden-check-text\nassert_close(double(np.arange(3.0)), 2 * np.arange(3.0), name='x')", leak, mode)
+        tmp_path, "hidden", f"# {marker}: the hidden-check-text\nassert_close(double(np.arange(3.0)), 2 * np.arange(3.0), name='x')", leak)
     assert report["run"] == "finished" and report["score"] == 0, report
     for path in (tmp_path / "out").iterdir():
         assert marker not in path.read_text(errors="replace"), f"the hidden check's text reached {path.name}"
 
 
-@pytest.mark.parametrize("mode", ["kernel", "apart"])
-def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_error(tmp_path, mode):
+def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_error(tmp_path):
     # The submission's function records the arguments a hidden check gives it and raises them in the next
     # instructor cell that calls it: the feedback withholds the text of errors after a hidden check.
     spy = ("SEEN = []\n"
@@ -565,14 +373,13 @@ def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_error(tmp_path
            "        raise ValueError('SPIED ' + ' '.join(SEEN))\n"
            "    return x + 2\n")
     report = grade_with_a_hidden_check(
-        tmp_path, "spy", "assert_close(double(np.arange(1234.0)), 2 * np.arange(1234.0), name='x')", spy, mode)
+        tmp_path, "spy", "assert_close(double(np.arange(1234.0)), 2 * np.arange(1234.0), name='x')", spy)
     assert report["score"] == 0 and any("SPIED" in e["message"] and "1234" in e["message"] for e in report["errors"]), report
     feedback_text = (tmp_path / "out" / "sub_97_spy.md").read_text()
     assert "1234" not in feedback_text and "withheld" in feedback_text, feedback_text
 
 
-@pytest.mark.parametrize("mode", ["kernel", "apart"])
-def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_check_s_message(tmp_path, mode):
+def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_check_s_message(tmp_path):
     # The same spy, raising what it saw when a visible check that runs after the hidden one calls it (red-team round
     # 4 read a hidden check's inputs this way in notebook 05): that check's message is kept for the instructors (the
     # JSON) and withheld from the feedback and from Gradescope's output.
@@ -587,7 +394,7 @@ def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_check_s_messag
            "        raise ValueError('SPIED ' + ' '.join(SEEN))\n"
            "    return x + 2\n")
     report = grade_with_a_hidden_check(
-        tmp_path, "spy2", "assert_close(double(np.arange(1234.0)), 2 * np.arange(1234.0), name='x')", spy, mode)
+        tmp_path, "spy2", "assert_close(double(np.arange(1234.0)), 2 * np.arange(1234.0), name='x')", spy)
     after = next(c for c in report["checks"] if c["id"] == "ex97.1.after")
     assert not after["passed"] and after["after_hidden"] and "1234" in after["message"], after
     assert "1234" in json.dumps(report), "the instructors' JSON keeps the message"
@@ -617,43 +424,24 @@ WRONG_STEP_METHOD = (
     "            for q in group['params']:\n"
     "                q.add_(q.grad, alpha=group['lr'])\n")
 # Red-team round 4: the wrong rule also replaces torch.optim.SGD.step (a class attribute: no module changes), so
-# the check's reference follows it. The guard restores every library class before a check and compares them after.
+# that a reference computed in the same process would follow it.
 torch_toy_answer("classpatch")(WRONG_SGD + WRONG_STEP_METHOD + (
     "_step.hooked = True\n"
     "torch.optim.SGD.step = _step\n"))
 # Red-team round 4: a kernel registered for aten::clone through the dispatcher's C entry point (C++ state, no module
-# or class changes) makes every clone return zeros, the check's own copies included; and the same through the
-# handle of a library torch keeps in a module.
+# or class changes) makes every clone return zeros in the process, a check's own copies included.
 torch_toy_answer("dispatch")(WRONG_SGD + (
     "import torch\n"
     "_lib = torch._C._dispatch_library('IMPL', 'aten', 'CPU', 'x.py', 1)\n"
     "_lib.impl('clone', torch._C.DispatchKey.CPU, lambda *a, **k: torch.zeros(2))\n"))
-torch_toy_answer("handle")(WRONG_SGD + (
-    "import torch, torch._meta_registrations as _m\n"
-    "_m._meta_lib_dont_use_me_use_register_meta.m.impl('clone', torch._C.DispatchKey.CPU,\n"
-    "                                                  lambda *a, **k: torch.zeros(2))\n"))
-# Which kernels run depends on the thread's included and excluded dispatch keys (thread-local, so the check's thread
-# too): a submission that changes them leaves the checks nothing to trust, even beside a right answer.
-torch_toy_answer("tls")("import torch\ntorch._C._dispatch_tls_set_dispatch_key_excluded(torch._C.DispatchKey.Conjugate, True)\n"
-                        "def sgd_step(w, g, lr):\n    return w - lr * g\n")
-# Red-team round 5: the class attribute torch.optim.SGD.step stays the same wrapper object; only the function in
-# the innermost cell of its chain of wrappers is swapped for the wrong rule, so the reference follows it.
-torch_toy_answer("cellswap")(WRONG_SGD + WRONG_STEP_METHOD + (
-    "_f = torch.optim.SGD.step\n"
-    "while True:\n"
-    "    _cells = dict(zip(_f.__code__.co_freevars, _f.__closure__ or ()))\n"
-    "    _inner = _cells['func'].cell_contents\n"
-    "    if not (getattr(_inner, '__closure__', None) and 'func' in _inner.__code__.co_freevars):\n"
-    "        _cells['func'].cell_contents = _step\n"
-    "        break\n"
-    "    _f = _inner\n"))
 torch_toy_answer("solved")("def sgd_step(w, g, lr):\n    return w - lr * g\n")
 
 
 @pytest.fixture(scope="module")
 def torch_toy(tmp_path_factory):
     """A toy instructor notebook whose check compares a from-scratch SGD step with torch.optim.SGD on tensors (as
-    notebook 01's do); every answer above graded in it, two at a time."""
+    notebook 01's do); every answer above graded in it, two at a time. What each attack changes stays in the
+    submission's kernel: the judge's torch.optim.SGD and clone are torch's own."""
     from tests.nbfactory import code, notebook
 
     base = tmp_path_factory.mktemp("torch-toy")
@@ -675,31 +463,20 @@ def torch_toy(tmp_path_factory):
     return {Path(r["notebook"]).name.split("_96_")[0]: r for r in reports}
 
 
-@pytest.mark.parametrize("name", ["classpatch", "cellswap"])
-def test_a_patched_library_class_earns_nothing(torch_toy, name):
+@pytest.mark.parametrize("name", ["classpatch", "dispatch"])
+def test_a_patched_library_class_or_a_kernel_registered_in_the_dispatcher_earns_nothing(torch_toy, name):
     report = torch_toy[name]
     assert report["run"] == "finished" and report["score"] == 0, (name, report["checks"], report["errors"])
+    assert "sgd_step vs torch.optim.SGD" in report["checks"][0]["message"], report["checks"]
     assert torch_toy["solved"]["score"] == 1, torch_toy["solved"]["checks"]
-
-
-@pytest.mark.parametrize("name", ["dispatch", "handle"])
-def test_a_kernel_registered_in_the_dispatcher_earns_nothing(torch_toy, name):
-    report = torch_toy[name]
-    assert report["run"] == "finished" and report["score"] == 0, (name, report["checks"], report["errors"])
-    assert any("registering kernels" in e["message"] for e in report["errors"]), (name, report["errors"])
-
-
-def test_a_check_does_not_run_with_the_thread_s_dispatch_keys_changed(torch_toy):
-    report = torch_toy["tls"]
-    assert report["score"] == 0 and "dispatch keys" in report["checks"][0]["message"], report["checks"]
 
 
 # Red-team round 6: code and data that the grader's own cells load after an exercise ran. A toy whose checks import
 # a module an instructor cell wrote, import standard-library modules that nothing imported yet, and compare with
-# data an instructor cell unpickles. Every attack answers double() wrongly (3x) and goes after one check's source of
-# truth; against the round-5 guard each earned that check. Files that processes write for the grader: one in a folder
-# the grader's cells write into (watched: rewriting it with plain data earned its check before session 33), and one
-# in a folder they never write into, where only the unpickling rules stand in the way of a pickle that runs code.
+# data an instructor cell unpickles (some of it written by another process). Every attack answers double() wrongly
+# (3x) and goes after one check's source of truth; when the checks ran in the submission's own process (until
+# session 40), each earned that check against the guard of round 5. Judged apart, the judge's files, modules and
+# sys.path are its own: each check compares with the truth and fails.
 IMPORTS_TOY = (
     ("import numpy as np, sys, pathlib, pickle, tempfile\nfrom course_utils import assert_close\n"
      "WORKDIR = pathlib.Path(tempfile.mkdtemp(prefix='toy96-'))\nsys.path.insert(0, str(WORKDIR))\n"
@@ -731,7 +508,7 @@ IMPORTS_TOY = (
     ("assert_close(double(np.arange(3.0)), np.array(FROM_UNWATCHED), name='vs a file in a folder the grader never wrote to')",
      ("check-ex96.1.unwatched",)),
     # a check whose helper lives in a course_utils submodule nothing imported yet: its first import binds the
-    # submodule on the package while the check runs (a false alarm of the guard in 07's first version)
+    # submodule on the package while the check runs
     ("import course_utils as cu\n_fit = cu.fit_power_law([1.0, 2.0, 4.0], [2.0, 4.0, 8.0])\n"
      "assert_close(double(np.arange(3.0)), np.arange(3.0) * round(2 * _fit.slope), name='vs a lazily imported helper')",
      ("check-ex96.1.lazy",)),
@@ -743,40 +520,13 @@ IMPORT_ATTACKS = {
     "puts a folder with its own module first on sys.path":
         "import tempfile, pathlib\n_d = pathlib.Path(tempfile.mkdtemp())\n(_d / 'tabnanny.py').write_text('FACTOR = 3\\n')\n"
         "sys.path.insert(0, str(_d))\n",
-    "puts a folder with its own module first on a package's __path__":
-        "import tempfile, pathlib, json\n_d = pathlib.Path(tempfile.mkdtemp())\n(_d / 'tool.py').write_text('FACTOR = 3\\n')\n"
-        "json.__path__.insert(0, str(_d))\n",
     "puts a module object of its own in sys.modules":
         "import types\n_m = types.ModuleType('pyclbr')\n_m.FACTOR = 3\nsys.modules['pyclbr'] = _m\n",
-    "puts a module with a function of its own in sys.modules":
-        "import types\n_m = types.ModuleType('pyclbr')\ndef __getattr__(name):\n    return 3\n_m.__getattr__ = __getattr__\n"
-        "sys.modules['pyclbr'] = _m\n",
     "rewrites a data file the grader unpickles into a pickle that evaluates code":
         "class _Eval:\n    def __reduce__(self):\n        return (eval, ('__import__(\"numpy\").arange(3.0) * 3',))\n"
         "(OTHERDIR / 'unwatched96.pkl').write_bytes(pickle.dumps(_Eval()))\n",
-    "binds eval to a notebook name and rewrites the data file into a pickle that calls it":
-        "_EV = eval\n(OTHERDIR / 'unwatched96.pkl').write_bytes(b\"c__main__\\n_EV\\n(S'__import__(\\\"numpy\\\").arange(3.0) * 3'\\ntR.\")\n",
-    "names eval through a dotted attribute path in a pickle (collections.__builtins__.__getitem__)":
-        "def _s(x):\n    b = x.encode()\n    return b'\\x8c' + bytes([len(b)]) + b\n"
-        "_code = '__import__(\"numpy\").arange(3.0) * 3'\n"
-        "(OTHERDIR / 'unwatched96.pkl').write_bytes(b'\\x80\\x04' + _s('collections') + _s('__builtins__.__getitem__') + b'\\x93' + "
-        "_s('eval') + b'\\x85R' + _s(_code) + b'\\x85R.')\n",
-    "rewrites a data file the grader wrote with data of its own":
-        "(WORKDIR / 'data96.pkl').write_bytes(pickle.dumps(3 * np.arange(3.0)))\n",
     "rewrites with data of its own a file that another process wrote for the grader":
         "(WORKDIR / 'worker96.pkl').write_bytes(pickle.dumps([0.0, 3.0, 6.0]))\n",
-    "puts a SimpleNamespace of its own data in sys.modules":
-        "import types\nsys.modules['pyclbr'] = types.SimpleNamespace(FACTOR=3)\n",
-    "starts a process through _posixsubprocess.fork_exec (no audit event)":
-        "import _posixsubprocess, os\n_r, _w = os.pipe()\n"
-        "_a = [[b'/bin/sleep', b'60'], [b'/bin/sleep', b'/usr/bin/sleep'], True, (), None, None, -1, -1, -1, -1, -1, -1, "
-        "_r, _w, True, False, -1, None, None, None, -1, None, False]\n"
-        "try:\n    _posixsubprocess.fork_exec(*_a)\nexcept TypeError:                 # another Python's arity\n"
-        "    _posixsubprocess.fork_exec(*_a[:-1])\n",
-    "forks a process that outlives its cell":
-        "import os\n_pid = os.fork()\nif _pid == 0:\n    os._exit(0)\n",
-    "starts a process with subprocess":
-        "import subprocess\nsubprocess.Popen(['sleep', '30'])\n",
 }
 
 
@@ -804,8 +554,8 @@ def imports_toy(tmp_path_factory):
 
 
 def test_the_toy_s_own_module_data_and_imports_give_a_correct_answer_full_marks(imports_toy):
-    # the module an instructor cell wrote is imported by a check after the exercise ran: trusted, as it holds what
-    # the grader wrote (a digest taken after that cell); pickles of data and of the notebook's own class load
+    # the judge runs the instructor cells that write the module and the data, and its checks import and unpickle
+    # them after the exercise ran; pickles of data and of the notebook's own class load
     report = imports_toy["victim"]
     assert (report["score"], report["total"]) == (8, 8), (report["checks"], report["errors"])
     assert not report["errors"], report["errors"]
@@ -815,16 +565,8 @@ def test_the_toy_s_own_module_data_and_imports_give_a_correct_answer_full_marks(
 def test_code_or_data_the_grader_loads_after_an_exercise_is_not_the_submission_s(imports_toy, attack):
     report = imports_toy[attack]
     assert report["total"] == 8 and report["score"] == 0, (attack, [(c["id"], c["passed"]) for c in report["checks"]])
-    messages = " ".join(e["message"] for e in report["errors"]) + " ".join(c["message"] for c in report["checks"])
-    expected = {"changes a module file the grader wrote, which a check imports": "no longer holds what they wrote",
-                "rewrites a data file the grader wrote with data of its own": "no longer holds what they wrote",
-                "rewrites with data of its own a file that another process wrote for the grader": "no longer holds what they wrote",
-                "puts a SimpleNamespace of its own data in sys.modules": "vs pyclbr is not close",   # dropped: the real one
-                "starts a process through _posixsubprocess.fork_exec (no audit event)": "no audit event reported",
-                "rewrites a data file the grader unpickles into a pickle that evaluates code": "does not unpickle",
-                "binds eval to a notebook name and rewrites the data file into a pickle that calls it": "does not unpickle",
-                "names eval through a dotted attribute path in a pickle (collections.__builtins__.__getitem__)": "does not unpickle",
-                "forks a process that outlives its cell": "starting a process",
-                "starts a process with subprocess": "starting a process"}.get(attack)
-    if expected:                           # stopped by the rule that names it, not by a side effect
-        assert expected in messages, messages[-2000:]
+    for cell, tags in IMPORTS_TOY:                 # each check compared the wrong double() with the judge's truth
+        if tags and tags[0].startswith("check-"):
+            name = cell.split("name='")[1].split("'")[0]
+            message = next(c["message"] for c in report["checks"] if c["id"] == tags[0][len("check-"):])
+            assert f"{name} is not close" in message, (attack, tags[0], message[-500:])

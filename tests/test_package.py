@@ -25,8 +25,7 @@ def test_every_public_name_comes_from_the_module_that_defines_it():
 
 
 def test_the_submodule_list_names_every_module():
-    assert set(cu._SUBMODULES) == {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "torchrun_driver", "worker_entry",
-                                                                             "worker_guard"}
+    assert set(cu._SUBMODULES) == {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "torchrun_driver", "worker_entry"}
 
 
 def test_submodules_load_on_attribute_access_and_unknown_names_are_named():

@@ -138,7 +138,7 @@ def test_the_program_cannot_load_native_code_it_wrote(tmp_path):
 
 MEMORY_PROBE = r"""
 import ctypes, os, subprocess, sys
-ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)          # PR_SET_DUMPABLE = 0, as the grader's kernel guard sets it
+ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)          # PR_SET_DUMPABLE = 0: a process that protects its memory
 buf = ctypes.create_string_buffer(b"ORIGINAL")
 addr = ctypes.addressof(buf)
 writer = (f"import os\nfd = os.open('/proc/{os.getpid()}/mem', os.O_RDWR)\nos.lseek(fd, {addr}, 0)\n"
@@ -157,10 +157,11 @@ except PermissionError:
 
 @pytest.mark.parametrize("launcher", ["root", "an ordinary user"])
 def test_the_program_cannot_rewrite_its_own_memory_or_have_a_child_rewrite_it(tmp_path, launcher):
-    # A process the submission starts (or the submission itself, through /proc/self/mem) could otherwise rewrite
-    # the guard or the checks in the kernel's memory. The kernel is not dumpable; inside the sandbox it runs as
-    # no root of any namespace, so Linux refuses both, whether the grader runs as root or as an ordinary user
-    # (mapped to root of its user namespace, the program could write its own memory: seen before INSIDE_ID).
+    # A sandboxed program that makes itself not dumpable keeps its memory from its children and from writes
+    # through /proc/self/mem: inside the sandbox it runs as no root of any namespace, so Linux refuses both, whether
+    # the grader runs as root or as an ordinary user (mapped to root of its user namespace, the program could write
+    # its own memory: seen before INSIDE_ID). The grader's checks no longer run in a submission's process (they
+    # did, behind a guard that set this, until session 40); what is tested is the sandbox's user mapping.
     import shutil
     import tempfile
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from .notebooks import NOTEBOOK_DIR, find_notebooks, read
 
 KERNEL = ("ipykernel_launcher", "ipykernel.kernelapp", "ipykernel.ipkernel", "IPython", "jupyter_client")
-COURSE_UTILS = ("course_utils", "course_utils.checks", "course_utils.distributed", "course_utils.worker_guard",
+COURSE_UTILS = ("course_utils", "course_utils.checks", "course_utils.distributed",
                 "course_utils.worker_entry", "course_utils.torchrun_driver", "course_utils.zygote")
 
 

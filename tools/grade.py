@@ -5,26 +5,22 @@ parameters) except the exercise cells, which come from the submission by their `
 submission added, edited or retagged outside its exercise cells are not run, so they can neither patch the checks
 nor change the experiments the checks read; an exercise cell missing from the submission leaves its stub.
 
-The kernel runs in a sandbox (tools.sandbox: its own file system view without the instructor notebooks, other
-submissions or reports, no network, resource limits, an unprivileged user) and the grader drives it from outside
-(tools.kernel), cell by cell, with a timeout per cell, a cap on output, and an overall limit. Before each check the
-grader restores what checks rely on (tools.kernel_guard), runs the check in a copy of the notebook's namespace, and
-has the guard verify that nothing the check relies on changed while it ran; after an exercise cell, every name the
-notebook had bound before it, other than the ones the exercise defines, is bound back. A check passes only when the
-kernel's reply says it completed and it printed the keyed hash of a nonce the grader sent with it; the report is
-built by the grader from those replies. A missing check cell, a dead kernel or a run out of time is a
-failed check, never a lost report.
+Two kernels run, each in a sandbox (tools.sandbox: its own file system view without the instructor notebooks, other
+submissions or reports, no network, resource limits, an unprivileged user), driven by the grader from outside
+(tools.kernel) cell by cell, with a timeout per cell, a cap on output, and an overall limit: the submission's kernel
+runs the exercise cells, and the judge (tools.judge) runs the checks, calling the submission's functions across a
+wire that carries data only (tools.judge_wire). A check passes when the judge's cell completed; the report is built
+by the grader from the kernels' replies. A missing check cell, a dead kernel or a run out of time is a failed check,
+never a lost report.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import hashlib
-import hmac
 import json
 import os
 import re
-import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,12 +29,9 @@ from xml.sax.saxutils import escape, quoteattr
 
 from .exercises import (ANSWER_PLACEHOLDER, ANSWER_TAG, CHECK_TAG, EXERCISE_TAG, find_exercises, find_questions,
                         replace_solutions, stub_lines)
-from .judge import judged_apart, run_steps_apart
-from .kernel import Limits, SandboxedKernel
+from .judge import run_steps_apart
+from .kernel import Limits
 from .notebooks import NOTEBOOK_DIR, cell_tags, read, with_parameters
-
-GUARD_SOURCE = (Path(__file__).with_name("kernel_guard.py")).read_text()
-
 
 def check_id(cell) -> str | None:
     for tag in cell_tags(cell):
@@ -115,19 +108,6 @@ def bound_names(source: str) -> set[str]:
     return names
 
 
-def imported_modules(source: str) -> set[str]:
-    """The top-level modules a cell imports, anywhere in the cell (the guard snapshots them before any submitted
-    code runs)."""
-    tree = _python_of(source)
-    modules = set()
-    for node in ast.walk(tree) if tree is not None else ():
-        if isinstance(node, ast.Import):
-            modules |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            modules.add(node.module.split(".")[0])
-    return modules
-
-
 def empty_report(notebook: str, run: str = "", **fields) -> dict:
     """A report with no check run yet (every field the gradebook, feedback and Gradescope read), `run` saying why."""
     report = {"notebook": notebook, "instructor": None, "score": 0, "total": 0, "checks": [], "errors": [], "run": run,
@@ -178,94 +158,6 @@ WITHHELD = ("(its text is withheld from the feedback: it came after a hidden che
             "that ran in that check could put what it saw there into an error or a check's message)")
 
 
-def run_steps(steps: list[Step], modules: set[str], limits: Limits, kernel_factory=SandboxedKernel,
-              hidden: frozenset = frozenset()) -> dict:
-    """Run the plan in one sandboxed kernel; {"checks": {id: [(passed, message)]}, "errors": [...], "run": str,
-    "protections": {...}}. A check counts only if the guard proved, just before it, that it restored what checks
-    rely on; an exercise after which the guard cannot prove it bound the notebook's names back leaves every later
-    check failed ("tampered")."""
-    outcome = {"checks": {}, "errors": [], "run": "finished", "protections": {"on": [], "off": {}}}
-    kernel = kernel_factory(limits)
-    try:
-        kernel.start()
-    except Exception as err:                                 # noqa: BLE001 (reported, never raised)
-        kernel.close()
-        outcome["run"] = f"the kernel did not start: {err}"
-        return outcome
-    try:
-        outcome["protections"] = kernel.protections
-        # the guard gets globals of its own: names the submission binds later cannot reach into it
-        boot = kernel.run("import builtins as _b\n"
-                          f"_g = {{'__builtins__': _b, 'get_ipython': get_ipython, '__name__': 'workbook_guard'}}\n"
-                          f"exec(compile({GUARD_SOURCE!r}, 'workbook_guard', 'exec'), _g)\n"
-                          f"_g['install']({sorted(modules)!r})\ndel _g, _b",
-                          timeout=max(limits.cell_seconds, 120))
-        ready = re.search(r"guard ready ([0-9a-f]{32})", boot.stdout)
-        if boot.status != "ok" or not ready:
-            outcome["run"] = (kernel.dead_reason if not kernel.alive() else      # e.g. the overall limit ran out
-                              f"the grader's set-up failed in the kernel: {boot.message[-500:]}")
-            return outcome
-        secret = ready.group(1).encode()
-
-        def guarded(entry: str, *args) -> tuple[bool, str]:
-            """Call one of the guard's entry points (through an audit event: the guard keeps them, and its key, where
-            submitted code cannot reach); True only with the keyed hash of (entry, a fresh nonce, the arguments)."""
-            nonce = secrets.token_hex(16)
-            sent = args
-            if entry == "check":                     # the check's source travels encrypted with a key-derived stream
-                name, source = args
-                data = source.encode()
-                stream = b"".join(hmac.new(secret, f"source\0{nonce}\0{i}".encode(), hashlib.sha256).digest()
-                                  for i in range(0, len(data), 32))
-                sent = (name, bytes(a ^ b for a, b in zip(data, stream)).hex())
-            r = kernel.run(f"__import__('sys').audit('workbook.guard', {nonce!r}, {entry!r}"
-                           f"{''.join(', ' + repr(a) for a in sent)})")
-            payload = hashlib.sha256(repr(tuple(args)).encode()).hexdigest()
-            proof = hmac.new(secret, f"{entry}\0{nonce}\0{payload}".encode(), hashlib.sha256).hexdigest()
-            if r.status == "ok" and proof not in r.stdout:
-                return False, "the check did not complete (the grader's proof that it did never came back)"
-            message = r.message
-            if entry == "check":                     # the traceback quotes the command: not the sealed source
-                message = message.replace(sent[1], "<the check>")
-            return r.status == "ok", message
-
-        tampered, after_hidden = "", False
-        for step in steps:
-            if not kernel.alive():
-                outcome["run"] = kernel.dead_reason
-                break
-            if step.kind == "check" and step.id in hidden:
-                after_hidden = True
-            if step.kind == "check":
-                # the guard restores what checks rely on, runs the check in a copy of the namespace, and proves
-                # it completed with nothing it relies on changed meanwhile
-                ok, message = (False, tampered) if tampered else guarded("check", step.id, step.source)
-                result = (True, "", False) if ok else (False, message[-2000:] or "the check did not complete",
-                                                       after_hidden and step.id not in hidden)
-                outcome["checks"].setdefault(step.id, []).append(result)
-                continue
-            if step.kind == "exercise" and not tampered:
-                ok, message = guarded("snapshot")
-                tampered = "" if ok else f"the kernel stopped running the grader's code as sent ({message[-300:] or 'no proof came back'})"
-            r = kernel.run(step.source)
-            if r.status != "ok":
-                outcome["errors"].append({"cell": step.index, "message": r.message[-600:], "after_hidden": after_hidden})
-            if tampered:
-                continue
-            if step.kind == "exercise":
-                ok, message = guarded("restore_names", sorted(step.names))
-            else:                                    # the guard notes the names and data this cell left
-                ok, message = guarded("remember", sorted(step.names))
-            if not ok:
-                tampered = (f"after cell {step.index} the kernel stopped running the grader's code as sent "
-                            f"({message[-300:] or 'no proof came back'})")
-        if not kernel.alive() and outcome["run"] == "finished":
-            outcome["run"] = kernel.dead_reason
-    finally:
-        kernel.close()
-    return outcome
-
-
 def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: int = 120, total_timeout: int = 1800,
           parameters: dict | None = None, limits: Limits | None = None, fingerprint: str = "", expected: str | None = None) -> dict:
     """Grade one submission; always writes OUT/<name>.json and OUT/<name>.xml and returns the report.
@@ -304,12 +196,8 @@ def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: i
         report["run"] = load_error
     else:
         steps, report["missing_exercises"] = plan(submission_nb, instructor_nb, exercises)
-        modules = set().union(*(imported_modules(s.source) for s in steps if s.kind == "setup"))
         limits = limits or Limits(cell_seconds=cell_timeout, total_seconds=total_timeout)
-        if judged_apart(instructor_nb):           # checks in a kernel of their own (tools.judge)
-            outcome = run_steps_apart(steps, limits, hidden=frozenset(hidden))
-        else:
-            outcome = run_steps(steps, modules, limits, hidden=frozenset(hidden))
+        outcome = run_steps_apart(steps, limits, hidden=frozenset(hidden))     # checks in a judge of their own
         results, report["errors"], report["run"] = outcome["checks"], outcome["errors"], outcome["run"]
         report["protections"] = outcome["protections"]
     for cid in expected:

@@ -22,8 +22,9 @@ to its peers (dist.send, dist.all_reduce) there. The script, its helpers and its
 out of reach of whatever the function does in its own process. When the judge's cell ends, the grader hangs up on
 the submission's workers and each ends, wherever it is stuck.
 
-A notebook opts in with `"judge": "apart"` in its `workbook` metadata; the others are graded in one kernel, with
-tools.kernel_guard in front of the checks (tools.grade).
+Every notebook is graded this way. (Until session 40 a notebook could also be graded in one kernel, with a guard in
+front of the checks in the submission's own process; a submission that wrote to that process's memory through
+NumPy got past it, and that mode is gone.)
 """
 from __future__ import annotations
 
@@ -49,10 +50,6 @@ INSTALL = ("import sys as _s, types as _t\n"
            "exec(compile(_m.WIRE_SOURCE, 'workbook_wire', 'exec'), _m.__dict__)\n"
            "{then}\n"
            "del _s, _t, _m")
-
-
-def judged_apart(instructor_nb) -> bool:
-    return (instructor_nb.metadata.get("workbook") or {}).get("judge") == "apart"
 
 
 def _listen(kernel: SandboxedKernel, name: str) -> tuple[socket.socket, str]:
@@ -380,8 +377,8 @@ class Relay:
 
 
 def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidden: frozenset = frozenset()) -> dict:
-    """Run the plan (tools.grade.plan) with the checks in a judge of their own; the same outcome as
-    tools.grade.run_steps: {"checks": {id: [(passed, message, withheld)]}, "errors": [...], "run": str,
+    """Run the plan (tools.grade.plan) with the checks in a judge of their own:
+    {"checks": {id: [(passed, message, withheld)]}, "errors": [...], "run": str,
     "protections": {...}} (the protections are the submission's kernel's)."""
     outcome = {"checks": {}, "errors": [], "run": "finished", "protections": {"on": [], "off": {}}}
     submission, judge, relay = kernel_factory(limits), kernel_factory(limits), None
@@ -463,10 +460,10 @@ def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidde
 
 
 def check_notebook(path: Path, out_dir: Path, quick: bool = True, cell_timeout: int = 300) -> list[dict]:
-    """Grade `path` judged apart (whatever its metadata says) as its own submission, then once per round of its
+    """Grade `path` as its own submission, then once per round of its
     plausible wrong answers (round k puts each exercise's k-th wrong answer in, cycling): one row per grading,
     {"what", "score", "total", "run", "earned"}, where "earned" lists the exercises whose checks all passed (for a
-    wrong answer, a check that cannot tell it apart when judged apart)."""
+    wrong answer, a check that cannot tell it apart)."""
     import nbformat
 
     from .exercises import find_exercises
@@ -479,9 +476,7 @@ def check_notebook(path: Path, out_dir: Path, quick: bool = True, cell_timeout: 
     wrongs = {ex.id: [v for name, v in variants_of(nb, ex) if name.startswith("wrong")] for ex in exercises}
     instructor_dir = out_dir / "instructor"
     instructor_dir.mkdir(parents=True, exist_ok=True)
-    judged = read(path)
-    judged.metadata.setdefault("workbook", {})["judge"] = "apart"
-    nbformat.write(judged, str(instructor_dir / path.name))
+    nbformat.write(read(path), str(instructor_dir / path.name))
     parameters = quick_parameters(nb) if quick else None
     rows = []
     for k in range(-1, max((len(w) for w in wrongs.values()), default=0)):
@@ -504,8 +499,8 @@ def check_notebook(path: Path, out_dir: Path, quick: bool = True, cell_timeout: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tools.judge NOTEBOOK...`: before a notebook is marked "judge": "apart", grade it that way: its
-    solution must get full marks and no round of its wrong answers may earn an exercise."""
+    """`python -m tools.judge NOTEBOOK...`: grade a notebook as a class would be graded, at its quick sizes: its
+    solution must get full marks and no round of its wrong answers (tools.teeth's variants) may earn an exercise."""
     import argparse
     import tempfile
 

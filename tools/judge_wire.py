@@ -1425,10 +1425,8 @@ WORKER_CLIENT = None                     # the judge's worker: its one connectio
 
 def worker_proxy(name: str, path: str, limit: int = 1 << 30):
     """In a worker of the judge's (written into the module of the notebook's functions by the judge's
-    `export`): `name`, run by the submission's worker of this rank. Its calls carry no global random states (this
-    file reads NumPy's in place through ctypes, which course_utils.worker_guard refuses while the notebook's code is
-    on the stack, as when the instructor's ring_all_reduce calls the student's ring_reduce_scatter); a function
-    that draws from one draws from its own worker's."""
+    `export`): `name`, run by the submission's worker of this rank. Its calls carry no global random states: a
+    function that draws from one draws from its own worker's (05's seed what they draw)."""
     def call(*args, **kwargs):
         global WORKER_CLIENT
         if WORKER_CLIENT is None or WORKER_CLIENT.pid != os.getpid():
