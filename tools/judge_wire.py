@@ -70,6 +70,12 @@ class TensorCache:
         if key in self.entries:
             self.total -= self.entries.pop(key)[1]
 
+    def forget(self, tensor) -> None:
+        """Drop every entry that holds this very tensor (the call changed it: the judge sends it again)."""
+        for key, ((t, _), _) in list(self.entries.items()):
+            if t is tensor:
+                self.drop(key)
+
 
 SUBMISSION_CACHE = TensorCache()         # the submission's side (this module lives on in its kernel between sessions)
 
@@ -1239,15 +1245,11 @@ def handle(header: dict, buffers: list, namespace: dict) -> tuple:
             enc.add_object(obj)
     for n, o in handed.items():                        # what the function changed in place, by the caller's numbers
         if n in places and _place(o) != places[n]:     # `t.data = ...`, `t.set_(...)`: the tensor now lies in other
-            for key, ((t, _), _) in list(SUBMISSION_CACHE.entries.items()):         # memory (a view of the
-                if t is o:                             # caller's is a view no longer: not a write into its base)
-                    SUBMISSION_CACHE.drop(key)
-            updates.append([n, enc.tensor(o), "rebound"])
+            SUBMISSION_CACHE.forget(o)                 # memory (a view of the caller's is a view no longer: not a
+            updates.append([n, enc.tensor(o), "rebound"])      # write into its base)
         elif n in before:
             if not _same(o, before[n]):
-                for key, ((t, _), _) in list(SUBMISSION_CACHE.entries.items()):
-                    if t is o:                         # the judge sends it again, as it is now there
-                        SUBMISSION_CACHE.drop(key)
+                SUBMISSION_CACHE.forget(o)
                 updates.append([n, enc.array(o) if np is not None and isinstance(o, np.ndarray) else
                                 enc.generator(o) if isinstance(o, torch.Generator) else enc.tensor(o)])
         elif type(o) in (list, dict, set):             # their items now (the caller's own objects by number)
