@@ -10,7 +10,7 @@ import numpy as np
 # The NumPy functions the checks use, captured when this module is (re)loaded: code that a check calls (a student's
 # function) and that replaces numpy.all or numpy.abs meanwhile does not change what the check computes.
 _np = SimpleNamespace(**{name: getattr(np, name) for name in (
-    "asarray", "isnan", "any", "all", "abs", "where", "argmax", "unravel_index", "count_nonzero", "float64", "inf",
+    "asarray", "isnan", "any", "all", "abs", "where", "argmax", "unravel_index", "count_nonzero", "float64", "complex128", "inf",
     "ndarray", "generic", "bool_")})
 _PLAIN = (bool, int, float, complex)
 
@@ -124,8 +124,11 @@ def assert_close(
     e = _to_numpy(expected, "expected", failure=TypeError)
     if a.shape != e.shape:
         raise AssertionError(_with_hint(f"{name} has shape {a.shape}, expected shape {e.shape}.", hint))
-    a64 = a.astype(_np.float64)
-    e64 = e.astype(_np.float64)
+    # complex values compare as complex (|a - e| is the modulus): cast to float64, a complex result would keep only
+    # its real part, and any imaginary part would pass (red team of session 40, on 00.1)
+    wide = _np.complex128 if "c" in (a.dtype.kind, e.dtype.kind) else _np.float64
+    a64 = a.astype(wide)
+    e64 = e.astype(wide)
     nan_a, nan_e = _np.isnan(a64), _np.isnan(e64)
     if _np.any(nan_a != nan_e):
         where = _np.unravel_index(_np.argmax(nan_a != nan_e), a.shape) if a.shape else ()

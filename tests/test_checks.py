@@ -40,6 +40,18 @@ def test_assert_close_nan_mismatch():
         assert_close([float("nan")], [1.0])
 
 
+def test_assert_close_compares_complex_values_with_their_imaginary_parts():
+    # Cast to float64, a complex result kept only its real part: complex(right, 1e9) passed (red team, session 40).
+    with pytest.raises(AssertionError, match=r"ratio is not close .* largest error 1e\+09"):
+        assert_close(complex(2.0, 1e9), 2.0, name="ratio")
+    with pytest.raises(AssertionError, match="largest error 1 at index \\(1,\\)"):
+        assert_close(torch.tensor([1.0 + 0j, 2.0 + 1j]), np.array([1.0, 2.0]))
+    with pytest.raises(AssertionError, match="largest error 1"):
+        assert_close(np.array([3.0]), np.array([3.0 + 1j]))             # the other way round as well
+    assert_close(np.array([1.0 + 0j, 2.0 + 1e-9j]), [1.0, 2.0])          # a complex dtype with parts within tolerance
+    assert_close(torch.tensor([1.0 + 2j]), torch.tensor([1.0 + 2j]))
+
+
 def test_assert_close_rejects_bad_tolerance_and_objects():
     with pytest.raises(ValueError):
         assert_close(1.0, 1.0, rtol=-1)
