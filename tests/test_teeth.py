@@ -88,6 +88,24 @@ def test_the_probe_puts_back_the_global_random_state(tmp_path):
     assert errors == [] and teeth.problems() == []
 
 
+def test_the_probe_puts_back_the_generators_the_notebook_s_names_hold(tmp_path):
+    # A check that draws from the notebook's own generators runs once per variant in the probe: later cells must see
+    # them where one run of the check left them (session 40: two wrong answers more in 06 moved `gen`, and a claim of
+    # a later cell changed its verdict under nbval).
+    nb = toy_notebook()
+    nb.cells[1].source = ("import random, numpy as np, torch\nFACTOR = 2\ngen = torch.Generator().manual_seed(0)\n"
+                          "rng = np.random.default_rng(0)\nstate = np.random.RandomState(0)\npy = random.Random(0)")
+    nb.cells[4].source = "assert double(torch.rand(1, generator=gen).item() + rng.random() + state.rand() + py.random() + 3) > 0"
+    nb.cells.append(code(
+        "got = (torch.rand(1, generator=gen).item(), rng.random(), state.rand(), py.random())\n"
+        "g2, r2, s2, p2 = torch.Generator().manual_seed(0), np.random.default_rng(0), np.random.RandomState(0), random.Random(0)\n"
+        "once = (torch.rand(1, generator=g2).item(), r2.random(), s2.rand(), p2.random())      # the check's own draws\n"
+        "want = (torch.rand(1, generator=g2).item(), r2.random(), s2.rand(), p2.random())\n"
+        "assert got == want, f'the probe moved the notebook\\'s generators: {got} != {want}'"))
+    (teeth,), errors = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
+    assert errors == [] and teeth.problems() == [], errors
+
+
 def test_an_exercise_checked_at_several_sizes_runs_its_checks_until_each_has_caught_a_wrong_answer(tmp_path):
     # metadata workbook.teeth_every_check: a wrong answer's checks run past its first catch while one of them has not
     # caught any wrong answer yet, and a check that catches none is a problem (05's checks at several world sizes use

@@ -41,6 +41,7 @@ from .kernel import Limits, SandboxedKernel
 
 WIRE_SOURCE = Path(__file__).with_name("judge_wire.py").read_text()
 CALL_LIMIT = 128 << 20                   # bytes of one call or of one reply
+SESSION_GRACE = 1.0                      # seconds a serving cell has to end by itself once its cell has ended
 
 # Installed once in each kernel as a module of its own (the repository's tools package is not in either sandbox).
 INSTALL = ("import sys as _s, types as _t\n"
@@ -148,7 +149,13 @@ class Relay:
             session, self.session = self.session, None
         self.hang_up_session()
         if session is not None:
-            session.join()
+            # Hung up, a serving cell ends at once, unless the call it serves still runs (a loop, a wait on a peer):
+            # the judge's cell has ended, so no one waits for that call. Interrupted, it ends now, not at its own
+            # limit (the judge's cell limit + 15 s: a check whose call looped cost 16 s, and a toy of three 51 s).
+            session.join(SESSION_GRACE)
+            if session.is_alive():
+                self.submission.interrupt()
+                session.join()
 
     # -- the judge's calls -----------------------------------------------------------------------------------
     def _loop(self) -> None:

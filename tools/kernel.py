@@ -180,6 +180,11 @@ class SandboxedKernel:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None and not self.dead_reason
 
+    def interrupt(self) -> None:
+        """SIGINT the kernel's running cell (the sandbox forwards it to the kernel); an idle kernel ignores it."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.kill(self._proc.pid, signal.SIGINT)
+
     def signal_kill(self) -> None:
         """SIGKILL the kernel's launcher (its namespace dies with it) without waiting: the grader kills both
         kernels of a submission judged apart first, so that their teardowns overlap; close() then reaps."""

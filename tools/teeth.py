@@ -6,7 +6,8 @@ solution region replaced (1) by the student stub, which must fail every check, (
 which must run without error in its own cell and fail at least one check by an assertion (AssertionError, which
 the check helpers raise; a NameError or TypeError inside a check is a crash, not a catch), and (3) by the
 solution again, which must pass every check (and leaves the kernel as the notebook expects for the cells after
-it; the probe also puts back the global random states, which a variant may have drawn from). Each probe cell
+it; the probe also puts back the global random states and those of the generators the notebook's names hold, which
+a variant, or the checks the probe re-runs, may have drawn from). Each probe cell
 appends one JSON row per variant to `rows_path`: which checks failed, and how (exception type and message).
 
 So a single top-to-bottom run (nbval in `make test`, nbclient in `python -m tools.teeth`) holds both the
@@ -66,17 +67,30 @@ def _workbook_teeth(rows_path, exercise, variant, cells, until_caught=False, unt
 
 
 def _workbook_random_state():
-    """The global random states (random, NumPy, torch and its GPUs): the probe puts them back when it is done, so
-    that a variant drawing from a global generator cannot change what the notebook's later cells compute."""
-    import random, sys
+    """The global random states (random, NumPy, torch and its GPUs) and those of the generators the notebook's names
+    hold (a `gen = torch.Generator()` that check cells draw from): the probe puts them back when it is done, so that
+    neither a variant nor the probe's re-runs of the checks (one per variant) change what later cells compute."""
+    import copy, random, sys
     state = {"random": random.getstate()}
-    if "numpy" in sys.modules:
-        state["numpy"] = sys.modules["numpy"].random.get_state()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        state["numpy"] = np.random.get_state()
     torch = sys.modules.get("torch")
     if torch is not None:
         state["torch"] = torch.get_rng_state()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
+    named = []
+    for value in list(get_ipython().user_ns.values()):
+        if torch is not None and type(value) is torch.Generator:
+            named.append((value, value.get_state()))
+        elif np is not None and type(value) is np.random.Generator:
+            named.append((value.bit_generator, copy.deepcopy(value.bit_generator.state)))
+        elif np is not None and type(value) is np.random.RandomState:
+            named.append((value, value.get_state()))
+        elif type(value) is random.Random:
+            named.append((value, value.getstate()))
+    state["named"] = named
     return state
 
 
@@ -89,6 +103,13 @@ def _workbook_restore_random_state(state):
         sys.modules["torch"].set_rng_state(state["torch"])
     if "cuda" in state:
         sys.modules["torch"].cuda.set_rng_state_all(state["cuda"])
+    for owner, saved in state["named"]:
+        if hasattr(owner, "set_state"):          # torch.Generator, np.random.RandomState
+            owner.set_state(saved)
+        elif hasattr(owner, "setstate"):         # random.Random
+            owner.setstate(saved)
+        else:                                    # a NumPy Generator's bit generator
+            owner.state = saved
 '''
 
 
