@@ -8,6 +8,7 @@ tests/test_hostile_submissions.py instead of after it.
 """
 import pytest
 
+from tests.test_hostile_submissions import grade_toy
 from tools.kernel import Limits
 
 # Session 34: notebook 05's checks launch worker processes that import the submission's functions (written by
@@ -68,19 +69,8 @@ ANSWERS = {
 
 @pytest.fixture(scope="module")
 def workers_toy(tmp_path_factory):
-    from tests.nbfactory import code, notebook, write
-    from tools.grade import grade_all
-
-    base = tmp_path_factory.mktemp("workers")
-    (base / "i").mkdir()
-    (base / "subs").mkdir()
-    write(notebook(*[code(source, *tags) for source, tags in WORKERS_TOY]), base / "i" / "95_workers.ipynb")
-    for i, answer in enumerate(ANSWERS.values()):
-        nb = notebook(*[code(source, *tags) for source, tags in WORKERS_TOY])
-        next(c for c in nb.cells if "exercise-ex95.1" in c.metadata.get("tags", [])).source = answer
-        write(nb, base / "subs" / f"{i:03d}_95_workers.ipynb")
-    reports = grade_all(base / "subs", base / "i", base / "out", jobs=2, limits=Limits(cell_seconds=60, total_seconds=120))
-    return dict(zip(ANSWERS, reports))
+    return grade_toy(tmp_path_factory.mktemp("workers"), WORKERS_TOY, "95_workers.ipynb", ANSWERS,
+                     Limits(cell_seconds=60, total_seconds=120))
 
 
 def test_the_workers_call_the_submission_s_workers(workers_toy):

@@ -483,7 +483,7 @@ def check_notebook(path: Path, out_dir: Path, quick: bool = True, cell_timeout: 
     wrongs = {ex.id: [v for name, v in variants_of(nb, ex) if name.startswith("wrong")] for ex in exercises}
     instructor_dir = out_dir / "instructor"
     instructor_dir.mkdir(parents=True, exist_ok=True)
-    nbformat.write(read(path), str(instructor_dir / path.name))
+    nbformat.write(nb, str(instructor_dir / path.name))
     parameters = quick_parameters(nb) if quick else None
     rows = []
     for k in range(-1, max((len(w) for w in wrongs.values()), default=0)):

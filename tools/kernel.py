@@ -181,7 +181,7 @@ class SandboxedKernel:
         return self._proc is not None and self._proc.poll() is None and not self.dead_reason
 
     def interrupt(self) -> None:
-        """SIGINT the kernel's running cell (the sandbox forwards it to the kernel); an idle kernel ignores it."""
+        """SIGINT the kernel's running cell (forwarded to the kernel by the sandbox); an idle kernel ignores it."""
         if self._proc is not None and self._proc.poll() is None:
             os.kill(self._proc.pid, signal.SIGINT)
 
@@ -235,7 +235,7 @@ class SandboxedKernel:
                 if over_total:
                     self.kill(f"the overall limit of {self.limits.total_seconds:.0f} s ran out")
                     return CellResult("dead", evalue=self.dead_reason, seconds=now - start)
-                os.kill(self._proc.pid, signal.SIGINT)            # forwarded to the kernel by the sandbox
+                self.interrupt()
                 result.status = "timeout"
             if interrupted_at is not None and now - interrupted_at > 10:
                 self.kill(f"a cell did not stop within 10 s of being interrupted after {limit:.0f} s (or it sent a "

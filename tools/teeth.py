@@ -80,16 +80,17 @@ def _workbook_random_state():
         state["torch"] = torch.get_rng_state()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
-    named = []
+    named = []                               # (how to put it back, its state now)
     for value in list(get_ipython().user_ns.values()):
         if torch is not None and type(value) is torch.Generator:
-            named.append((value, value.get_state()))
+            named.append((value.set_state, value.get_state()))
         elif np is not None and type(value) is np.random.Generator:
-            named.append((value.bit_generator, copy.deepcopy(value.bit_generator.state)))
+            bits = value.bit_generator
+            named.append((lambda saved, bits=bits: setattr(bits, "state", saved), copy.deepcopy(bits.state)))
         elif np is not None and type(value) is np.random.RandomState:
-            named.append((value, value.get_state()))
+            named.append((value.set_state, value.get_state()))
         elif type(value) is random.Random:
-            named.append((value, value.getstate()))
+            named.append((value.setstate, value.getstate()))
     state["named"] = named
     return state
 
@@ -103,13 +104,8 @@ def _workbook_restore_random_state(state):
         sys.modules["torch"].set_rng_state(state["torch"])
     if "cuda" in state:
         sys.modules["torch"].cuda.set_rng_state_all(state["cuda"])
-    for owner, saved in state["named"]:
-        if hasattr(owner, "set_state"):          # torch.Generator, np.random.RandomState
-            owner.set_state(saved)
-        elif hasattr(owner, "setstate"):         # random.Random
-            owner.setstate(saved)
-        else:                                    # a NumPy Generator's bit generator
-            owner.state = saved
+    for put_back, saved in state["named"]:
+        put_back(saved)
 '''
 
 
