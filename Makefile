@@ -3,6 +3,8 @@
 #
 # GPU users pick their torch build, e.g.  make setup TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
 # On a CPU-only machine leave it empty: pip takes the CPU build it finds (here, a local wheel in seconds).
+# The requirements go in with uv where pip can install it, with pip's own settings (tools/install.py: about 10 s
+# instead of 90 s); WORKBOOK_INSTALLER=pip makes it pip throughout.
 
 PYTHON          ?= python3
 VENV            ?= .venv
@@ -46,11 +48,11 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml tools/install.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(if $(TORCH_INDEX_URL),$(PIP) $(INDEX) "$(TORCH)")
-	$(PIP) -r requirements.txt
-	$(PIP) --no-deps -e .
+	$(PY) -m tools.install -r requirements.txt
+	$(PY) -m tools.install --no-deps -e .
 	$(PY) -m tools.colab --wheelhouse $(VENV)/wheelhouse
 	@touch $@
 

@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,3 +60,64 @@ def test_jupyterlab_is_pinned_and_make_lab_uses_it():
     assert "jupyterlab" in pins(), "make lab must start the pinned JupyterLab, not whatever is newest"
     lab = (ROOT / "Makefile").read_text().split("\nlab:")[1].split("\n\n")[0]
     assert "pip install" not in lab and "jupyter lab" in lab, f"make lab must start the pinned JupyterLab and install nothing: {lab!r}"
+
+
+def test_install_hands_uv_what_pip_s_configuration_says():
+    # `pip config list` prints merged settings per section; for `pip install`, [install] overrides [global] and PIP_*
+    # variables (:env:) override both; another command's section does not apply
+    from tools.install import pip_settings, uv_options
+
+    listing = "\n".join([
+        "global.find-links='/from/file'", ":env:.find-links='/opt/wheels /more/wheels'",
+        "global.index-url='https://a.example/simple'", "install.index-url='https://b.example/simple'",
+        "global.extra-index-url='file:///one file:///two'", "download.index-url='https://not-for-install/simple'",
+        "global.constraint='/etc/constraints.txt'", "install.no-index='yes'", "global.cert='/etc/ca.pem'",
+        "global.timeout='60'", "a line that is not a setting"])
+    settings = pip_settings(listing)
+    assert settings["find-links"] == "/opt/wheels /more/wheels" and settings["index-url"] == "https://b.example/simple"
+    assert uv_options(settings) == ["--find-links", "/opt/wheels", "--find-links", "/more/wheels",
+                                    "--extra-index-url", "file:///one", "--extra-index-url", "file:///two",
+                                    "--constraint", "/etc/constraints.txt", "--index-url", "https://b.example/simple",
+                                    "--no-index"]
+    assert uv_options(pip_settings("")) == []
+    with pytest.raises(ValueError, match="cannot read this line of `pip config list`"):
+        pip_settings("global.find-links='/unclosed")
+
+
+def test_install_runs_uv_with_pip_s_real_configuration_and_the_arguments_given(tmp_path, monkeypatch):
+    # the pip of this environment reads a config file and PIP_* variables; a stand-in uv records what it was given
+    import json
+    import os
+    import sys
+
+    import tools.install as install
+
+    config = tmp_path / "pip.conf"
+    config.write_text("[global]\nindex-url = https://mirror.example/simple\ncert = /etc/mirror-ca.pem\n"
+                      "[install]\nconstraint = /etc/pinned.txt\n")
+    for name in [n for n in os.environ if n.startswith("PIP_")]:      # this machine's own (PIP_CERT among them)
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("WORKBOOK_INSTALLER", raising=False)
+    record = tmp_path / "argv.json"
+    fake = tmp_path / "uv"
+    fake.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                    f"json.dump([sys.argv[1:], os.environ.get('SSL_CERT_FILE')], open({str(record)!r}, 'w'))\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(install, "find_uv", lambda: fake)
+    assert install.main(["--no-deps", "-e", "."]) == 0
+    argv, cert = json.loads(record.read_text())
+    assert argv[:4] == ["pip", "install", "--quiet", "--python"] and argv[4] == sys.executable, argv
+    options = argv[5:]
+    assert options[:2] == ["--index-strategy", "unsafe-best-match"], options      # pip's best match over every index
+    assert options[-3:] == ["--no-deps", "-e", "."], options
+    pairs = list(zip(options[2:-3:2], options[3:-3:2]))
+    assert ("--find-links", str(tmp_path / "wheels")) in pairs and ("--constraint", "/etc/pinned.txt") in pairs, pairs
+    assert ("--index-url", "https://mirror.example/simple") in pairs and cert == "/etc/mirror-ca.pem", (pairs, cert)
+
+
+def test_the_makefile_installs_through_tools_install():
+    setup = (ROOT / "Makefile").read_text().split("\n$(STAMP):")[1].split("\n\n")[0]
+    assert "$(PY) -m tools.install -r requirements.txt" in setup and "$(PY) -m tools.install --no-deps -e ." in setup, setup
