@@ -136,3 +136,21 @@ def test_untouched_student_edition_scores_zero_when_graded(tmp_path):
     assert report["score"] == 0, [c["id"] for c in report["checks"] if c["passed"]]
     assert all("is not solved yet" in c["message"] if not c["hidden"] else
                c["message"] == "a hidden check failed (NotImplementedError)" for c in report["checks"]), report["checks"]
+
+
+def test_nbval_runs_record_every_cell_and_talk_to_their_kernel_over_unix_sockets(tmp_path):
+    # A kernel on TCP ports found free by binding port 0 could lose them to another process before binding them
+    # (this test runs beside others): nbval's kernel here listens on Unix sockets (tools.nbval_report).
+    from tests.nbfactory import code, notebook
+
+    nb = notebook(code("from ipykernel.kernelapp import IPKernelApp\napp = IPKernelApp.instance()\n"
+                       "assert app.transport == 'ipc', f'the kernel listens on {app.transport}'\nprint(app.ip)"),
+                  code("assert 1 + 1 == 3, 'a cell that fails is recorded as failed'"))
+    for index, cell in enumerate(nb.cells):
+        cell.metadata["workbook_index"] = index
+    nbformat.write(nb, str(tmp_path / "transport.ipynb"))
+    run, tail = run_nbval(tmp_path / "transport.ipynb", tmp_path, tmp_path / "cells.jsonl", 60, total_timeout=120)
+    rows = [json.loads(line) for line in (tmp_path / "cells.jsonl").read_text().splitlines()]
+    first, second = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    assert run == "finished" and [(r["cell"], r["outcome"]) for r in rows] == [(first, "passed"), (second, "failed")], (rows, tail)
+    assert "a cell that fails is recorded as failed" in rows[1]["message"], rows[1]

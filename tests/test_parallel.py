@@ -14,7 +14,12 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fo
 @linux_only
 def test_results_in_order_from_children_with_one_thread_each():
     offset = 100                                              # a closure over a local: nothing is pickled but results
-    out = map_on_cores(lambda x: (x * x + offset, os.getpid(), torch.get_num_threads()), range(7), processes=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)                      # as on a 2-core machine (`make test` runs this on one thread)
+    try:
+        out = map_on_cores(lambda x: (x * x + offset, os.getpid(), torch.get_num_threads()), range(7), processes=3)
+    finally:
+        torch.set_num_threads(threads)
     assert [r[0] for r in out] == [x * x + 100 for x in range(7)]
     assert os.getpid() not in {r[1] for r in out} and len({r[1] for r in out}) == 7, "one fresh child per item"
     assert {r[2] for r in out} == {1}

@@ -92,11 +92,11 @@ def budget_flag(seconds: float, budget: float) -> str:
     return ""
 
 
-def ipc_kernel_manager(socket_dir: str | Path, kernel_name: str = "python3"):
+def ipc_kernel_manager(socket_dir: str | Path, kernel_name: str = "python3", **options):
     """A Jupyter kernel manager whose kernel talks over Unix sockets in `socket_dir` instead of TCP ports. A kernel
     over TCP gets ports found free by binding port 0 and closing, which another process may take before the kernel
     binds them; Unix sockets have no such window (the tests run several at once). The path is absolute because the
     kernel may run in another folder than its client (a notebook's own folder)."""
     from jupyter_client.manager import KernelManager
 
-    return KernelManager(kernel_name=kernel_name, transport="ipc", ip=str(Path(socket_dir).resolve() / "k"))
+    return KernelManager(kernel_name=kernel_name, transport="ipc", ip=str(Path(socket_dir).resolve() / "k"), **options)
