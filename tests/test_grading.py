@@ -344,3 +344,36 @@ def test_a_file_name_that_is_not_utf8_gets_its_report_and_the_class_its_gradeboo
     assert rows[1]["submission"].startswith("bob\\xff_99_toy.ipynb~") and rows[1]["total"] == "2"
     bob = [p for p in (tmp_path / "g").glob("bob*")]
     assert sorted(p.suffix for p in bob) == [".json", ".md", ".xml"] and all(p.name.isprintable() for p in bob)
+
+
+def test_submissions_graded_side_by_side_share_the_cores_between_their_kernels(tmp_path, monkeypatch):
+    # jobs kernels compute at once (a submission's and its judge's take turns): each gets cores // jobs threads,
+    # unless the grader chose them; the limits each grade() is handed say so
+    import tools.grade as grading
+    from tools.kernel import Limits
+
+    seen = []
+    monkeypatch.setattr(grading, "grade", lambda path, *args, **kwargs: seen.append(args[5]) or
+                        grading.empty_report(path.name, "not graded here"))
+    (tmp_path / "subs").mkdir()
+    for name in ("a", "b"):
+        write(toy_notebook(), tmp_path / "subs" / f"{name}_01_toy.ipynb")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    limits = Limits(cell_seconds=30, sandbox={"processes": 64})
+    grading.grade_all(tmp_path / "subs", tmp_path, tmp_path / "out", jobs=2, limits=limits, resume=False)
+    assert [l.sandbox for l in seen] == [{"processes": 64, "threads": 4}] * 2 and seen[0].cell_seconds == 30, seen
+    assert limits.sandbox == {"processes": 64}, "the caller's limits were changed"
+    seen.clear()
+    grading.grade_all(tmp_path / "subs", tmp_path, tmp_path / "out", jobs=3, limits=None, resume=False)
+    assert [l.sandbox for l in seen] == [{"threads": 2}] * 2, seen
+    seen.clear()
+    grading.grade_all(tmp_path / "subs", tmp_path, tmp_path / "out", jobs=1, limits=limits, resume=False)
+    assert seen == [limits] * 2, "one at a time: the machine's threads"
+    seen.clear()
+    grading.grade_all(tmp_path / "subs", tmp_path, tmp_path / "out", jobs=2, limits=Limits(sandbox={"threads": 3}), resume=False)
+    assert [l.sandbox for l in seen] == [{"threads": 3}] * 2, seen
+    seen.clear()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    grading.grade_all(tmp_path / "subs", tmp_path, tmp_path / "out", jobs=2, limits=limits, resume=False)
+    assert seen == [limits] * 2, "the grader's OMP_NUM_THREADS is kept (the sandbox passes it on)"

@@ -190,3 +190,18 @@ def test_the_program_cannot_rewrite_its_own_memory_or_have_a_child_rewrite_it(tm
                           cwd=home if demote else ROOT, capture_output=True, text=True, timeout=60, preexec_fn=demote)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["child", "refused", "ORIGINAL", "self", "refused", "ORIGINAL"], done.stdout + done.stderr[-1000:]
+
+
+def test_threads_sets_the_program_s_omp_threads_and_bad_values_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")               # the grader's own, passed on unless threads is set
+    done, _ = sandboxed(tmp_path, 'echo "threads=$OMP_NUM_THREADS"', threads=1)
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "threads=1", (done.stdout, done.stderr)
+    for bad in (0, -2, 1.5, "2", True):
+        with pytest.raises(ValueError, match="sandbox setting threads must be a positive whole number or None"):
+            default_spec(threads=bad)
+
+
+def test_without_threads_the_program_keeps_the_grader_s_omp_threads(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    done, _ = sandboxed(tmp_path, 'echo "threads=$OMP_NUM_THREADS"')
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "threads=7", (done.stdout, done.stderr)

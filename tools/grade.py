@@ -23,7 +23,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
@@ -449,6 +449,20 @@ def fingerprint(submission: Path, grading: bytes) -> str:
     return hashlib.sha256(grading + content).hexdigest()
 
 
+def shared_cores(limits: Limits | None, jobs: int) -> Limits | None:
+    """`limits` with torch's threads per kernel set to the machine's cores shared among `jobs` submissions graded at
+    once, unless the grader chose them (OMP_NUM_THREADS, or the sandbox setting threads). Each submission's kernel
+    and its judge take turns, so `jobs` kernels compute at a time; with a two-thread OpenMP pool each on two cores,
+    their threads wait at every barrier for a descheduled partner (in `make test`'s unit phase, where gradings run
+    side by side, grading an untouched student edition of 07 took 74 s with two threads per kernel, 39 s with one,
+    and 20 s alone). A grade's fingerprint leaves the threads out: one thread or two grade alike."""
+    if jobs < 2 or "OMP_NUM_THREADS" in os.environ or (limits and "threads" in limits.sandbox):
+        return limits
+    limits = limits or Limits()
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    return replace(limits, sandbox={**limits.sandbox, "threads": threads})
+
+
 def grade_all(target: Path, instructor_dir: Path, out_dir: Path, jobs: int = 1, cell_timeout: int = 120,
               total_timeout: int = 1800, parameters: dict | None = None, limits: Limits | None = None,
               resume: bool = True, expected: str | None = None) -> list[dict]:
@@ -462,6 +476,7 @@ def grade_all(target: Path, instructor_dir: Path, out_dir: Path, jobs: int = 1, 
     out_dir.mkdir(parents=True, exist_ok=True)
     files = submission_files(target)
     grading = grading_digest(instructor_dir, parameters, limits, expected, (cell_timeout, total_timeout))
+    limits = shared_cores(limits, jobs)
 
     def one(path: Path) -> dict:
         digest = fingerprint(path, grading)

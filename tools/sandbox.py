@@ -83,11 +83,15 @@ def default_spec(**overrides) -> dict:
         "pythonpath": [],                 # folders the program's Python imports from first (course_utils' home)
         "uid": None,                      # when root: the user to run as (default: one drawn from SANDBOX_UIDS)
         "namespaces": True,               # False: as where Linux refuses them (tests of that path)
+        "threads": None,                  # OMP_NUM_THREADS, torch's threads per process (None: as the grader's own)
     }
     unknown = set(overrides) - set(spec)
     if unknown:
         raise ValueError(f"unknown sandbox settings: {sorted(unknown)}")
     spec.update(overrides)
+    threads = spec["threads"]
+    if threads is not None and (type(threads) is not int or threads < 1):
+        raise ValueError(f"sandbox setting threads must be a positive whole number or None, got {threads!r}")
     return spec
 
 
@@ -388,6 +392,8 @@ def run(spec: dict, argv: list[str]) -> None:
     env.update(HOME=home, TMPDIR=home, USER="student", MPLBACKEND="Agg", MPLCONFIGDIR=f"{home}/.matplotlib",
                IPYTHONDIR=f"{home}/.ipython", JUPYTER_RUNTIME_DIR=f"{home}/.jupyter", TQDM_DISABLE="1",
                PYTHONDONTWRITEBYTECODE="1", PYTHONNOUSERSITE="1")
+    if spec["threads"] is not None:
+        env["OMP_NUM_THREADS"] = str(spec["threads"])
     if private:                                     # its own PID namespace and /proc: every process there is the sandbox's
         env["WORKBOOK_PID_NAMESPACE"] = "1"
     if spec["pythonpath"]:
