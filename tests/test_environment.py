@@ -121,3 +121,18 @@ def test_install_runs_uv_with_pip_s_real_configuration_and_the_arguments_given(t
 def test_the_makefile_installs_through_tools_install():
     setup = (ROOT / "Makefile").read_text().split("\n$(STAMP):")[1].split("\n\n")[0]
     assert "$(PY) -m tools.install -r requirements.txt" in setup and "$(PY) -m tools.install --no-deps -e ." in setup, setup
+
+
+def test_install_stops_naming_the_problem_when_pip_cannot_read_its_configuration(tmp_path, monkeypatch):
+    # uv would otherwise install without this machine's settings (torch from the default index: a CUDA build)
+    import sys
+
+    import tools.install as install
+
+    broken = tmp_path / "pip.conf"
+    broken.write_text("[global\nfind-links = /opt/wheels\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(broken))
+    monkeypatch.delenv("WORKBOOK_INSTALLER", raising=False)
+    monkeypatch.setattr(install, "find_uv", lambda: Path(sys.executable))      # never reached
+    with pytest.raises(SystemExit, match="`pip config list` failed, so pip's settings cannot be handed to uv"):
+        install.main(["-r", "requirements.txt"])

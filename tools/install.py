@@ -87,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     if uv is None:
         print("tools.install: installing with pip (uv is not available here, or WORKBOOK_INSTALLER=pip)")
         return pip(args)
-    listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
-    settings = pip_settings(listing)
+    listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
+    if listing.returncode != 0:                          # pip itself would not install with this configuration
+        sys.exit(f"tools.install: `pip config list` failed, so pip's settings cannot be handed to uv:\n"
+                 f"{listing.stderr.strip()}")
+    settings = pip_settings(listing.stdout)
     # pip takes the best version any of its indexes offers; uv, by default, only the first index's that has the
     # package (this machine's local indexes hold some packages at other versions). Bytecode: as pip --no-compile,
     # uv leaves it to the first import (see the Makefile).
