@@ -75,37 +75,30 @@ def _patch_dead_kernel_wait() -> None:
 def _patch_kernel_transport() -> None:
     """nbval starts its kernel over TCP, on ports found free by binding port 0 and closing them, which another
     process may take before the kernel binds them (05's launches bind ports of their own while its kernel runs, and
-    `make test` runs nbval beside other tests' processes in tests/test_notebooks.py). Start it over Unix sockets in a
-    folder of this run's own instead (tools.notebooks.ipc_kernel_manager)."""
+    `make test` runs nbval beside other tests' processes in tests/test_notebooks.py). nbval's own start_new_kernel
+    builds its manager through the name KernelManager: that name now makes one over Unix sockets, in a folder of
+    this run's own (tools.notebooks.ipc_kernel_manager)."""
     import tempfile
+    from pathlib import Path
 
     import nbval.kernel
 
+    from tools.kernel import MAX_SOCKET_PATH
     from tools.notebooks import ipc_kernel_manager
 
-    if getattr(nbval.kernel.start_new_kernel, "_workbook_patched", False):
+    if getattr(nbval.kernel.KernelManager, "_workbook_patched", False):
         return
 
-    def start_new_kernel(startup_timeout=60, kernel_name="python", **kwargs):
-        # in the run's scratch folder (tools.nbval_run sets TMPDIR), unless that path is too long for a socket's
-        folder = tempfile.mkdtemp(prefix="k-")
-        if len(folder) > 80:                             # (a Unix socket's path: 107 bytes at most)
-            os.rmdir(folder)
-            folder = tempfile.mkdtemp(prefix="nbval-k-", dir="/tmp")
-        km = ipc_kernel_manager(folder, kernel_name, kernel_spec_manager=nbval.kernel.NbvalKernelspecManager())
-        km.start_kernel(**kwargs)
-        kc = km.client()
-        kc.start_channels()
-        try:
-            kc.wait_for_ready(timeout=startup_timeout)
-        except RuntimeError:
-            kc.stop_channels()
-            km.shutdown_kernel()
-            raise
-        return km, kc
+    def kernel_manager(kernel_name, **options):
+        # in the run's scratch folder (tools.nbval_run sets TMPDIR), unless a socket's path there would be too long
+        folder = Path(tempfile.mkdtemp(prefix="k-"))
+        if len(os.fsencode(folder / "k-99")) > MAX_SOCKET_PATH:
+            folder.rmdir()
+            folder = Path(tempfile.mkdtemp(prefix="nbval-k-", dir="/tmp"))
+        return ipc_kernel_manager(folder, kernel_name, **options)
 
-    start_new_kernel._workbook_patched = True
-    nbval.kernel.start_new_kernel = start_new_kernel
+    kernel_manager._workbook_patched = True
+    nbval.kernel.KernelManager = kernel_manager
 
 
 _patch_dead_kernel_wait()
