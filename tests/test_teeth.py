@@ -3,17 +3,19 @@ from tests.nbfactory import code, raw, toy_notebook, write
 from tools.teeth import PROBE_TAG, probe, with_teeth
 
 
-def test_probe_cell_goes_right_after_the_last_check(tmp_path):
+def test_probe_cell_goes_right_after_the_exercise_cell(tmp_path):
+    # so the notebook's own checks, after it, run once on the solution (no re-run of them to restore the kernel)
     probed = with_teeth(toy_notebook(), tmp_path / "rows.jsonl")
     tags = [c.metadata.get("tags", []) for c in probed.cells]
-    assert tags.index([PROBE_TAG]) == tags.index(["check-ex99.1.b"]) + 1 and sum(PROBE_TAG in t for t in tags) == 1
+    assert tags.index([PROBE_TAG]) == tags.index(["exercise-ex99.1"]) + 1 and sum(PROBE_TAG in t for t in tags) == 1
 
 
 def test_toy_notebook_has_teeth_and_the_failures_are_the_checks_own(tmp_path):
+    # errors == []: the notebook's own checks, after the probe, pass; so the probe left the solution in place
     (teeth,), errors = probe(write(toy_notebook(), tmp_path / "99_toy.ipynb"), cell_timeout=60)
     assert errors == [] and teeth.problems() == []
     by_name = {v.name: v for v in teeth.variants}
-    assert list(by_name) == ["stub", "wrong: adds instead of multiplying", "solution (restored)"]
+    assert list(by_name) == ["stub", "wrong: adds instead of multiplying"]
     assert by_name["stub"].failed == {"ex99.1": True, "ex99.1.b": True}
     assert {e["type"] for e in by_name["stub"].errors} == {"NotImplementedError"}
     wrong = by_name["wrong: adds instead of multiplying"]
@@ -23,7 +25,22 @@ def test_toy_notebook_has_teeth_and_the_failures_are_the_checks_own(tmp_path):
     assert wrong.errors == [{"check": "ex99.1", "type": "AssertionError", "message": "double(3) should be 6, got 5",
                              "assertion": True}]
     assert wrong.caught_by == ["ex99.1"]
-    assert by_name["solution (restored)"].failed == {"ex99.1": False, "ex99.1.b": False}
+
+
+def test_a_solution_that_fails_its_check_is_reported_with_the_check_s_message(tmp_path):
+    nb = toy_notebook()
+    nb.cells[5].source = "assert double(-1.5) == 3.0, f'double(-1.5) should be 3.0, got {double(-1.5)}'"   # a wrong check
+    (teeth,), errors = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
+    assert errors == ["cell 5 (check ex99.1.b, on the solution): AssertionError: double(-1.5) should be 3.0, got -3.0"]
+
+
+def test_an_exercise_cell_that_fails_when_run_again_fails_the_probe(tmp_path):
+    # the probe runs the exercise cell once more after the variants; a cell that cannot run twice says so
+    nb = toy_notebook()
+    nb.cells[2].source = "assert 'ran' not in globals(), 'ran twice'\nran = True\n" + nb.cells[2].source
+    _, errors = probe(write(nb, tmp_path / "99_toy.ipynb"), cell_timeout=60)
+    assert errors == ["probe cell: RuntimeError: the exercise cell, run again after the probe's variants, failed: "
+                      "AssertionError('ran twice')"], errors
 
 
 def test_a_wrong_answer_that_passes_every_check_is_a_problem(tmp_path):

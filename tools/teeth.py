@@ -1,14 +1,15 @@
 """Prove that every exercise's checks have teeth, in the same run that shows the notebook runs green.
 
-`with_teeth(nb, rows_path)` returns the notebook with probe cells inserted right after each exercise's last check
-cell. Each probe cell re-runs, in the same kernel, the span from the exercise cell to that last check with the
-solution region replaced (1) by the student stub, which must fail every check, (2) by each `wrong-...` raw cell,
-which must run without error in its own cell and fail at least one check by an assertion (AssertionError, which
-the check helpers raise; a NameError or TypeError inside a check is a crash, not a catch), and (3) by the
-solution again, which must pass every check (and leaves the kernel as the notebook expects for the cells after
-it; the probe also puts back the global random states and those of the generators the notebook's names hold, which
-a variant, or the checks the probe re-runs, may have drawn from). Each probe cell
-appends one JSON row per variant to `rows_path`: which checks failed, and how (exception type and message).
+`with_teeth(nb, rows_path)` returns the notebook with a probe cell inserted right after each exercise cell. Each
+probe cell runs, in the same kernel, the span from the exercise cell to its last check with the solution region
+replaced (1) by the student stub, which must fail every check, and (2) by each `wrong-...` raw cell, which must run
+without error in its own cell and fail at least one check by an assertion (AssertionError, which the check helpers
+raise; a NameError or TypeError inside a check is a crash, not a catch). Then it runs the exercise cell as written
+once more, so that the notebook's own cells after it (the rest of the span, the checks included) run on the
+solution as in a plain run: they are what shows that the solution passes every check. The probe also puts back the
+global random states and those of the generators the notebook's names hold, which a variant, or the checks the
+probe runs, may have drawn from. Each probe cell appends one JSON row per variant to `rows_path`: which checks
+failed, and how (exception type and message).
 
 So a single top-to-bottom run (nbval in `make test`, nbclient in `python -m tools.teeth`) holds both the
 notebook's own claims at its default sizes and its exercises' teeth, instead of a second run of the notebook.
@@ -66,6 +67,24 @@ def _workbook_teeth(rows_path, exercise, variant, cells, until_caught=False, unt
         f.write(json.dumps({"exercise": exercise, "variant": variant, "failed": failed, "errors": errors}) + "\\n")
 
 
+def _workbook_solution(source):
+    """Run the exercise cell as the notebook has it again, after the variants: the notebook's cells that follow
+    (its checks) then see the solution. A failure here fails the probe cell, with the exercise cell's error."""
+    from IPython import get_ipython
+    from IPython.utils.capture import capture_output
+    shell = get_ipython()
+    shown = shell._showtraceback              # one error for the probe cell: the one raised below
+    shell._showtraceback = lambda *args, **kwargs: None
+    try:
+        with capture_output():
+            result = shell.run_cell(source, store_history=False)
+    finally:
+        shell._showtraceback = shown
+    error = result.error_before_exec or result.error_in_exec
+    if error is not None:
+        raise RuntimeError(f"the exercise cell, run again after the probe's variants, failed: {error!r}") from error
+
+
 def _workbook_random_state():
     """The global random states (random, NumPy, torch and its GPUs) and those of the generators the notebook's names
     hold (a `gen = torch.Generator()` that check cells draw from): the probe puts them back when it is done, so that
@@ -111,7 +130,7 @@ def _workbook_restore_random_state(state):
 
 @dataclass
 class Variant:
-    name: str                      # "stub", "wrong: <reason>" or "solution (restored)"
+    name: str                      # "stub" or "wrong: <reason>"
     failed: dict[str, bool]        # check id -> did any of its cells raise
     errors: list[dict] = field(default_factory=list)   # {"check", "type", "message", "assertion"} per raising cell
 
@@ -131,13 +150,11 @@ class ExerciseTeeth:
     def problems(self) -> list[str]:
         out = []
         names = [v.name for v in self.variants]
-        if "stub" not in names or "solution (restored)" not in names:
+        if "stub" not in names:
             out.append(f"{self.id}: the probe did not run every variant (ran {names})")
         for v in self.variants:
             failed = [c for c, f in v.failed.items() if f]
-            if v.name == "solution (restored)" and failed:
-                out.append(f"{self.id}: with the solution restored these checks fail: {failed} ({v.errors})")
-            elif v.name == "stub" and len(failed) != len(v.failed):
+            if v.name == "stub" and len(failed) != len(v.failed):
                 out.append(f"{self.id}: with the stub these checks still pass: {[c for c, f in v.failed.items() if not f]}")
             elif v.name.startswith("wrong") and any(e["check"] is None for e in v.errors):
                 crash = next(e for e in v.errors if e["check"] is None)
@@ -154,7 +171,7 @@ class ExerciseTeeth:
         if self.every_check and wrongs:
             catching = {c for v in wrongs for c in v.caught_by}
             # every check of the exercise (the stub runs them all), not only those the wrong answers reached
-            checks = sorted({c for v in self.variants if v.name in ("stub", "solution (restored)") for c in v.failed}
+            checks = sorted({c for v in self.variants if v.name == "stub" for c in v.failed}
                             | {c for v in wrongs for c in v.failed})
             for check in checks:
                 if check not in catching:
@@ -175,13 +192,12 @@ def _span(nb, ex: Exercise, exercise_source: str) -> list[tuple[str | None, str]
 
 
 def variants_of(nb, ex: Exercise) -> list[tuple[str, str]]:
-    """(name, exercise cell source) of each variant the probe runs, in order: stub, wrong answers, solution."""
+    """(name, exercise cell source) of each variant the probe runs, in order: the stub, then the wrong answers."""
     original = nb.cells[ex.cell].source
     out = [("stub", replace_solutions(original, lambda indent: stub_lines(ex.id)))]
     for w in ex.wrong:
         why = nb.cells[w].source.splitlines()[0].lstrip("# ").strip() if nb.cells[w].source.strip() else ""
         out.append((f"wrong: {why or f'cell {w}'}", wrong_answer_source(nb, ex, w)))
-    out.append(("solution (restored)", original))
     return out
 
 
@@ -192,10 +208,12 @@ def _probe_cell(source: str) -> nbformat.NotebookNode:
 
 
 def with_teeth(nb, rows_path: str | Path):
-    """A copy of `nb` with a probe cell for each exercise right after its last check cell (see the module doc)."""
+    """A copy of `nb` with a probe cell for each exercise right after its exercise cell (see the module doc). The
+    notebook's own cells from there to the exercise's last check then run once, on the solution, as in a plain run;
+    a probe after the checks would have to run them once more for the solution, to leave the kernel as they do."""
     exercises = find_exercises(nb)
     every_check = set(every_check_exercises(nb))
-    after = {ex.last_check: ex for ex in exercises}
+    after = {ex.cell: ex for ex in exercises}
     out = copy.deepcopy(nb)
     out.cells = []
     runner_defined = False
@@ -212,6 +230,7 @@ def with_teeth(nb, rows_path: str | Path):
         runner_defined = True
         out.cells.append(_probe_cell(f"# Teeth probe of {ex.id} (inserted by tools.teeth)\n{head}"
                                      "_workbook_random = _workbook_random_state()\n" + "\n".join(calls)
+                                     + f"\n_workbook_solution({cell.source!r})"
                                      + "\n_workbook_restore_random_state(_workbook_random)"))
     return out
 
@@ -244,12 +263,13 @@ def read_rows(nb, rows_path: str | Path) -> list[ExerciseTeeth]:
 
 
 def probe(path: Path, cell_timeout: int = 600, parameters: dict | None = None) -> tuple[list[ExerciseTeeth], list[str]]:
-    """Run the notebook with its probe cells (nbclient); returns the per-exercise results and the errors of cells
-    that are not checks. `parameters` override the parameters cell (e.g. its quick sizes)."""
+    """Run the notebook with its probe cells (nbclient); returns the per-exercise results and the errors of the
+    notebook's own cells (a check cell's error: the solution fails that check) and of the probe cells. `parameters`
+    override the parameters cell (e.g. its quick sizes)."""
     from nbclient import NotebookClient
 
     nb = with_parameters(read(path), parameters)
-    checks = {i for ex in find_exercises(nb) for cells in ex.checks.values() for i in cells}
+    checks = {i: cid for ex in find_exercises(nb) for cid, cells in ex.checks.items() for i in cells}
     with tempfile.TemporaryDirectory(prefix="teeth-") as tmp:
         rows = Path(tmp) / "teeth.jsonl"
         probed = with_teeth(nb, rows)
@@ -260,8 +280,10 @@ def probe(path: Path, cell_timeout: int = 600, parameters: dict | None = None) -
         for cell in probed.cells:
             is_probe = PROBE_TAG in cell.metadata.get("tags", [])
             for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
-                if o.get("output_type") == "error" and (is_probe or original not in checks):
-                    errors.append(f"{'probe cell' if is_probe else f'cell {original}'}: {o.get('ename')}: {o.get('evalue')}")
+                if o.get("output_type") == "error":
+                    where = ("probe cell" if is_probe else f"cell {original} (check {checks[original]}, on the solution)"
+                             if original in checks else f"cell {original}")
+                    errors.append(f"{where}: {o.get('ename')}: {o.get('evalue')}")
             original += 0 if is_probe else 1
         return read_rows(nb, rows), errors
 
