@@ -15,7 +15,7 @@ does not list runs after the listed ones, and the order of tests inside a file n
 SECONDS = {
     "test_distributed.py": 100,
     "test_hostile_submissions.py": 110,
-    "test_hostile_workers.py": 75,
+    "test_hostile_workers.py": 82,
     "test_colab.py": 78,
     "test_lab_browser.py": 50,
     "test_notebooks.py": 34,

@@ -96,3 +96,48 @@ EXPECTED = {            # the judge's workers' environment and files are not the
     "ends its worker process": ["the submission's worker of rank"],
     "its kernel refuses to start workers": ["did not start its workers: no workers here"],
 }
+
+
+# Session 42: a check whose workers draw each rank's data from the notebook's own formula, which the submission's
+# kernel runs as well. A function that must sum every rank's number could rebuild the others' from that formula
+# instead of receiving them (05's `common.check_input`, and its training checks' `make_batch`). The grader sets a
+# seed drawn for each grading in the judge's kernel only (tools.judge.CHECK_SEED_ENV), which the formula mixes in: the
+# judge's workers draw data the submission's processes cannot compute.
+DATA94 = ("import os\nimport torch\n\n\ndef data(rank):\n"
+          "    seed = int(os.environ.get('WORKBOOK_CHECK_SEED', '0'))   # 0 in a plain run\n"
+          "    return float(torch.randint(1, 10**6, (1,), generator=torch.Generator().manual_seed((seed + rank) % 2**32)))\n")
+WORKER94 = ("from course_utils.distributed import finish_worker, init_worker, report\nfrom data94 import data\n"
+            "from notebook94 import total\n"
+            "w = init_worker(device='cpu')\nreport({'rank': w.rank, 'out': float(total(data(w.rank)))})\nfinish_worker()\n")
+SEEDED_TOY = (
+    ("import sys, pathlib, tempfile\nfrom course_utils import check_equal\n"
+     "from course_utils.distributed import launch, write_module\n"
+     "WORK = pathlib.Path(tempfile.mkdtemp(prefix='toy94-'))\nsys.path.insert(0, str(WORK))\n"
+     f"(WORK / 'data94.py').write_text({DATA94!r})\n(WORK / 'sum94.py').write_text({WORKER94!r})", ()),
+    ("def total(x):\n    '''The sum of x over the ranks.'''\n    ### BEGIN SOLUTION\n    import torch, torch.distributed as dist\n"
+     "    t = torch.tensor([float(x)], dtype=torch.float64)\n    dist.all_reduce(t)\n    return t.item()\n    ### END SOLUTION",
+     ("exercise-ex94.1",)),
+    ("import data94\nwrite_module(WORK / 'notebook94.py', total)\nrun = launch(WORK / 'sum94.py', 2, timeout=90, check=False)\n"
+     "expected = data94.data(0) + data94.data(1)\n"
+     "check_equal({r: [row['out'] for row in rows] for r, rows in run.results.items()}, {0: [expected], 1: [expected]}, "
+     "'what each rank reported: the sum of both ranks\\' numbers', hint=run.output[-1000:])", ("check-ex94.1",)),
+)
+REBUILDS = "rebuilds the other rank's number from the notebook's own formula instead of receiving it"
+SEEDED_ANSWERS = {
+    CORRECT: SEEDED_TOY[1][0],
+    REBUILDS: "def total(x):\n    import data94\n    return data94.data(0) + data94.data(1)\n",
+}
+
+
+@pytest.fixture(scope="module")
+def seeded_toy(tmp_path_factory):
+    return grade_toy(tmp_path_factory.mktemp("seeded"), SEEDED_TOY, "94_seeded.ipynb", SEEDED_ANSWERS,
+                     Limits(cell_seconds=60, total_seconds=120))
+
+
+def test_check_data_drawn_from_the_judge_s_seed_cannot_be_rebuilt_by_the_submission(seeded_toy):
+    correct, rebuilt = seeded_toy[CORRECT], seeded_toy[REBUILDS]
+    assert (correct["score"], correct["total"], correct["run"]) == (1, 1, "finished"), (correct["checks"], correct["errors"])
+    assert (rebuilt["score"], rebuilt["total"]) == (0, 1), rebuilt["checks"]
+    (check,) = rebuilt["checks"]
+    assert "what each rank reported: the sum of both ranks' numbers" in check["message"], check["message"][-2000:]

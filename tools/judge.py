@@ -29,6 +29,7 @@ NumPy got past it, and that mode is gone.)
 from __future__ import annotations
 
 import os
+import secrets
 import selectors
 import socket
 import struct
@@ -44,6 +45,12 @@ CALL_LIMIT = 128 << 20                   # bytes of one call or of one reply
 SESSION_GRACE = 1.0                      # seconds a serving cell has to end by itself once its cell has ended
 
 # Installed once in each kernel as a module of its own (the repository's tools package is not in either sandbox).
+# The environment variable that holds the judge's check seed: a number drawn for each grading and set in the judge's
+# kernel only (so in the workers it launches, and nowhere the submission's code runs). Check data drawn from it (05's
+# `common.check_input` and the data of its training checks) cannot be rebuilt by the submission: a rank's function
+# must receive the other ranks' data, not compute it from the notebook's own formula. Unset, as in a plain run, it is 0.
+CHECK_SEED_ENV = "WORKBOOK_CHECK_SEED"
+
 INSTALL = ("import sys as _s, types as _t\n"
            "_m = _t.ModuleType('workbook_wire')\n"
            "_s.modules['workbook_wire'] = _m\n"
@@ -403,7 +410,9 @@ def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidde
         boot_timeout = max(limits.cell_seconds, 120)
         for kernel, then, who in ((submission, "", "the kernel"),
                                   (judge, f"_m.CLIENT = _m.Client({relay.judge_path!r}, {CALL_LIMIT}, get_ipython().user_ns, "
-                                         f"workers={relay.workers_path!r})", "the judge")):
+                                         f"workers={relay.workers_path!r})\n"
+                                         f"__import__('os').environ[{CHECK_SEED_ENV!r}] = '{secrets.randbelow(2**32 - 1) + 1}'",
+                                   "the judge")):
             boot = kernel.run(INSTALL.format(source=WIRE_SOURCE, then=then), timeout=boot_timeout)
             if boot.status != "ok":
                 outcome["run"] = (kernel.dead_reason if not kernel.alive() else
