@@ -879,6 +879,40 @@ def test_a_hello_for_another_launch_or_of_absurd_size_takes_no_rank(tmp_path):
     relay.sub_workers_server.close()
 
 
+def test_an_empty_hello_is_hung_up_on_at_once_not_held_until_the_deadline(tmp_path):
+    # a hello announcing 0 bytes can never name a rank: it frees its pending slot at once (until session 42 it stayed
+    # pending, one of the 2 x world slots, until HELLO_SECONDS had passed)
+    from tools.judge import Relay
+
+    relay = Relay.__new__(Relay)
+    relay.closed, relay.worker_conns, relay.groups_changed = False, [], threading.Condition()
+    group = {0: None}
+    relay.groups = {"L": group}
+    relay.sub_workers_server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    relay.sub_workers_server.bind(str(tmp_path / "workers"))
+    relay.sub_workers_server.listen(8)
+    relay.HELLO_SECONDS = 5.0
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(tmp_path / "workers"))
+    client.sendall(struct.pack(">Q", 0))
+    collecting = threading.Thread(target=relay._collect_workers, args=("L", group, 1))
+    collecting.start()
+    client.settimeout(2.0)
+    try:
+        try:
+            got = client.recv(1)
+        except TimeoutError:
+            got = "nothing after 2 s"
+        assert got == b"", f"the empty hello is hung up on, while the collection waits for rank 0: got {got!r}"
+        assert collecting.is_alive(), "the collection still waits for rank 0"
+    finally:
+        relay.closed = True
+        collecting.join()
+        client.close()
+        relay.sub_workers_server.close()
+    assert group[0] is False
+
+
 def test_a_message_takes_memory_as_it_arrives_not_for_the_size_it_announces():
     import tracemalloc
 

@@ -103,9 +103,9 @@ class Relay:
         self.session_result = None        # how the last session's cell ended
         self.active = False               # True while one of the judge's cells runs: only then may a session start
         self.closed = False
-        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread = threading.Thread(target=self._accept, args=(self.judge_server, self._serve_judge), daemon=True)
         self.thread.start()
-        threading.Thread(target=self._loop_workers, daemon=True).start()
+        threading.Thread(target=self._accept, args=(self.workers_server, self._serve_worker), daemon=True).start()
         self.collecting = threading.Lock()    # one launch at a time takes connections on the submission's socket
 
     # -- the submission's serving sessions -------------------------------------------------------------------
@@ -164,15 +164,21 @@ class Relay:
                 self.submission.interrupt()
                 session.join()
 
-    # -- the judge's calls -----------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        """Accept the judge's connections: its own, a new one after an interrupted call, one per forked child."""
+    def _accept(self, server: socket.socket, serve) -> None:
+        """Serve each connection to one of the judge's sockets in a thread of its own: on `judge_server` the judge's
+        kernel (its own connection, a new one after an interrupted call, one per forked child), on `workers_server`
+        its workers' proxies. Until the relay closes (which closes the server, so accept raises)."""
         while not self.closed:
             try:
-                conn, _ = self.judge_server.accept()
+                conn, _ = server.accept()
             except OSError:
-                return
-            threading.Thread(target=self._serve_judge, args=(conn,), daemon=True).start()
+                if self.closed:
+                    return
+                time.sleep(0.1)                          # (out of file descriptors, say: try again)
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    # -- the judge's calls -----------------------------------------------------------------------------------
 
     def _serve_judge(self, conn) -> None:
         with conn:
@@ -196,16 +202,6 @@ class Relay:
                     return
 
     # -- workers -----------------------------------------------------------------------------------------------
-    def _loop_workers(self) -> None:
-        while not self.closed:
-            try:
-                conn, _ = self.workers_server.accept()
-            except OSError:
-                if self.closed:
-                    return
-                time.sleep(0.1)                          # (out of file descriptors, say: try again)
-                continue
-            threading.Thread(target=self._serve_worker, args=(conn,), daemon=True).start()
 
     def _collect_workers(self, launch: str, group: dict, world: int) -> None:
         """Take the connections of the submission's workers for one launch, each saying its launch and rank first,
@@ -221,6 +217,10 @@ class Relay:
             selector.unregister(conn)
             pending.pop(conn, None)
             _hang_up(conn)
+
+        def announced(got: bytes):
+            """The size a hello announces in its first 8 bytes, once they have come."""
+            return struct.unpack(">Q", got[:8])[0] if len(got) >= 8 else None
 
         try:
             while not self.closed and any(c is None for c in group.values()):
@@ -242,7 +242,7 @@ class Relay:
                         selector.register(conn, selectors.EVENT_READ, conn)
                         continue
                     conn, got = key.data, pending[key.data]
-                    size = struct.unpack(">Q", got[:8])[0] if len(got) >= 8 else None    # the hello's, once known
+                    size = announced(got)
                     need = 8 if size is None else 8 + size
                     try:
                         chunk = conn.recv(min(need - len(got), 1 << 12))
@@ -254,10 +254,10 @@ class Relay:
                         drop(conn)
                         continue
                     got = pending[conn] = got + chunk
-                    size = struct.unpack(">Q", got[:8])[0] if len(got) >= 8 else None
-                    if size is not None and size > 1 << 12:
-                        drop(conn)                      # a hello over 4 KiB
-                    elif size is not None and len(got) == 8 + size and size:
+                    size = announced(got)
+                    if size is not None and not 0 < size <= 1 << 12:
+                        drop(conn)                      # an empty hello, or one over 4 KiB
+                    elif size is not None and len(got) == 8 + size:
                         try:
                             hello, _ = parse_body(got[8:])
                         except WireError:
