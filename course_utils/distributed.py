@@ -200,9 +200,7 @@ def failures_of(results_dir: str | Path) -> list[Failure]:
         last = max(r["attempt"] for r in records)
         records = [r for r in records if r["attempt"] == last]
     out = {}
-    for r in sorted(records, key=lambda r: r["time_ns"]):   # should a rank leave several records, its earliest
-        if r["rank"] in out:
-            continue
+    for r in records:                                     # one per rank and attempt (worker_entry names the file so)
         what = f"{r['type']}: {r['message']}" if r["message"] else r["type"]
         consequence = r["dist_error"] or bool(PEER_ERROR.search(r["message"]))
         out[r["rank"]] = Failure(r["rank"], r["node"], r["local_rank"], r["time_ns"] / 1e9, what, r["traceback"],

@@ -293,23 +293,6 @@ def test_only_the_last_attempt_counts_and_a_signal_can_be_the_cause(tmp_path):
     assert text.splitlines()[0].endswith("(SIGKILL)") and "terminate called" in text and "Connection reset" in text
 
 
-def test_a_rank_s_earliest_record_is_its_failure(tmp_path):
-    import json
-
-    from course_utils.distributed import failures_of
-
-    # should a rank leave several records (a refusal recorded before the error it leads to, say), the earliest is
-    # its failure, whichever way the files' names sort
-    for name, when, message in (("error-rank0-attempt0.json", 5_000, "[Errno 9] Bad file descriptor"),
-                                ("error-rank0-attempt0-guard1.json", 1_000, "the notebook's code may not use open()"),
-                                ("error-rank0-attempt0-guard2.json", 3_000, "a later refusal")):
-        (tmp_path / name).write_text(json.dumps(
-            {"rank": 0, "local_rank": 0, "node": 0, "attempt": 0, "pid": 1, "time_ns": when, "type": "RuntimeError",
-             "message": message, "dist_error": False, "traceback": ""}))
-    (failure,) = failures_of(tmp_path)
-    assert failure.what == "RuntimeError: the notebook's code may not use open()", failure.what
-
-
 def test_error_from_output_is_the_fallback_without_records():
     from course_utils.distributed import _error_from_output
 
