@@ -1747,13 +1747,21 @@ class Client:
     def apply(name, target, new):
         """Make the caller's object what the function left it: the in-place changes of a call."""
         torch, np = _torch(), _numpy()
+
+        def fits(value, like, kind):
+            """`value` is exactly a `kind` (torch.Tensor, np.ndarray) of `like`'s shape and dtype."""
+            return type(value) is kind and value.shape == like.shape and value.dtype == like.dtype
+
+        def became(value):
+            return f"(to {tuple(getattr(value, 'shape', ()))}, {getattr(value, 'dtype', type(value).__name__)})"
+
         if type(target) is tuple and target[0] == "rebound":   # given other memory: `t.data = new` here too
             tensor = target[1]
             if not isinstance(tensor, torch.Tensor):
                 raise WireError("a tensor's new memory for something that is not a tensor")
-            if type(new) is not torch.Tensor or new.shape != tensor.shape or new.dtype != tensor.dtype:
+            if not fits(new, tensor, torch.Tensor):
                 raise SubmissionError(f"{name} gave a tensor it was handed other memory of another shape or dtype "
-                                      f"(to {getattr(new, 'shape', '?')}, {getattr(new, 'dtype', '?')})")
+                                      f"{became(new)}")
             tensor.data = new.detach().to(tensor.device)
         elif type(target) is tuple:                    # ("grad", a leaf tensor the judge handed)
             leaf = target[1]
@@ -1761,11 +1769,11 @@ class Client:
                 raise WireError("a gradient of something that is not a leaf tensor requiring grad")
             if new is None:
                 leaf.grad = None
-            elif type(new) is not torch.Tensor or new.shape != leaf.shape or new.dtype != leaf.dtype:
+            elif not fits(new, leaf, torch.Tensor):
                 raise SubmissionError(f"{name} set the gradient of a tensor of shape {tuple(leaf.shape)} and dtype "
                                       f"{leaf.dtype} to one of shape {tuple(getattr(new, 'shape', ()))} and dtype "
                                       f"{getattr(new, 'dtype', type(new).__name__)}")
-            elif leaf.grad is not None and leaf.grad.shape == new.shape and leaf.grad.dtype == new.dtype:
+            elif leaf.grad is not None and fits(new, leaf.grad, torch.Tensor):
                 with torch.no_grad():
                     leaf.grad.copy_(new)               # in place: whatever holds the gradient sees it
             else:
@@ -1773,9 +1781,9 @@ class Client:
         elif torch is not None and isinstance(target, torch.optim.Optimizer):
             Client.apply_optimizer(name, target, new)
         elif torch is not None and isinstance(target, torch.Tensor):
-            if type(new) is not torch.Tensor or new.shape != target.shape or new.dtype != target.dtype:
+            if not fits(new, target, torch.Tensor):
                 raise SubmissionError(f"{name} changed the shape or dtype of a tensor it was handed, in place "
-                                      f"(to {getattr(new, 'shape', '?')}, {getattr(new, 'dtype', '?')})")
+                                      f"{became(new)}")
             with torch.no_grad():
                 target.copy_(new)
         elif torch is not None and isinstance(target, torch.Generator):
@@ -1783,8 +1791,9 @@ class Client:
                 raise WireError("a generator's state that is not one")
             target.set_state(new.get_state())
         elif np is not None and isinstance(target, np.ndarray):
-            if type(new) is not np.ndarray or new.shape != target.shape or new.dtype != target.dtype:
-                raise SubmissionError(f"{name} changed the shape or dtype of an array it was handed, in place")
+            if not fits(new, target, np.ndarray):
+                raise SubmissionError(f"{name} changed the shape or dtype of an array it was handed, in place "
+                                      f"{became(new)}")
             target[...] = new
         elif type(target) is list and type(new) is list:
             target[:] = new
