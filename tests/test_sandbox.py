@@ -69,9 +69,30 @@ def test_without_namespaces_the_rest_still_applies_and_the_status_says_so(tmp_pa
     assert wrote == "wrote", done.stdout + done.stderr
     assert uid != "0" and home.startswith(str(tmp_path / "root")) and wrote == "wrote"
     assert nproc.isdigit() and int(nproc) < 100_000, f"no process limit: {nproc}"
-    assert status["off"]["namespaces: pid, network"] == "turned off by the sandbox settings"
+    assert status["off"]["namespaces: pid, network, ipc"] == "turned off by the sandbox settings"
     assert any(k.startswith("private root") for k in status["off"])
     assert any(p.startswith("unprivileged user of its own") for p in status["on"])
+
+
+def test_shared_memory_the_program_makes_is_its_own_and_ends_with_it(tmp_path):
+    # red team, session 42: on the host's IPC namespace a System V segment outlived the grading, a note from one
+    # submission to the next (a hidden check's inputs reached a later submission's feedback) and memory held after
+    # the grader exited
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    key = 0x5EC0000 + os.getpid() % 0xFFFF
+    libc.shmget.restype = ctypes.c_int
+    make = (f"python3 -c 'import ctypes; libc = ctypes.CDLL(None); "
+            f"print(libc.shmget(ctypes.c_int({key}), ctypes.c_size_t(4096), ctypes.c_int(0o1666)))'")
+    done, status = sandboxed(tmp_path, make)
+    if any(k.startswith("namespaces") for k in status["off"]):
+        pytest.skip(f"Linux refuses this user namespaces here: {status['off']}")
+    assert done.returncode == 0 and int(done.stdout.split()[-1]) >= 0, done.stdout + done.stderr   # it made one
+    left = libc.shmget(ctypes.c_int(key), ctypes.c_size_t(0), ctypes.c_int(0))
+    if left >= 0:
+        libc.shmctl(ctypes.c_int(left), ctypes.c_int(0), None)              # IPC_RMID: not left on this machine
+    assert left == -1, f"the program's shared memory segment (key {key:#x}) is on the host after it ended"
 
 
 def test_all_its_processes_together_stay_within_the_sandbox_memory(tmp_path):

@@ -3,7 +3,7 @@
     python -m tools.sandbox SPEC.json -- PROGRAM ARGS...
 
 SPEC (JSON, written by the grader) says what the program may see and use. The launcher (this process, trusted)
-unshares user (when not root), mount, network and PID namespaces and forks the namespace's first process, which
+unshares user (when not root), mount, network, IPC and PID namespaces and forks the namespace's first process, which
     - builds a new root file system on a tmpfs holding only read-only views of what a notebook needs (the system's
       /usr, /lib, /etc..., the Python installation, the virtual environment, `course_utils` and `data` at their own
       paths) plus a size-limited scratch folder (its home and working folder) and the grader's socket folder;
@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWIPC = 0x08000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE = 1, 38, 4
@@ -340,12 +341,15 @@ def run(spec: dict, argv: list[str]) -> None:
         status.attempt(whole, lambda: _join_cgroup(spec))
     else:
         status.off[whole] = "not root: no cgroup to create (each process is still limited on its own)"
-    flags = CLONE_NEWPID | CLONE_NEWNET | (0 if root_user else CLONE_NEWUSER)
+    # IPC: System V shared memory, semaphores and message queues of its own, gone with the namespace. On the host's,
+    # a segment outlives the grading (red team, session 42: one submission left a note that the next one read, and
+    # 64 MiB held after the grader had exited).
+    flags = CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | (0 if root_user else CLONE_NEWUSER)
     def isolate():
         if not spec["namespaces"]:
             raise OSError("turned off by the sandbox settings")
         _call("unshare", ctypes.c_int(flags))
-    isolated = status.attempt("namespaces: pid, network" + ("" if root_user else ", user"), isolate)
+    isolated = status.attempt("namespaces: pid, network, ipc" + ("" if root_user else ", user"), isolate)
     if isolated and not root_user:
         isolated = status.attempt("user namespace id maps", lambda: _write_ids(uid, gid))
     first = os.fork()                                   # pid 1 of the new PID namespace, when there is one
