@@ -95,6 +95,26 @@ def test_shared_memory_the_program_makes_is_its_own_and_ends_with_it(tmp_path):
     assert left == -1, f"the program's shared memory segment (key {key:#x}) is on the host after it ended"
 
 
+def test_the_program_cannot_keep_a_note_in_the_kernel_s_keyrings(tmp_path):
+    # red team, session 42: a key added to the user's keyring outlived the sandbox, and a later one given the same uid
+    # (a root grader draws it from a pool) read it back
+    import platform
+
+    numbers = {"x86_64": (248, 249, 250), "aarch64": (217, 218, 219)}      # add_key, request_key, keyctl
+    if platform.machine() not in numbers:
+        pytest.skip(f"no system call numbers for {platform.machine()}")
+    add_key, request_key, keyctl = numbers[platform.machine()]
+    script = ("import ctypes; libc = ctypes.CDLL(None, use_errno=True); "
+              f"r = libc.syscall({add_key}, b'user', b'note', b'from one grading', 16, -4); e = ctypes.get_errno(); "
+              f"s = libc.syscall({request_key}, b'user', b'note', None, 0); f = ctypes.get_errno(); "
+              f"k = libc.syscall({keyctl}, 0, -4, 0); g = ctypes.get_errno(); print(r, e, s, f, k, g)")
+    done, status = sandboxed(tmp_path, f"{sys.executable} -c \"{script}\"")
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = [int(x) for x in done.stdout.split()]
+    assert results == [-1, 1, -1, 1, -1, 1], f"add_key, request_key, keyctl: (result, errno) {results}: not all refused (EPERM)"
+    assert any("keyrings" in p for p in status["on"]), status
+
+
 def test_all_its_processes_together_stay_within_the_sandbox_memory(tmp_path):
     # Each process is limited on its own (address space), so forking multiplies what a program may take; the
     # sandbox's cgroup bounds them all together: 4 children touching 400 MB each do not all fit in 1 GiB.

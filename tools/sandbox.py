@@ -9,7 +9,8 @@ unshares user (when not root), mount, network, IPC and PID namespaces and forks 
       paths) plus a size-limited scratch folder (its home and working folder) and the grader's socket folder;
       pivot_root then detaches the old root, so the instructor notebooks, hidden checks, other submissions, other
       reports and the grader's files are not there to read or write; everything it can write is mounted noexec, and
-      a seccomp filter refuses anonymous memory files (memfd), so it cannot load native code of its own;
+      a seccomp filter refuses anonymous memory files (memfd), so it cannot load native code of its own, and the
+      kernel's keyrings, which would outlive the grading;
     - mounts a /proc of its own (the PID namespace: no process outside the sandbox can be seen or signalled, and
       when the sandbox's first process ends every process the submission started ends with it);
     - brings the loopback interface up in an empty network namespace (no route out; torch.distributed on 127.0.0.1
@@ -235,30 +236,34 @@ def _new_root(spec: dict) -> None:
     os.rmdir("/.old-root")
 
 
-# memfd_create's number and the audit architecture seccomp sees, per machine
-MEMFD_CREATE = {"x86_64": (319, 0xC000003E), "aarch64": (279, 0xC00000B7)}
+# The audit architecture seccomp sees, and the system calls the filter refuses, per machine: memfd_create, then
+# add_key, request_key and keyctl.
+REFUSED_CALLS = {"x86_64": (0xC000003E, (319, 248, 249, 250)), "aarch64": (0xC00000B7, (279, 217, 218, 219))}
 
 
-def _no_memory_files() -> None:
-    """A seccomp filter that answers memfd_create with EPERM. An anonymous memory file lives on no mount, so noexec
-    does not cover it, and a library written into one could be loaded (vm.memfd_noexec only stops execve, not a
-    loader's executable mapping). Nothing the notebooks run needs one. Inherited by every child, kept across exec."""
+def _refuse_calls() -> None:
+    """A seccomp filter that answers a few system calls with EPERM; inherited by every child, kept across exec.
+    memfd_create: an anonymous memory file lives on no mount, so noexec does not cover it, and a library written
+    into one could be loaded (vm.memfd_noexec only stops execve, not a loader's executable mapping). The kernel's
+    keyrings (add_key, request_key, keyctl): a user's keyring outlives the grading, and a later sandbox given the
+    same uid reads it (red team, session 42: a note from one grading to the next). Nothing the notebooks run needs
+    either."""
     machine = platform.machine()
-    if machine not in MEMFD_CREATE:
-        raise OSError(f"memfd_create's system call number on {machine} is not known here")
-    number, arch = MEMFD_CREATE[machine]
+    if machine not in REFUSED_CALLS:
+        raise OSError(f"the system call numbers on {machine} are not known here")
+    arch, numbers = REFUSED_CALLS[machine]
+    numbers = [n for number in numbers for n in (number, number | 0x40000000)]   # and x32's numbering of each
     LD_ABS, JEQ, RET = 0x20, 0x15, 0x06                       # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
     ALLOW, EPERM = 0x7FFF0000, 0x00050000 | 1                 # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    k = len(numbers)
     program = [(LD_ABS, 0, 0, 4),                             # the architecture
-               (JEQ, 0, 4, arch),                             # another one (a 32-bit call): allow
-               (LD_ABS, 0, 0, 0),                             # the system call's number
-               (JEQ, 1, 0, number),
-               (JEQ, 0, 1, number | 0x40000000),              # x32's numbering of the same call
-               (RET, 0, 0, EPERM),
-               (RET, 0, 0, ALLOW)]
+               (JEQ, 0, k + 1, arch),                         # another one (a 32-bit call): allow
+               (LD_ABS, 0, 0, 0)]                             # the system call's number
+    program += [(JEQ, k - i, 0, n) for i, n in enumerate(numbers)]   # one of them: refuse
+    program += [(RET, 0, 0, ALLOW), (RET, 0, 0, EPERM)]
     filters = (ctypes.c_ubyte * (8 * len(program)))()
-    for i, (code, jt, jf, k) in enumerate(program):
-        struct.pack_into("HBBI", filters, 8 * i, code, jt, jf, k)
+    for i, (code, jt, jf, k_) in enumerate(program):
+        struct.pack_into("HBBI", filters, 8 * i, code, jt, jf, k_)
     fprog = struct.pack("HxxxxxxP", len(program), ctypes.addressof(filters))
     PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
     _call("prctl", ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
@@ -366,7 +371,8 @@ def run(spec: dict, argv: list[str]) -> None:
         status.off[private_root] = "no namespaces" if not isolated else "no root_dir"
     if isolated:
         status.attempt("network: loopback only", _loopback_up)
-    status.attempt("no anonymous memory files (memfd_create refused)", _no_memory_files)
+    status.attempt("no anonymous memory files or kernel keyrings (memfd_create, add_key, request_key, keyctl "
+                   "refused)", _refuse_calls)
     if not private:
         # no private root: a home of its own in the grader's folder for this run, never a shared path
         home = os.path.join(spec["root_dir"] or tempfile.mkdtemp(prefix="sandbox-home-"), "home")
