@@ -377,3 +377,51 @@ def test_submissions_graded_side_by_side_share_the_cores_between_their_kernels(t
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     grading.grade_all(tmp_path / "subs", tmp_path, tmp_path / "out", jobs=2, limits=limits, resume=False)
     assert seen == [limits] * 2, "the grader's OMP_NUM_THREADS is kept (the sandbox passes it on)"
+
+
+def test_report_keys_are_one_per_file_name_and_fit_a_file_system(tmp_path):
+    # red team, session 42: `alice.pdf.not-a-notebook.ipynb` took `alice.pdf`'s report files, and a 250-byte name (or
+    # 120 bytes that are not UTF-8, four times longer as \xNN) made a report name the file system refused, which
+    # stopped the whole batch before its gradebook
+    import csv
+
+    from tools.grade import KEY_BYTES, grade_all, report_key
+
+    long_pdf, not_utf8 = "x" * 246 + ".pdf", os.fsdecode(b"\xff" * 120 + b".ipynb")
+    names = ["alice.pdf", "alice.pdf.not-a-notebook.ipynb", "alice.ipynb", long_pdf, not_utf8]
+    keys = [report_key(tmp_path / n) for n in names]
+    assert len(set(keys)) == len(keys), keys
+    assert keys[0] == "alice.pdf.not-a-notebook" and keys[2] == "alice", keys            # the ordinary ones unchanged
+    assert all(len(k.encode("utf-8", "surrogatepass")) <= KEY_BYTES for k in keys), [len(k) for k in keys]
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for name in (long_pdf, "alice.pdf", "alice.pdf.not-a-notebook.ipynb"):
+        (subs / name).write_text("not a notebook at all")
+    reports = grade_all(subs, tmp_path / "no-instructors", tmp_path / "g")
+    rows = list(csv.DictReader((tmp_path / "g" / "gradebook.csv").open()))
+    assert len(rows) == 3 and all(r["total"] == "0" for r in rows), rows
+    written = sorted(p.name for p in (tmp_path / "g").glob("*.json"))
+    assert len(written) == 3, written                                 # none took another's files
+    assert {json.loads((tmp_path / "g" / n).read_text())["notebook"] for n in written} == {r["notebook"] for r in reports}
+
+
+def test_feedback_and_the_grader_s_table_show_a_submission_s_text_as_text():
+    # red team, session 42: the run line of the feedback carried raw HTML and Markdown (from the notebook's metadata,
+    # its nbformat field or its file name), and the table printed on the grader's terminal carried escapes that erased
+    # the real FAIL lines and drew fake PASS lines and a fake score
+    from tools.grade import _table_text, empty_report, feedback
+    from tools.kernel import _strip_ansi
+
+    report = empty_report("mallory\x1b[2K\r.ipynb", "<img src=x onerror=alert(1)> **all passed** [here](http://x)")
+    report.update(instructor="99_toy.ipynb", total=1, seconds=1.0, checks=[
+        {"id": "ex99.1", "passed": False, "hidden": False, "message": "no\n\x1b[1A\x1b[2K\r  PASS  ex99.1 \u202e"}])
+    from markdown_it import MarkdownIt                                   # CommonMark, as the pages are read
+
+    html = MarkdownIt("commonmark").render(feedback(report))
+    run_line = next(l for l in html.splitlines() if "The run did not finish normally" in l)
+    assert "<img" not in run_line and "<strong>all passed" not in run_line and "<a " not in run_line, run_line
+    assert "&lt;img src=x onerror=alert(1)&gt;" in run_line, run_line            # shown as text
+    table = _table_text([report])
+    assert not any(ch in table for ch in "\x1b\r\u202e"), repr(table)
+    assert "\\u001b[2K\\u000d" in table, repr(table)                  # shown, not obeyed
+    assert _strip_ansi("\x1b\x1b[m[2K \x1b[31mred\x1b[0m \x9b2K \r") == "[2K red 2K ", "one pass left an ESC[2K"

@@ -259,10 +259,23 @@ def display_name(path: Path) -> str:
     return _text(path.name)
 
 
+NOT_A_NOTEBOOK = ".not-a-notebook"
+KEY_BYTES = 160        # a report's file name, key and suffix, stays well under the 255 bytes a file system allows
+
+
 def report_key(path: Path) -> str:
-    """The name of a submission's report files: its stem for a notebook; a file that is not one keeps its whole
-    name, marked, so that `alice.pdf` and `alice.ipynb` in one folder never share a report."""
-    return _text(path.stem) if path.suffix == ".ipynb" else f"{display_name(path)}.not-a-notebook"
+    """The name of a submission's report files, one per file name: its stem for a notebook; a file that is not one
+    keeps its whole name, marked, so that `alice.pdf` and `alice.ipynb` in one folder never share a report. A
+    notebook whose stem ends with the mark gets a hash of its name (`alice.pdf.not-a-notebook.ipynb` would otherwise
+    overwrite `alice.pdf`'s reports: red team, session 42), and so does a key too long for a file name (a 250-byte
+    name, or 120 bytes that are not UTF-8 and come out four times longer, stopped the whole batch)."""
+    raw = os.fsencode(path.name)
+    marked = path.suffix != ".ipynb"
+    key = f"{display_name(path)}{NOT_A_NOTEBOOK}" if marked else _text(path.stem)
+    if (not marked and key.endswith(NOT_A_NOTEBOOK)) or len(key.encode("utf-8", "surrogatepass")) > KEY_BYTES:
+        head = key.encode("utf-8", "surrogatepass")[:KEY_BYTES - 16].decode("utf-8", "ignore")
+        key = f"{head}~{hashlib.sha256(raw).hexdigest()[:12]}"
+    return key
 
 
 def _xml_text(text: str) -> str:
@@ -310,11 +323,11 @@ def feedback(report: dict) -> str:
     if report.get("members"):
         lines += ["Group: " + ", ".join(_inline(m) for m in report["members"]), ""]
     if report.get("instructor"):
-        lines += [f"Notebook: {report['instructor']}. Checks passed: **{report['score']} of {report['total']}**"
+        lines += [f"Notebook: {_inline(report['instructor'])}. Checks passed: **{report['score']} of {report['total']}**"
                   + (f" (hidden: {report['hidden']['passed']} of {report['hidden']['total']})" if report["hidden"]["total"] else "")
                   + ".", ""]
     if report.get("run") and report["run"] != "finished":
-        lines += [f"**The run did not finish normally:** {report['run'].splitlines()[0]}", ""]
+        lines += [f"**The run did not finish normally:** {_inline(report['run'].splitlines()[0])}", ""]
     for ex in report.get("missing_exercises", []):
         lines += [f"- The submission has no cell tagged `exercise-{ex}`; its stub was graded.", ""]
     if report["checks"]:
@@ -393,18 +406,32 @@ def group_members(nb) -> list[str]:
     return []
 
 
+def _printable(text) -> str:
+    """`text` for the grader's terminal: control and format characters (escapes that move the cursor or erase a
+    line, carriage returns, bidirectional overrides) shown as \\uXXXX, so a submission's message or file name cannot
+    rewrite what the table says (red team, session 42: fake PASS lines and a fake score)."""
+    import unicodedata
+
+    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in ("Cc", "Cf") and ch != "\t" else ch for ch in str(text))
+
+
 def print_table(reports: list[dict]) -> None:
+    print(_table_text(reports))
+
+
+def _table_text(reports: list[dict]) -> str:
+    lines = []
     for r in reports:
         hidden = r.get("hidden") or {"passed": 0, "total": 0}
-        print(f"\n{r['notebook']}  (vs {r['instructor']}): {r['score']}/{r['total']} checks passed"
-              + (f" ({hidden['passed']}/{hidden['total']} hidden)" if hidden["total"] else "")
-              + f" in {r['seconds']} s; run {r['run'].splitlines()[0] if r['run'] else '?'}")
+        lines += ["", f"{r['notebook']}  (vs {r['instructor']}): {r['score']}/{r['total']} checks passed"
+                  + (f" ({hidden['passed']}/{hidden['total']} hidden)" if hidden["total"] else "")
+                  + f" in {r['seconds']} s; run {r['run'].splitlines()[0] if r['run'] else '?'}"]
         for c in r["checks"]:
             first = c["message"].strip().splitlines()[-1][:90] if c["message"].strip() else ""
-            print(f"  {'PASS' if c['passed'] else 'FAIL'}  {c['id'] + (' (hidden)' if c.get('hidden') else ''):<25} {first}")
-    print(f"\n{'submission':<40} score")
-    for r in reports:
-        print(f"{r['notebook'][:40]:<40} {r['score']}/{r['total']}")
+            lines.append(f"  {'PASS' if c['passed'] else 'FAIL'}  {c['id'] + (' (hidden)' if c.get('hidden') else ''):<25} {first}")
+    lines += ["", f"{'submission':<40} score"]
+    lines += [f"{r['notebook'][:40]:<40} {r['score']}/{r['total']}" for r in reports]
+    return "\n".join(_printable(line) for line in lines)
 
 
 GRADEBOOK_FIXED = ["submission", "members", "notebook", "total", "max", "hidden_passed", "hidden_total", "written",
@@ -479,6 +506,20 @@ def grade_all(target: Path, instructor_dir: Path, out_dir: Path, jobs: int = 1, 
     limits = shared_cores(limits, jobs)
 
     def one(path: Path) -> dict:
+        try:
+            return graded(path)
+        except Exception as err:                             # noqa: BLE001: one submission never stops the class
+            # even its report files could not be written: its gradebook row still says so
+            try:
+                digest = fingerprint(path, grading)
+            except OSError:
+                digest = ""
+            report = empty_report(display_name(path), f"the grader failed on this submission and could not write its "
+                                  f"report: {type(err).__name__}: {err}", fingerprint=digest)
+            report["seconds"] = 0.0
+            return report
+
+    def graded(path: Path) -> dict:
         digest = fingerprint(path, grading)
         previous = out_dir / f"{report_key(path)}.json"
         if resume and previous.is_file():
