@@ -10,7 +10,7 @@ import numpy as np
 # The NumPy functions the checks use, captured when this module is (re)loaded: code that a check calls (a student's
 # function) and that replaces numpy.all or numpy.abs meanwhile does not change what the check computes.
 _np = SimpleNamespace(**{name: getattr(np, name) for name in (
-    "asarray", "isnan", "any", "all", "abs", "where", "argmax", "unravel_index", "count_nonzero", "float64", "complex128", "inf",
+    "asarray", "isnan", "isfinite", "errstate", "any", "all", "abs", "where", "argmax", "unravel_index", "count_nonzero", "float64", "complex128", "inf",
     "ndarray", "generic", "bool_")})
 _PLAIN = (bool, int, float, complex)
 
@@ -133,10 +133,14 @@ def assert_close(
     if _np.any(nan_a != nan_e):
         where = _np.unravel_index(_np.argmax(nan_a != nan_e), a.shape) if a.shape else ()
         raise AssertionError(_with_hint(f"{name} has NaN where expected has a number (or vice versa) at index {where}: got {a64[where]}, expected {e64[where]}.", hint))
-    ok = nan_a | (_np.abs(a64 - e64) <= atol + rtol * _np.abs(e64)) | (a64 == e64)
-    if _np.all(ok):
-        return
-    err = _np.where(ok, 0.0, _np.abs(a64 - e64))
+    # an infinity matches only itself (as in numpy.isclose): |5 - inf| <= atol + rtol * inf would let any finite value
+    # pass where inf is expected (red team, session 42)
+    finite = _np.isfinite(a64) & _np.isfinite(e64)
+    with _np.errstate(invalid="ignore"):                 # inf - inf, where both are the same infinity
+        ok = nan_a | (a64 == e64) | (finite & (_np.abs(a64 - e64) <= atol + rtol * _np.abs(e64)))
+        if _np.all(ok):
+            return
+        err = _np.where(ok, 0.0, _np.abs(a64 - e64))
     err = _np.where(_np.isnan(err), _np.inf, err)
     flat = int(_np.argmax(err))
     where = _np.unravel_index(flat, a.shape) if a.shape else ()

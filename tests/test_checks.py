@@ -241,3 +241,12 @@ def test_needs_exercise_stops_a_cell_naming_the_unsolved_exercise():
         needs_exercise("", False)
     with pytest.raises(TypeError, match="must be True or False"):
         needs_exercise("ex00.2", [])                    # a list would be read as its truth value: refused
+
+
+def test_assert_close_matches_an_infinity_only_with_itself():
+    # |5 - inf| <= atol + rtol * inf held, so any finite value passed where inf was expected (red team, session 42)
+    inf = float("inf")
+    assert_close(np.array([inf, -inf, 1.0]), np.array([inf, -inf, 1.0 + 1e-9]))
+    for actual, expected in ((5.0, inf), (np.array([1.0, 5.0]), np.array([1.0, -inf])), (inf, 5.0), (-inf, inf)):
+        with pytest.raises(AssertionError, match="not close to the expected value"):
+            assert_close(actual, expected, name="x")
