@@ -365,8 +365,10 @@ def test_submissions_graded_side_by_side_share_the_cores_between_their_kernels(t
     assert [l.sandbox for l in seen] == [{"processes": 64, "threads": 4}] * 2 and seen[0].cell_seconds == 30, seen
     assert limits.sandbox == {"processes": 64}, "the caller's limits were changed"
     seen.clear()
-    grading.grade_all(tmp_path / "subs", tmp_path, tmp_path / "out", jobs=3, limits=None, resume=False)
+    grading.grade_all(tmp_path / "subs", tmp_path, tmp_path / "out", jobs=3, limits=None, resume=False,
+                      cell_timeout=7, total_timeout=33)
     assert [l.sandbox for l in seen] == [{"threads": 2}] * 2, seen
+    assert {(l.cell_seconds, l.total_seconds) for l in seen} == {(7, 33)}, f"the time limits asked for were lost: {seen}"
     seen.clear()
     grading.grade_all(tmp_path / "subs", tmp_path, tmp_path / "out", jobs=1, limits=limits, resume=False)
     assert seen == [limits] * 2, "one at a time: the machine's threads"
