@@ -390,7 +390,9 @@ def test_report_keys_are_one_per_file_name_and_fit_a_file_system(tmp_path):
     from tools.grade import KEY_BYTES, grade_all, report_key
 
     long_pdf, not_utf8 = "x" * 246 + ".pdf", os.fsdecode(b"\xff" * 120 + b".ipynb")
-    names = ["alice.pdf", "alice.pdf.not-a-notebook.ipynb", "alice.ipynb", long_pdf, not_utf8]
+    bob = os.fsdecode(b"bob\xff.ipynb")
+    spelled = report_key(tmp_path / bob) + ".ipynb"                  # a UTF-8 name spelling bob's key, backslash and all
+    names = ["alice.pdf", "alice.pdf.not-a-notebook.ipynb", "alice.ipynb", long_pdf, not_utf8, bob, spelled]
     keys = [report_key(tmp_path / n) for n in names]
     assert len(set(keys)) == len(keys), keys
     assert keys[0] == "alice.pdf.not-a-notebook" and keys[2] == "alice", keys            # the ordinary ones unchanged

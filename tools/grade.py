@@ -267,12 +267,16 @@ def report_key(path: Path) -> str:
     """The name of a submission's report files, one per file name: its stem for a notebook; a file that is not one
     keeps its whole name, marked, so that `alice.pdf` and `alice.ipynb` in one folder never share a report. A
     notebook whose stem ends with the mark gets a hash of its name (`alice.pdf.not-a-notebook.ipynb` would otherwise
-    overwrite `alice.pdf`'s reports: red team, session 42), and so does a key too long for a file name (a 250-byte
-    name, or 120 bytes that are not UTF-8 and come out four times longer, stopped the whole batch)."""
+    overwrite `alice.pdf`'s reports: red team, session 42), and so do a name holding a backslash and a key too long
+    for a file name (a 250-byte name, or 120 bytes that are not UTF-8 and come out four times longer, stopped the
+    whole batch)."""
     raw = os.fsencode(path.name)
     marked = path.suffix != ".ipynb"
     key = f"{display_name(path)}{NOT_A_NOTEBOOK}" if marked else _text(path.stem)
-    if (not marked and key.endswith(NOT_A_NOTEBOOK)) or len(key.encode("utf-8", "surrogatepass")) > KEY_BYTES:
+    # A name that is not UTF-8 is written with \xNN escapes and a hash of its bytes (_text); a name that is UTF-8 and
+    # holds a backslash could spell that same key, so it gets a hash of its own (red team, session 42).
+    if ((not marked and key.endswith(NOT_A_NOTEBOOK)) or "\\" in path.name
+            or len(key.encode("utf-8", "surrogatepass")) > KEY_BYTES):
         head = key.encode("utf-8", "surrogatepass")[:KEY_BYTES - 16].decode("utf-8", "ignore")
         key = f"{head}~{hashlib.sha256(raw).hexdigest()[:12]}"
     return key
