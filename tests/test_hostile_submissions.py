@@ -374,9 +374,17 @@ def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_error(tmp_path
            "    return x + 2\n")
     report = grade_with_a_hidden_check(
         tmp_path, "spy", "assert_close(double(np.arange(1234.0)), 2 * np.arange(1234.0), name='x')", spy)
-    assert report["score"] == 0 and any("SPIED" in e["message"] and "1234" in e["message"] for e in report["errors"]), report
+    from tools.autograder import results_json
+    from tools.grade import ERRORS_AFTER_HIDDEN
+
+    spied = [e for e in report["errors"] if "SPIED" in e["message"] and "1234" in e["message"]]
+    assert report["score"] == 0 and spied, report
     feedback_text = (tmp_path / "out" / "sub_97_spy.md").read_text()
-    assert "1234" not in feedback_text and "withheld" in feedback_text, feedback_text
+    gradescope = results_json(report, "97_spy.ipynb")["output"]
+    # not even that the cell failed: a submission decides whether it does, so its listing was one bit of what the
+    # hidden check handed it, per cell (red team round 2, session 42); the same sentence stands in every report
+    for shown in (feedback_text, gradescope):
+        assert "1234" not in shown and f"cell {spied[0]['cell']}" not in shown and ERRORS_AFTER_HIDDEN in shown, shown
 
 
 def test_what_a_hidden_check_passes_does_not_come_back_in_a_later_check_s_message(tmp_path):

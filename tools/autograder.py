@@ -23,7 +23,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .grade import empty_report, grade
+from .grade import ERRORS_AFTER_HIDDEN, empty_report, grade
 from .notebooks import NOTEBOOK_DIR, ROOT, read
 
 SETUP_SH = """#!/usr/bin/env bash
@@ -110,9 +110,11 @@ def results_json(report: dict, notebook: str) -> dict:
     if report["run"] and report["run"] != "finished":
         lines.append(f"The run did not finish normally: {report['run'].splitlines()[0]}")
     lines += [f"The submission has no cell tagged exercise-{ex}; its stub was graded." for ex in report.get("missing_exercises", [])]
-    lines += [f"Error in cell {e['cell']} (not a check): " + ("(withheld: after a hidden check)" if e.get("after_hidden") else
-                                                              (e['message'].strip().splitlines()[-1] if e['message'].strip() else ''))
-              for e in report.get("errors", [])[:10]]
+    shown = [e for e in report.get("errors", []) if not e.get("after_hidden")]   # see tools.grade.ERRORS_AFTER_HIDDEN
+    lines += [f"Error in cell {e['cell']} (not a check): " + (e['message'].strip().splitlines()[-1] if e['message'].strip() else '')
+              for e in shown[:10]]
+    if hidden:
+        lines.append(ERRORS_AFTER_HIDDEN)
     off = (report.get("protections") or {}).get("off") or {}
     if off:
         lines.append("Grading ran with these protections off: " + "; ".join(off))

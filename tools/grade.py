@@ -156,6 +156,12 @@ def plan(submission_nb, instructor_nb, exercises: list) -> tuple[list[Step], lis
 
 WITHHELD = ("(its text is withheld from the feedback: it came after a hidden check, and code of the submission's "
             "that ran in that check could put what it saw there into an error or a check's message)")
+# Errors in cells after a hidden check are not listed at all: whether a cell failed is the submission's to decide,
+# so even "an error in cell N (withheld)" told a submission one bit of what a hidden check handed it, per cell and
+# with no mark lost (red team round 2, session 42: a hidden input found by bisection over resubmissions). The line
+# below is the same in every report that has hidden checks.
+ERRORS_AFTER_HIDDEN = ("Errors in cells that ran after a hidden check are not shown here (they are in the graders' "
+                       "report).")
 
 
 def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: int = 120, total_timeout: int = 1800,
@@ -342,8 +348,10 @@ def feedback(report: dict) -> str:
         if not c["passed"] and c["message"]:
             lines += [f"## {c['id']}: failed", "", *_fenced(WITHHELD if c.get("after_hidden") else c["message"]), ""]
     for e in report.get("errors", []):
-        text = WITHHELD if e.get("after_hidden") else _last_lines(e["message"])
-        lines += [f"## An error in cell {e['cell']} (not a check)", "", *_fenced(text), ""]
+        if not e.get("after_hidden"):
+            lines += [f"## An error in cell {e['cell']} (not a check)", "", *_fenced(_last_lines(e["message"])), ""]
+    if report["hidden"]["total"]:
+        lines += [ERRORS_AFTER_HIDDEN, ""]
     off = (report.get("protections") or {}).get("off") or {}
     if off:
         lines += ["Grading ran with these protections off: " + "; ".join(f"{k} ({v})" for k, v in off.items()), ""]
