@@ -115,6 +115,24 @@ def test_the_program_cannot_keep_a_note_in_the_kernel_s_keyrings(tmp_path):
     assert any("keyrings" in p for p in status["on"]), status
 
 
+def test_the_program_runs_in_a_cpu_cgroup_of_its_own_at_the_common_share(tmp_path):
+    # red team round 2, session 42: 120 busy loops, each in a session of its own, starved the submission graded beside
+    # them (-j 2) until it timed out. Each sandbox now has a CPU cgroup at the same share, and the scheduler divides
+    # the machine between cgroups first. (How fast a neighbour then runs is a timing, not asserted here.)
+    from tools.sandbox import CPU_SHARE
+
+    if os.geteuid() != 0:
+        pytest.skip("a cgroup of its own needs a root grader")
+    name = f"workbook-test-{os.getpid()}-{tmp_path.name}"
+    done, status = sandboxed(tmp_path, "cat /proc/self/cgroup", cgroup=name)
+    if CPU_SHARE in status["off"]:
+        pytest.skip(f"no cgroup cpu controller here: {status['off'][CPU_SHARE]}")
+    assert CPU_SHARE in status["on"], status
+    lines = done.stdout.splitlines()
+    cpu = [l for l in lines if "cpu" in l.split(":")[1].split(",")] or [l for l in lines if l.startswith("0::")]  # v1, or v2
+    assert len(cpu) == 1 and cpu[0].endswith("/" + name), done.stdout
+
+
 def test_all_its_processes_together_stay_within_the_sandbox_memory(tmp_path):
     # Each process is limited on its own (address space), so forking multiplies what a program may take; the
     # sandbox's cgroup bounds them all together: 4 children touching 400 MB each do not all fit in 1 GiB.

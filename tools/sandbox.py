@@ -120,6 +120,7 @@ class _Status:
 
 
 CGROUP_ROOT = "/sys/fs/cgroup"
+CPU_SHARE = "CPU shared equally with every other sandbox (cgroup cpu)"
 
 
 def _cgroup_dirs(name: str) -> list[tuple[str, dict]]:
@@ -150,14 +151,42 @@ def _join_cgroup(spec: dict) -> None:
         Path(path, "cgroup.procs").write_text(str(os.getpid()))
 
 
+def _cpu_cgroup_dir(name: str) -> tuple[str, str, str]:
+    """Where the sandbox's CPU cgroup lives, the file that sets its share and the share: cgroup v1's cpu hierarchy
+    (cpu.shares) or v2's unified one (cpu.weight), each at its default, the same for every sandbox."""
+    v1 = os.path.join(CGROUP_ROOT, "cpu")
+    if os.path.isfile(os.path.join(v1, "cgroup.procs")):
+        return os.path.join(v1, name), "cpu.shares", "1024"
+    controllers = os.path.join(CGROUP_ROOT, "cgroup.subtree_control")
+    if os.path.isfile(controllers) and "cpu" in Path(controllers).read_text().split():
+        return os.path.join(CGROUP_ROOT, name), "cpu.weight", "100"
+    raise OSError("no cgroup cpu controller this process can use")
+
+
+def _join_cpu_cgroup(spec: dict) -> None:
+    """Put this process in a CPU cgroup of its own, at the same share as every other sandbox's. The kernel's
+    scheduler divides the machine fairly between cgroups first, so however many processes a sandbox runs, it takes
+    no more than its share from a sandbox graded beside it (red team round 2, session 42: 120 busy loops, each in a
+    session of its own to escape the scheduler's grouping by session, made a correct submission graded beside them
+    time out and lose a mark)."""
+    if not spec["cgroup"]:
+        raise OSError("no cgroup name given")
+    path, file, share = _cpu_cgroup_dir(spec["cgroup"])
+    os.makedirs(path, exist_ok=True)
+    Path(path, file).write_text(share)
+    Path(path, "cgroup.procs").write_text(str(os.getpid()))
+
+
 def remove_cgroup(name: str | None, wait: float = 5.0) -> None:
     """Remove the cgroup once its processes are gone (the grader calls this after killing the sandbox)."""
     if not name:
         return
-    try:
-        paths = [path for path, _ in _cgroup_dirs(name)]
-    except OSError:
-        return
+    paths = []
+    for where in (lambda: [path for path, _ in _cgroup_dirs(name)], lambda: [_cpu_cgroup_dir(name)[0]]):
+        try:
+            paths += where()
+        except OSError:
+            pass
     deadline = time.monotonic() + wait
     for path in paths:
         while os.path.isdir(path):
@@ -344,8 +373,10 @@ def run(spec: dict, argv: list[str]) -> None:
     whole = "memory and processes limited for the whole sandbox (cgroup)"
     if root_user:
         status.attempt(whole, lambda: _join_cgroup(spec))
+        status.attempt(CPU_SHARE, lambda: _join_cpu_cgroup(spec))
     else:
         status.off[whole] = "not root: no cgroup to create (each process is still limited on its own)"
+        status.off[CPU_SHARE] = "not root: no cgroup to create"
     # IPC: System V shared memory, semaphores and message queues of its own, gone with the namespace. On the host's,
     # a segment outlives the grading (red team, session 42: one submission left a note that the next one read, and
     # 64 MiB held after the grader had exited).
