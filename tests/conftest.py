@@ -22,7 +22,7 @@ SECONDS = {
     "test_grading.py": 40,
     "test_judge.py": 20,
     "test_book.py": 17,
-    "test_autograder.py": 8,
+    "test_autograder.py": 12,
     "test_teeth.py": 7,
 }
 

@@ -59,7 +59,7 @@ def unpack(bundle, root):
     return source
 
 
-@pytest.mark.parametrize("kind", ["solved", "stub", "nothing"])
+@pytest.mark.parametrize("kind", ["solved", "stub", "nothing", "two, not UTF-8"])
 def test_run_autograder_grades_a_submission_into_results_json(bundle, tmp_path, kind):
     root = tmp_path / "autograder"
     source = unpack(bundle, root)
@@ -67,10 +67,16 @@ def test_run_autograder_grades_a_submission_into_results_json(bundle, tmp_path, 
         write(with_hidden_check(), root / "submission" / "99_toy.ipynb")
     elif kind == "stub":
         write(student_edition(with_hidden_check(), "99_toy.ipynb"), root / "submission" / "my_work.ipynb")
+    elif kind == "two, not UTF-8":              # the first in order is graded
+        write(with_hidden_check(), root / "submission" / os.fsdecode(b"\xfe_a.ipynb"))
+        write(student_edition(with_hidden_check(), "99_toy.ipynb"), root / "submission" / os.fsdecode(b"\xff_b.ipynb"))
     env = dict(os.environ, AUTOGRADER_ROOT=str(root), AUTOGRADER_PYTHON=sys.executable)
-    done = subprocess.run([str(source / "run_autograder")], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([str(source / "run_autograder")], env=env, capture_output=True, text=True, timeout=300,
+                          errors="backslashreplace")
     assert done.returncode == 0, done.stdout + done.stderr
-    results = json.loads((root / "results" / "results.json").read_text())
+    text = (root / "results" / "results.json").read_bytes().decode("utf-8")
+    results = json.loads(text)
+    assert "\\udc" not in text, "a lone surrogate (a file name's raw byte) in results.json: Gradescope's parser may refuse it"
     scores = {t["name"]: (t["score"], t["max_score"], t["visibility"]) for t in results["tests"]}
     if kind == "solved":
         # no top-level score: Gradescope totals the tests, and a total or a count in the text would reveal the hidden
@@ -85,6 +91,12 @@ def test_run_autograder_grades_a_submission_into_results_json(bundle, tmp_path, 
         assert len(visible) == 2 and all("not solved yet" in t["output"] for t in visible), results["tests"]
         hidden = [t for t in results["tests"] if t["visibility"] == "after_published"]
         assert [t["output"] for t in hidden] == ["a hidden check failed (NotImplementedError)"]
+    elif kind == "two, not UTF-8":
+        # the name as text (its bytes as \xNN), and a note that is not the run's outcome (red team round 2, session 42:
+        # a lone surrogate in results.json, and "did not finish normally" for a run that did)
+        assert "did not finish normally" not in results["output"], results["output"]
+        assert "Graded \\xfe_a.ipynb~" in results["output"] and "of the 2 notebooks" in results["output"], results["output"]
+        assert sum(t["score"] for t in results["tests"]) == 3.0, results["tests"]
     else:
         assert results["score"] == 0.0 and results["tests"] == [] and "no notebook" in results["output"]
 

@@ -23,7 +23,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .grade import ERRORS_AFTER_HIDDEN, empty_report, grade
+from .grade import ERRORS_AFTER_HIDDEN, display_name, empty_report, grade
 from .notebooks import NOTEBOOK_DIR, ROOT, read
 
 SETUP_SH = """#!/usr/bin/env bash
@@ -109,6 +109,7 @@ def results_json(report: dict, notebook: str) -> dict:
              + (f"; {hidden} hidden check{'s' if hidden != 1 else ''}, shown when grades are published." if hidden else ".")]
     if report["run"] and report["run"] != "finished":
         lines.append(f"The run did not finish normally: {report['run'].splitlines()[0]}")
+    lines += list(report.get("notes", []))
     lines += [f"The submission has no cell tagged exercise-{ex}; its stub was graded." for ex in report.get("missing_exercises", [])]
     shown = [e for e in report.get("errors", []) if not e.get("after_hidden")]   # see tools.grade.ERRORS_AFTER_HIDDEN
     lines += [f"Error in cell {e['cell']} (not a check): " + (e['message'].strip().splitlines()[-1] if e['message'].strip() else '')
@@ -150,9 +151,9 @@ def run(root: Path) -> dict:
                 report = grade(copy, source / "notebooks", work / "reports", config["cell_timeout"],
                                config["total_timeout"], config.get("parameters") or None, expected=notebook)
             except Exception as err:                   # noqa: BLE001: Gradescope still gets a results.json
-                report = empty_report(chosen.name, f"the grader failed: {type(err).__name__}: {err}")
-            if len(candidates) > 1:
-                report["run"] += f"; graded {chosen.name} of {len(candidates)} notebooks in the submission"
+                report = empty_report(display_name(chosen), f"the grader failed: {type(err).__name__}: {err}")
+            if len(candidates) > 1:                    # a note, not the run's outcome (which it made "not normal")
+                report["notes"] = [f"Graded {display_name(chosen)} of the {len(candidates)} notebooks in the submission."]
         payload = results_json(report, notebook)
     finally:
         shutil.rmtree(work, ignore_errors=True)
