@@ -798,22 +798,28 @@ def test_malformed_messages_are_refused_as_such():
     assert W.Decoder([], peer={0: base}).decode(["W", 0, 0, 0, [8, 4], [0, 1], [1]]).shape == (8, 4)   # a broadcast
 
 
+def collecting_relay(tmp_path, group, backlog, hello_seconds):
+    """A Relay with only what `_collect_workers` uses: launch "L" waiting for `group`'s ranks on tmp_path/workers."""
+    from tools.judge import Relay
+
+    relay = Relay.__new__(Relay)
+    relay.closed, relay.worker_conns, relay.groups_changed = False, [], threading.Condition()
+    relay.groups = {"L": group}
+    relay.sub_workers_server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    relay.sub_workers_server.bind(str(tmp_path / "workers"))
+    relay.sub_workers_server.listen(backlog)
+    relay.HELLO_SECONDS = hello_seconds
+    return relay
+
+
 def test_the_submission_s_workers_are_taken_only_by_their_hellos_and_a_flood_holds_little_of_the_grader(tmp_path):
     # red team of session 39: thousands of connections to the submission's `workers` socket, each held open without a
     # hello, made the grader start a thread and hold a file descriptor for each (2716 threads), until it ran out and
     # its relay stopped taking anyone's workers
     import os
 
-    from tools.judge import Relay
-
-    relay = Relay.__new__(Relay)
-    relay.closed, relay.worker_conns, relay.groups_changed = False, [], threading.Condition()
     group = {0: None, 1: None}
-    relay.groups = {"L": group}
-    relay.sub_workers_server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    relay.sub_workers_server.bind(str(tmp_path / "workers"))
-    relay.sub_workers_server.listen(128)
-    relay.HELLO_SECONDS = 2.0
+    relay = collecting_relay(tmp_path, group, backlog=128, hello_seconds=2.0)
 
     def hello(rank, launch="L"):
         body = W.pack_body({"launch": launch, "rank": rank})
@@ -854,16 +860,8 @@ def test_the_submission_s_workers_are_taken_only_by_their_hellos_and_a_flood_hol
 
 
 def test_a_hello_for_another_launch_or_of_absurd_size_takes_no_rank(tmp_path):
-    from tools.judge import Relay
-
-    relay = Relay.__new__(Relay)
-    relay.closed, relay.worker_conns, relay.groups_changed = False, [], threading.Condition()
     group = {0: None}
-    relay.groups = {"L": group}
-    relay.sub_workers_server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    relay.sub_workers_server.bind(str(tmp_path / "workers"))
-    relay.sub_workers_server.listen(8)
-    relay.HELLO_SECONDS = 1.0
+    relay = collecting_relay(tmp_path, group, backlog=8, hello_seconds=1.0)
     body = W.pack_body({"launch": "other", "rank": 0})
     clients = []
     for data in (b"\xff" * 8, struct.pack(">Q", len(body)) + body):
@@ -882,16 +880,8 @@ def test_a_hello_for_another_launch_or_of_absurd_size_takes_no_rank(tmp_path):
 def test_an_empty_hello_is_hung_up_on_at_once_not_held_until_the_deadline(tmp_path):
     # a hello announcing 0 bytes can never name a rank: it frees its pending slot at once (until session 42 it stayed
     # pending, one of the 2 x world slots, until HELLO_SECONDS had passed)
-    from tools.judge import Relay
-
-    relay = Relay.__new__(Relay)
-    relay.closed, relay.worker_conns, relay.groups_changed = False, [], threading.Condition()
     group = {0: None}
-    relay.groups = {"L": group}
-    relay.sub_workers_server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    relay.sub_workers_server.bind(str(tmp_path / "workers"))
-    relay.sub_workers_server.listen(8)
-    relay.HELLO_SECONDS = 5.0
+    relay = collecting_relay(tmp_path, group, backlog=8, hello_seconds=5.0)
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.connect(str(tmp_path / "workers"))
     client.sendall(struct.pack(">Q", 0))
