@@ -411,7 +411,7 @@ def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidde
         for kernel, then, who in ((submission, "", "the kernel"),
                                   (judge, f"_m.CLIENT = _m.Client({relay.judge_path!r}, {CALL_LIMIT}, get_ipython().user_ns, "
                                          f"workers={relay.workers_path!r})\n"
-                                         f"__import__('os').environ[{CHECK_SEED_ENV!r}] = '{secrets.randbelow(2**32 - 1) + 1}'",
+                                         f"__import__('os').environ[{CHECK_SEED_ENV!r}] = '{secrets.randbelow(2**64 - 1) + 1}'",
                                    "the judge")):
             boot = kernel.run(INSTALL.format(source=WIRE_SOURCE, then=then), timeout=boot_timeout)
             if boot.status != "ok":
