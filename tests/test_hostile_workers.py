@@ -100,7 +100,7 @@ EXPECTED = {            # the judge's workers' environment and files are not the
 
 # Session 42: a check whose workers draw each rank's data from the notebook's own formula, which the submission's
 # kernel runs as well. A function that must sum every rank's number could rebuild the others' from that formula
-# instead of receiving them (05's `common.check_input`, and its training checks' `make_batch`). The grader sets a
+# instead of receiving them (05's `common.check_input`, the ring check's vectors). The grader sets a
 # seed drawn for each grading in the judge's kernel only (tools.judge.CHECK_SEED_ENV), which the formula mixes in: the
 # judge's workers draw data the submission's processes cannot compute.
 DATA94 = ("import os\nimport torch\n\n\ndef data(rank):\n"

@@ -23,7 +23,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .grade import ERRORS_AFTER_HIDDEN, display_name, empty_report, grade
+from .grade import ERRORS_AFTER_HIDDEN, display_name, empty_report, grade, shown_errors
 from .notebooks import NOTEBOOK_DIR, ROOT, read
 
 SETUP_SH = """#!/usr/bin/env bash
@@ -111,9 +111,8 @@ def results_json(report: dict, notebook: str) -> dict:
         lines.append(f"The run did not finish normally: {report['run'].splitlines()[0]}")
     lines += list(report.get("notes", []))
     lines += [f"The submission has no cell tagged exercise-{ex}; its stub was graded." for ex in report.get("missing_exercises", [])]
-    shown = [e for e in report.get("errors", []) if not e.get("after_hidden")]   # see tools.grade.ERRORS_AFTER_HIDDEN
     lines += [f"Error in cell {e['cell']} (not a check): " + (e['message'].strip().splitlines()[-1] if e['message'].strip() else '')
-              for e in shown[:10]]
+              for e in shown_errors(report)[:10]]
     if hidden:
         lines.append(ERRORS_AFTER_HIDDEN)
     off = (report.get("protections") or {}).get("off") or {}

@@ -164,6 +164,12 @@ ERRORS_AFTER_HIDDEN = ("Errors in cells that ran after a hidden check are not sh
                        "report).")
 
 
+def shown_errors(report: dict) -> list[dict]:
+    """The errors of cells (not checks) that students are shown: those before the first hidden check. The feedback
+    and Gradescope's output list these, and say ERRORS_AFTER_HIDDEN wherever there are hidden checks."""
+    return [e for e in report.get("errors", []) if not e.get("after_hidden")]
+
+
 def grade(submission: Path, instructor_dir: Path, out_dir: Path, cell_timeout: int = 120, total_timeout: int = 1800,
           parameters: dict | None = None, limits: Limits | None = None, fingerprint: str = "", expected: str | None = None) -> dict:
     """Grade one submission; always writes OUT/<name>.json and OUT/<name>.xml and returns the report.
@@ -281,9 +287,9 @@ def report_key(path: Path) -> str:
     key = f"{display_name(path)}{NOT_A_NOTEBOOK}" if marked else _text(path.stem)
     # A name that is not UTF-8 is written with \xNN escapes and a hash of its bytes (_text); a name that is UTF-8 and
     # holds a backslash could spell that same key, so it gets a hash of its own (red team, session 42).
-    if ((not marked and key.endswith(NOT_A_NOTEBOOK)) or "\\" in path.name
-            or len(key.encode("utf-8", "surrogatepass")) > KEY_BYTES):
-        head = key.encode("utf-8", "surrogatepass")[:KEY_BYTES - 16].decode("utf-8", "ignore")
+    encoded = key.encode("utf-8", "surrogatepass")
+    if (not marked and key.endswith(NOT_A_NOTEBOOK)) or "\\" in path.name or len(encoded) > KEY_BYTES:
+        head = encoded[:KEY_BYTES - 16].decode("utf-8", "ignore")
         key = f"{head}~{hashlib.sha256(raw).hexdigest()[:12]}"
     return key
 
@@ -347,9 +353,8 @@ def feedback(report: dict) -> str:
     for c in report["checks"]:
         if not c["passed"] and c["message"]:
             lines += [f"## {c['id']}: failed", "", *_fenced(WITHHELD if c.get("after_hidden") else c["message"]), ""]
-    for e in report.get("errors", []):
-        if not e.get("after_hidden"):
-            lines += [f"## An error in cell {e['cell']} (not a check)", "", *_fenced(_last_lines(e["message"])), ""]
+    for e in shown_errors(report):
+        lines += [f"## An error in cell {e['cell']} (not a check)", "", *_fenced(_last_lines(e["message"])), ""]
     if report["hidden"]["total"]:
         lines += [ERRORS_AFTER_HIDDEN, ""]
     off = (report.get("protections") or {}).get("off") or {}

@@ -44,13 +44,13 @@ WIRE_SOURCE = Path(__file__).with_name("judge_wire.py").read_text()
 CALL_LIMIT = 128 << 20                   # bytes of one call or of one reply
 SESSION_GRACE = 1.0                      # seconds a serving cell has to end by itself once its cell has ended
 
-# Installed once in each kernel as a module of its own (the repository's tools package is not in either sandbox).
 # The environment variable that holds the judge's check seed: a number drawn for each grading and set in the judge's
 # kernel only (so in the workers it launches, and nowhere the submission's code runs). Check data drawn from it (05's
-# `common.check_input` and the data of its training checks) cannot be rebuilt by the submission: a rank's function
-# must receive the other ranks' data, not compute it from the notebook's own formula. Unset, as in a plain run, it is 0.
+# `common.check_input`, the ring's vectors) cannot be rebuilt by the submission: a rank's function must receive the
+# other ranks' data, not compute it from the notebook's own formula. Unset, as in a plain run, it is 0.
 CHECK_SEED_ENV = "WORKBOOK_CHECK_SEED"
 
+# Installed once in each kernel as a module of its own (the repository's tools package is not in either sandbox).
 INSTALL = ("import sys as _s, types as _t\n"
            "_m = _t.ModuleType('workbook_wire')\n"
            "_s.modules['workbook_wire'] = _m\n"
@@ -179,7 +179,6 @@ class Relay:
             threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
     # -- the judge's calls -----------------------------------------------------------------------------------
-
     def _serve_judge(self, conn) -> None:
         with conn:
             while not self.closed:
@@ -202,7 +201,6 @@ class Relay:
                     return
 
     # -- workers -----------------------------------------------------------------------------------------------
-
     def _collect_workers(self, launch: str, group: dict, world: int) -> None:
         """Take the connections of the submission's workers for one launch, each saying its launch and rank first,
         until every rank has one or HELLO_SECONDS have passed. Only here, right after a spawn, are connections to

@@ -181,12 +181,14 @@ def remove_cgroup(name: str | None, wait: float = 5.0) -> None:
     """Remove the cgroup once its processes are gone (the grader calls this after killing the sandbox)."""
     if not name:
         return
-    paths = []
-    for where in (lambda: [path for path, _ in _cgroup_dirs(name)], lambda: [_cpu_cgroup_dir(name)[0]]):
-        try:
-            paths += where()
-        except OSError:
-            pass
+    try:
+        paths = [path for path, _ in _cgroup_dirs(name)]
+    except OSError:
+        paths = []
+    try:
+        paths.append(_cpu_cgroup_dir(name)[0])
+    except OSError:
+        pass
     deadline = time.monotonic() + wait
     for path in paths:
         while os.path.isdir(path):
@@ -284,15 +286,15 @@ def _refuse_calls() -> None:
     numbers = [n for number in numbers for n in (number, number | 0x40000000)]   # and x32's numbering of each
     LD_ABS, JEQ, RET = 0x20, 0x15, 0x06                       # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
     ALLOW, EPERM = 0x7FFF0000, 0x00050000 | 1                 # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
-    k = len(numbers)
+    count = len(numbers)
     program = [(LD_ABS, 0, 0, 4),                             # the architecture
-               (JEQ, 0, k + 1, arch),                         # another one (a 32-bit call): allow
+               (JEQ, 0, count + 1, arch),                     # another one (a 32-bit call): allow
                (LD_ABS, 0, 0, 0)]                             # the system call's number
-    program += [(JEQ, k - i, 0, n) for i, n in enumerate(numbers)]   # one of them: refuse
+    program += [(JEQ, count - i, 0, n) for i, n in enumerate(numbers)]   # one of them: refuse
     program += [(RET, 0, 0, ALLOW), (RET, 0, 0, EPERM)]
     filters = (ctypes.c_ubyte * (8 * len(program)))()
-    for i, (code, jt, jf, k_) in enumerate(program):
-        struct.pack_into("HBBI", filters, 8 * i, code, jt, jf, k_)
+    for i, (code, jt, jf, k) in enumerate(program):
+        struct.pack_into("HBBI", filters, 8 * i, code, jt, jf, k)
     fprog = struct.pack("HxxxxxxP", len(program), ctypes.addressof(filters))
     PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
     _call("prctl", ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))

@@ -34,35 +34,42 @@ PROBE_TAG = "teeth-probe"
 # Defined in the kernel by the first probe cell. Runs each cell of a span through IPython (so %%writefile and other
 # magics work as in the notebook), its output captured, and records which check ids failed and with what.
 _RUNNER = '''\
+def _workbook_run(source):
+    """Run one cell's source through IPython (magics work as in the notebook), its output captured and its traceback
+    kept from the front end (the probe's expected failures are not the notebook's errors); return its error or None."""
+    from IPython import get_ipython
+    from IPython.utils.capture import capture_output
+    shell = get_ipython()
+    shown = shell._showtraceback
+    shell._showtraceback = lambda *args, **kwargs: None
+    try:
+        with capture_output():
+            result = shell.run_cell(source, store_history=False)
+    finally:
+        shell._showtraceback = shown
+    return result.error_before_exec or result.error_in_exec
+
+
 def _workbook_teeth(rows_path, exercise, variant, cells, until_caught=False, until_each_caught=False):
     """Run the (check id or None, source) cells of one variant in this kernel; append its row to rows_path.
     until_caught: stop at the first check that fails by an assertion (a wrong answer is caught; the rest of its
     checks need not run). until_each_caught: the same, except that the checks after the catch still run while one
     of them has not yet caught any of this exercise's wrong answers in this kernel: each is seen catching one."""
     import json
-    from IPython import get_ipython
-    from IPython.utils.capture import capture_output
-    shell, failed, errors = get_ipython(), {}, []
+    failed, errors = {}, []
     seen = _workbook_teeth.__dict__.setdefault("seen", {}).setdefault(exercise, set())   # checks that caught one
-    shown = shell._showtraceback              # the expected failures must not reach the front end as errors
-    shell._showtraceback = lambda *args, **kwargs: None
-    try:
-        for index, (check, source) in enumerate(cells):
-            with capture_output():
-                result = shell.run_cell(source, store_history=False)
-            error = result.error_before_exec or result.error_in_exec
-            if check is not None:
-                failed[check] = failed.get(check, False) or error is not None
-            if error is not None:
-                errors.append({"check": check, "type": type(error).__name__, "message": str(error)[-500:],
-                               "assertion": isinstance(error, AssertionError)})
-                if check is not None and isinstance(error, AssertionError):
-                    if until_each_caught:
-                        seen.add(check)
-                    if until_caught or (until_each_caught and {c for c, _ in cells[index + 1:] if c} <= seen):
-                        break
-    finally:
-        shell._showtraceback = shown
+    for index, (check, source) in enumerate(cells):
+        error = _workbook_run(source)
+        if check is not None:
+            failed[check] = failed.get(check, False) or error is not None
+        if error is not None:
+            errors.append({"check": check, "type": type(error).__name__, "message": str(error)[-500:],
+                           "assertion": isinstance(error, AssertionError)})
+            if check is not None and isinstance(error, AssertionError):
+                if until_each_caught:
+                    seen.add(check)
+                if until_caught or (until_each_caught and {c for c, _ in cells[index + 1:] if c} <= seen):
+                    break
     with open(rows_path, "a", encoding="utf-8") as f:
         f.write(json.dumps({"exercise": exercise, "variant": variant, "failed": failed, "errors": errors}) + "\\n")
 
@@ -70,17 +77,7 @@ def _workbook_teeth(rows_path, exercise, variant, cells, until_caught=False, unt
 def _workbook_solution(source):
     """Run the exercise cell as the notebook has it again, after the variants: the notebook's cells that follow
     (its checks) then see the solution. A failure here fails the probe cell, with the exercise cell's error."""
-    from IPython import get_ipython
-    from IPython.utils.capture import capture_output
-    shell = get_ipython()
-    shown = shell._showtraceback              # one error for the probe cell: the one raised below
-    shell._showtraceback = lambda *args, **kwargs: None
-    try:
-        with capture_output():
-            result = shell.run_cell(source, store_history=False)
-    finally:
-        shell._showtraceback = shown
-    error = result.error_before_exec or result.error_in_exec
+    error = _workbook_run(source)
     if error is not None:
         raise RuntimeError(f"the exercise cell, run again after the probe's variants, failed: {error!r}") from error
 
