@@ -458,7 +458,9 @@ def run_steps_apart(steps, limits: Limits, kernel_factory=SandboxedKernel, hidde
                 names = "\n".join(f"{n} = __import__('workbook_wire').CLIENT.proxy({n!r})" for n in sorted(step.names))
                 j = judge.run(names or "pass")
                 if j.status != "ok":
-                    outcome["run"] = f"the grader's proxies failed in the judge: {j.message[-300:]}"
+                    # a kernel stopped (the overall limit, which ends the judge's cell too when it ran out in the
+                    # exercise cell) says so first: which of the two saw the deadline first was a race
+                    outcome["run"] = stopped() or f"the grader's proxies failed in the judge: {j.message[-300:]}"
                     break
                 continue
         if outcome["run"] == "finished":                 # (a failure of the proxies' own cell says so instead)
